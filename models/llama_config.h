@@ -1,0 +1,66 @@
+#ifndef QUEST_MODELS_LLAMA_CONFIG_H_
+#define QUEST_MODELS_LLAMA_CONFIG_H_
+
+// The hyper-parameters of a Llama-family model (Llama 2/3, Mistral, Qwen2,
+// SmolLM), in Hugging Face's vocabulary, whatever file they came from.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace quest::models {
+
+// RoPE frequency scaling as Hugging Face's `rope_scaling` describes it.
+struct RopeScaling {
+  enum class Type { kNone, kLinear, kDynamic, kYarn, kLlama3 };
+  Type type = Type::kNone;
+  double factor = 1.0;
+  // llama3 and yarn: the context the base model was trained at.
+  int64_t original_max_position_embeddings = 0;
+  // llama3.
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  // yarn.
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double attention_factor = 0.0;  // 0: derive from factor (0.1*ln(factor)+1)
+};
+
+struct LlamaConfig {
+  std::string architecture = "LlamaForCausalLM";
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;  // hidden_size / num_heads unless config.json says otherwise
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  // Qwen2 has biases on the q/k/v projections.
+  bool attention_bias = false;
+  int32_t bos_token_id = -1;
+  std::vector<int32_t> eos_token_ids;
+};
+
+// Parses a Hugging Face config.json. `source` (a path) appears in errors.
+// Errors: malformed JSON, a missing or mistyped required field, an
+// unsupported architecture / model_type or rope_scaling type, inconsistent
+// sizes (hidden_size not divisible by num_attention_heads, num_heads not a
+// multiple of num_key_value_heads, ...). Each error names `source` and field.
+absl::StatusOr<LlamaConfig> ParseHfConfigJson(absl::string_view json_text,
+                                              absl::string_view source);
+
+// Checks internal consistency (positive sizes, GQA divisibility); used by
+// every loader. `source` appears in errors.
+absl::Status ValidateLlamaConfig(const LlamaConfig& config, absl::string_view source);
+
+}  // namespace quest::models
+
+#endif  // QUEST_MODELS_LLAMA_CONFIG_H_
