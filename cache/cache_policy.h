@@ -1,0 +1,111 @@
+#ifndef QUEST_CACHE_CACHE_POLICY_H_
+#define QUEST_CACHE_CACHE_POLICY_H_
+
+// The plug-in seam of the KV cache: a CachePolicy decides, for one sequence,
+// which of its pages each decode query attends to (Quest: top-k pages by an
+// upper bound of q.k; dense: all of them) and keeps whatever per-sequence
+// state it needs for that (Quest's page min/max Keys, H2O's scores, ...).
+//
+// Policies are created per sequence by a CachePolicyFactory found by name in
+// the CachePolicyRegistry, so adding a policy never touches cache/ itself.
+// A policy object is used by one thread at a time.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "proto/engine_config.pb.h"
+#include "runtime/backend.h"
+#include "runtime/tensor.h"
+
+namespace quest::cache {
+
+// The model-side shape of the cache a policy works in.
+struct CacheGeometry {
+  int num_layers = 0;
+  int num_heads = 0;     // query heads
+  int num_kv_heads = 0;  // num_heads / num_kv_heads query heads share a KV head
+  int head_dim = 0;
+  int page_size = 0;
+};
+
+// One layer of one sequence, as a policy sees it.
+struct SequenceLayerView {
+  int layer = 0;
+  absl::Span<const int32_t> page_table;  // logical page -> physical page
+  int64_t length = 0;                    // tokens in the sequence, new ones included
+  const Tensor* k_pages = nullptr;       // this layer's pool storage
+  const Tensor* v_pages = nullptr;
+  Backend* backend = nullptr;
+};
+
+// Pages to attend, per KV head, in CSR form (see PagedAttentionArgs).
+// Empty `indptr` means every page.
+struct PageSelection {
+  std::vector<int32_t> indptr;
+  std::vector<int32_t> pages;
+  void Clear() {
+    indptr.clear();
+    pages.clear();
+  }
+};
+
+class CachePolicy {
+ public:
+  virtual ~CachePolicy() = default;
+
+  // Called after the K/V of tokens [start, start + n) of a layer were written
+  // into the sequence's pages.
+  virtual void OnAppend(const SequenceLayerView& seq, int64_t start, int64_t n) {}
+
+  // Chooses the pages that the queries q [n, num_heads, head_dim] of the
+  // sequence's newest n tokens attend to. `selection` arrives cleared; a
+  // policy that leaves it empty attends every page.
+  virtual void SelectPages(const SequenceLayerView& seq, const Tensor& q,
+                           PageSelection& selection) = 0;
+};
+
+class CachePolicyFactory {
+ public:
+  virtual ~CachePolicyFactory() = default;
+
+  // The name users write in CacheConfig.policy.
+  virtual absl::string_view name() const = 0;
+  // Checks this policy's options in `config` against the cache geometry.
+  // Errors are InvalidArgument naming the option.
+  virtual absl::Status Validate(const config::CacheConfig& config,
+                                const CacheGeometry& geometry) const = 0;
+  // A policy instance for one new sequence; `config` was validated.
+  virtual std::unique_ptr<CachePolicy> Create(const config::CacheConfig& config,
+                                              const CacheGeometry& geometry) const = 0;
+};
+
+// Name -> factory. Built-in policies register at static-initialisation time
+// through QUEST_REGISTER_CACHE_POLICY in libraries linked with
+// alwayslink = 1. Thread-safe.
+class CachePolicyRegistry {
+ public:
+  static CachePolicyRegistry& Global();
+
+  // AlreadyExists when the name is taken.
+  absl::Status Register(std::unique_ptr<CachePolicyFactory> factory);
+  // NotFound listing every known name when `name` is unknown.
+  absl::StatusOr<const CachePolicyFactory*> Find(absl::string_view name) const;
+  std::vector<std::string> Names() const;
+};
+
+namespace internal {
+bool RegisterAtStartup(std::unique_ptr<CachePolicyFactory> factory);
+}  // namespace internal
+
+#define QUEST_REGISTER_CACHE_POLICY(FactoryClass)                                        \
+  static const bool quest_cache_policy_registered_##FactoryClass [[maybe_unused]] =      \
+      ::quest::cache::internal::RegisterAtStartup(std::make_unique<FactoryClass>())
+
+}  // namespace quest::cache
+
+#endif  // QUEST_CACHE_CACHE_POLICY_H_

@@ -1,0 +1,117 @@
+#include "cache/kv_cache.h"
+
+#include <random>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ops/cpu/cpu_backend.h"
+
+namespace quest::cache {
+namespace {
+
+using ::testing::HasSubstr;
+
+PagedKVCacheOptions Options(int num_pages) {
+  PagedKVCacheOptions o;
+  o.geometry = CacheGeometry{/*num_layers=*/2, /*num_heads=*/4, /*num_kv_heads=*/2, /*head_dim=*/8,
+                             /*page_size=*/4};
+  o.num_pages = num_pages;
+  return o;
+}
+
+Tensor Random(std::vector<int64_t> shape, std::mt19937& rng) {
+  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
+  std::normal_distribution<float> dist;
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+TEST(CachePolicyRegistryTest, BuiltinNamesResolveAndUnknownListsKnown) {
+  for (const char* name : {"dense"}) {
+    EXPECT_TRUE(CachePolicyRegistry::Global().Find(name).ok()) << name;
+  }
+  auto missing = CachePolicyRegistry::Global().Find("lru");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("\"lru\""));
+  EXPECT_THAT(missing.status().message(), HasSubstr("dense"));
+}
+
+TEST(KVCacheTest, UnknownPolicyAndBadPageSizeAreClearErrors) {
+  auto backend = ops::CreateCpuBackend();
+  PagedKVCacheOptions o = Options(8);
+  o.default_policy.set_policy("nope");
+  auto bad = CreatePagedKVCache(o, *backend);
+  EXPECT_THAT(bad.status().message(), HasSubstr("unknown cache policy \"nope\""));
+
+  o = Options(8);
+  o.geometry.page_size = 6;
+  EXPECT_THAT(CreatePagedKVCache(o, *backend).status().message(), HasSubstr("power of two"));
+
+  auto cache = CreatePagedKVCache(Options(8), *backend);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  config::CacheConfig override_config;
+  override_config.set_page_size(32);
+  EXPECT_THAT((*cache)->AddSequence(1, &override_config).message(), HasSubstr("page_size 32"));
+  EXPECT_TRUE((*cache)->AddSequence(1, nullptr).ok());
+  EXPECT_EQ((*cache)->AddSequence(1, nullptr).code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST(KVCacheTest, PagesReturnToZeroAndExhaustionIsClean) {
+  auto backend = ops::CreateCpuBackend();
+  auto cache = CreatePagedKVCache(Options(4), *backend);
+  ASSERT_TRUE(cache.ok());
+  KVCache& c = **cache;
+  ASSERT_TRUE(c.AddSequence(1, nullptr).ok());
+  ASSERT_TRUE(c.AddSequence(2, nullptr).ok());
+  ASSERT_TRUE(c.Reserve(1, 9).ok());  // 3 pages
+  EXPECT_EQ(c.stats().pages_in_use, 3);
+  absl::Status full = c.Reserve(2, 5);  // needs 2, 1 free
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(full.message(), HasSubstr("sequence 2"));
+  EXPECT_EQ(c.stats().pages_in_use, 3);
+  c.RemoveSequence(1);
+  c.RemoveSequence(2);
+  c.RemoveSequence(3);  // unknown: ignored
+  EXPECT_EQ(c.stats().pages_in_use, 0);
+  EXPECT_EQ(c.stats().sequences, 0);
+}
+
+// Prefill in two chunks then a decode step through the cache equals the
+// backend's attention over the same tokens in one contiguous table.
+TEST(KVCacheTest, ChunkedAppendAndAttendMatchesOneShot) {
+  auto backend = ops::CreateCpuBackend();
+  auto cache = CreatePagedKVCache(Options(16), *backend);
+  ASSERT_TRUE(cache.ok());
+  KVCache& c = **cache;
+  std::mt19937 rng(3);
+  const int len = 10;
+  Tensor k = Random({len, 2, 8}, rng), v = Random({len, 2, 8}, rng), q = Random({1, 4, 8}, rng);
+  ASSERT_TRUE(c.AddSequence(7, nullptr).ok());
+  // Another sequence interleaved so page ids are not contiguous.
+  ASSERT_TRUE(c.AddSequence(8, nullptr).ok());
+  int start = 0;
+  for (int chunk : {3, 6, 1}) {
+    ASSERT_TRUE(c.Reserve(7, chunk).ok());
+    ASSERT_TRUE(c.Reserve(8, 4).ok());
+    c.Commit(8, 4);
+    for (int layer = 0; layer < 2; ++layer) c.Append(layer, 7, k.Slice(start, start + chunk), v.Slice(start, start + chunk));
+    if (start + chunk == len) {
+      Tensor out = Tensor::Empty(DType::kFloat32, {1, 32});
+      c.Attend(1, 7, q, out);
+      // Reference: contiguous pages 0..2.
+      Tensor kp = Tensor::Zeros(DType::kFloat32, {3, 4, 2, 8}), vp = Tensor::Zeros(DType::kFloat32, {3, 4, 2, 8});
+      std::vector<int32_t> table = {0, 1, 2};
+      backend->WriteKvPages(k, v, table, 0, 4, kp, vp);
+      PagedAttentionArgs args{&q, &kp, &vp, table, len, 4, {}, {}, 1.0f / std::sqrt(8.0f)};
+      Tensor ref = Tensor::Empty(DType::kFloat32, {1, 32});
+      backend->PagedAttention(args, ref);
+      for (int i = 0; i < 32; ++i) EXPECT_FLOAT_EQ(out.data<float>()[i], ref.data<float>()[i]);
+    }
+    c.Commit(7, chunk);
+    start += chunk;
+  }
+  EXPECT_EQ(c.Length(7), len);
+}
+
+}  // namespace
+}  // namespace quest::cache

@@ -1,0 +1,213 @@
+#include "ops/cpu/cpu_backend.h"
+
+// Debian keeps the OpenBLAS header (with openblas_set_num_threads) under its
+// multiarch include directory, which is on the default search path.
+#include <openblas-pthread/cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "glog/logging.h"
+
+namespace quest::ops {
+namespace {
+
+float Dot(const float* a, const float* b, int64_t n) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const CpuBackendOptions& options) {
+    if (options.num_threads > 0) openblas_set_num_threads(options.num_threads);
+  }
+
+  Device device() const override { return Device::kCpu; }
+  const char* name() const override { return "cpu"; }
+
+  absl::StatusOr<Tensor> UploadWeight(const Tensor& host) override {
+    if (host.device() != Device::kCpu) {
+      return absl::InvalidArgumentError("cpu backend: weight is not on the host");
+    }
+    // Keep a private f32 copy: the checkpoint's buffers may be mapped files.
+    Tensor f = host.ToFloat32();
+    return f.raw_data() == host.raw_data() ? f.Clone() : f;
+  }
+
+  Tensor Allocate(DType dtype, std::vector<int64_t> shape) override {
+    return Tensor::Empty(dtype, std::move(shape));
+  }
+  Tensor AllocateZeros(DType dtype, std::vector<int64_t> shape) override {
+    return Tensor::Zeros(dtype, std::move(shape));
+  }
+  Tensor ToHost(const Tensor& t) override { return t.ToFloat32().Clone(); }
+  void CopyFromHost(const Tensor& host, Tensor& device_tensor) override {
+    CHECK_EQ(host.nbytes(), device_tensor.nbytes());
+    std::memcpy(device_tensor.raw_data(), host.raw_data(), host.nbytes());
+  }
+
+  void Embedding(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) override {
+    const int64_t d = table.dim(1);
+    for (size_t t = 0; t < ids.size(); ++t) {
+      std::memcpy(out.data<float>() + t * d, table.data<float>() + static_cast<int64_t>(ids[t]) * d,
+                  d * sizeof(float));
+    }
+  }
+
+  void Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
+    const int64_t m = x.numel() / x.dim(-1), k = x.dim(-1), n = w.dim(0);
+    CHECK_EQ(w.dim(1), k) << x.ShapeString() << " x " << w.ShapeString();
+    CHECK_EQ(y.numel(), m * n);
+    if (m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.data<float>(), k, x.data<float>(), 1,
+                  0.0f, y.data<float>(), 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x.data<float>(), k,
+                  w.data<float>(), k, 0.0f, y.data<float>(), n);
+    }
+    if (bias != nullptr) {
+      for (int64_t i = 0; i < m; ++i) {
+        float* row = y.data<float>() + i * n;
+        for (int64_t j = 0; j < n; ++j) row[j] += bias->data<float>()[j];
+      }
+    }
+  }
+
+  void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
+    const int64_t d = x.dim(-1), m = x.numel() / d;
+    for (int64_t i = 0; i < m; ++i) {
+      const float* xr = x.data<float>() + i * d;
+      float* yr = y.data<float>() + i * d;
+      // Accumulate in double: the reference should not be the noisy side.
+      double ss = 0.0;
+      for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+      for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] * inv) * weight.data<float>()[j];
+    }
+  }
+
+  void Add(Tensor& x, const Tensor& y) override {
+    const int64_t n = x.numel();
+    float* a = x.data<float>();
+    const float* b = y.data<float>();
+    for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+  }
+
+  void SiluMul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    const int64_t n = gate.numel();
+    const float* g = gate.data<float>();
+    const float* u = up.data<float>();
+    float* o = out.data<float>();
+    for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+
+  void Rope(Tensor& x, absl::Span<const int32_t> positions, const RopeParams& rope) override {
+    const int64_t n = x.dim(0), heads = x.dim(1), d = x.dim(2), half = d / 2;
+    CHECK_EQ(static_cast<int64_t>(rope.inv_freq.size()), half);
+    std::vector<float> cos(half), sin(half);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < half; ++i) {
+        // Same rounding as Hugging Face: the angle is a float32 product.
+        const float angle = static_cast<float>(positions[t]) * rope.inv_freq[i];
+        cos[i] = std::cos(angle) * rope.attention_scaling;
+        sin[i] = std::sin(angle) * rope.attention_scaling;
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = x.data<float>() + (t * heads + h) * d;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i], b = v[i + half];
+          v[i] = a * cos[i] - b * sin[i];
+          v[i + half] = b * cos[i] + a * sin[i];
+        }
+      }
+    }
+  }
+
+  void WriteKvPages(const Tensor& k, const Tensor& v, absl::Span<const int32_t> page_table,
+                    int64_t start, int page_size, Tensor& k_pages, Tensor& v_pages) override {
+    const int64_t n = k.dim(0);
+    const int64_t row = k.numel() / std::max<int64_t>(n, 1);  // kv_heads * head_dim
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t pos = start + t;
+      const int64_t page = page_table[pos / page_size];
+      const int64_t slot = pos % page_size;
+      const int64_t off = (page * page_size + slot) * row;
+      std::memcpy(k_pages.data<float>() + off, k.data<float>() + t * row, row * sizeof(float));
+      std::memcpy(v_pages.data<float>() + off, v.data<float>() + t * row, row * sizeof(float));
+    }
+  }
+
+  void PagedAttention(const PagedAttentionArgs& a, Tensor& out) override {
+    const Tensor& q = *a.q;
+    const int64_t n = q.dim(0), heads = q.dim(1), d = q.dim(2);
+    const int64_t kv_heads = a.k_pages->dim(2);
+    const int64_t group = heads / kv_heads;
+    const int64_t num_pages = (a.kv_len + a.page_size - 1) / a.page_size;
+    const int64_t row = kv_heads * d;
+
+    std::vector<int32_t> all_pages(num_pages);
+    for (int64_t i = 0; i < num_pages; ++i) all_pages[i] = static_cast<int32_t>(i);
+
+    std::vector<float> scores;
+    std::vector<float> acc(d);
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      absl::Span<const int32_t> pages = all_pages;
+      if (!a.selected_indptr.empty()) {
+        pages = a.selected_pages.subspan(a.selected_indptr[g],
+                                         a.selected_indptr[g + 1] - a.selected_indptr[g]);
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t qpos = a.kv_len - n + t;
+        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+          const float* qv = q.data<float>() + (t * heads + h) * d;
+          // Pass 1: scores of visible keys and their max.
+          scores.clear();
+          float max_score = -INFINITY;
+          for (int32_t lp : pages) {
+            const int64_t phys = a.page_table[lp];
+            const int64_t first = static_cast<int64_t>(lp) * a.page_size;
+            const int64_t last = std::min<int64_t>(first + a.page_size, qpos + 1);
+            for (int64_t pos = first; pos < last; ++pos) {
+              const float* kv = a.k_pages->data<float>() +
+                                (phys * a.page_size + (pos - first)) * row + g * d;
+              const float s = Dot(qv, kv, d) * a.scale;
+              scores.push_back(s);
+              max_score = std::max(max_score, s);
+            }
+          }
+          // Pass 2: softmax-weighted sum of values.
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          double denom = 0.0;
+          size_t idx = 0;
+          for (int32_t lp : pages) {
+            const int64_t phys = a.page_table[lp];
+            const int64_t first = static_cast<int64_t>(lp) * a.page_size;
+            const int64_t last = std::min<int64_t>(first + a.page_size, qpos + 1);
+            for (int64_t pos = first; pos < last; ++pos) {
+              const float p = std::exp(scores[idx++] - max_score);
+              denom += p;
+              const float* vv = a.v_pages->data<float>() +
+                                (phys * a.page_size + (pos - first)) * row + g * d;
+              for (int64_t j = 0; j < d; ++j) acc[j] += p * vv[j];
+            }
+          }
+          float* o = out.data<float>() + (t * heads + h) * d;
+          const float inv = denom > 0 ? static_cast<float>(1.0 / denom) : 0.0f;
+          for (int64_t j = 0; j < d; ++j) o[j] = acc[j] * inv;
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
+}
+
+}  // namespace quest::ops

@@ -1,0 +1,93 @@
+#ifndef QUEST_RUNTIME_BACKEND_H_
+#define QUEST_RUNTIME_BACKEND_H_
+
+// The op set every compute backend implements (ops/cpu: the reference;
+// ops/cuda: the fast one). The model and the KV cache are written against
+// this interface only. Ops take and fill Tensors on the backend's device;
+// shapes are checked by the caller (the model), not re-validated per call.
+//
+// A Backend is used by one engine thread at a time (no internal locking).
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/tensor.h"
+
+namespace quest {
+
+// Arguments of attention over one sequence's paged KV cache.
+//
+// K/V pages of one layer are [num_pages, page_size, num_kv_heads, head_dim].
+// The sequence's logical page i holds its tokens [i*page_size, (i+1)*page_size)
+// in physical page page_table[i]. Queries are the sequence's newest tokens at
+// positions [kv_len - n, kv_len); query t sees keys at positions <= its own
+// (causal), so prefill chunks and single-token decode are the same op.
+//
+// Selection: when `selected_indptr` is empty every page is attended (dense).
+// Otherwise it is a CSR list per KV head: the query heads of KV head g attend
+// the logical pages selected_pages[selected_indptr[g] .. selected_indptr[g+1])
+// only. Sparse decode is dense decode over fewer pages (one kernel family).
+struct PagedAttentionArgs {
+  const Tensor* q = nullptr;  // [n, num_heads, head_dim]
+  const Tensor* k_pages = nullptr;
+  const Tensor* v_pages = nullptr;
+  absl::Span<const int32_t> page_table;
+  int64_t kv_len = 0;
+  int page_size = 0;
+  absl::Span<const int32_t> selected_indptr;
+  absl::Span<const int32_t> selected_pages;
+  float scale = 1.0f;  // softmax scale, usually 1/sqrt(head_dim)
+};
+
+// Rotary embedding parameters for one forward step: y = x*cos + rotate_half(x)*sin
+// with angle = position * inv_freq[i], cos/sin multiplied by attention_scaling
+// (YaRN). Hugging Face's half-split layout: pairs (x_i, x_{i + d/2}).
+struct RopeParams {
+  absl::Span<const float> inv_freq;  // head_dim / 2 values
+  float attention_scaling = 1.0f;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  virtual const char* name() const = 0;
+
+  // A weight in the backend's compute dtype and device (a copy).
+  virtual absl::StatusOr<Tensor> UploadWeight(const Tensor& host) = 0;
+  // Uninitialised activation storage on the backend's device.
+  virtual Tensor Allocate(DType dtype, std::vector<int64_t> shape) = 0;
+  // Zeroed storage (KV pages).
+  virtual Tensor AllocateZeros(DType dtype, std::vector<int64_t> shape) = 0;
+  // A float32 host copy of `t` (logits readback, tests).
+  virtual Tensor ToHost(const Tensor& t) = 0;
+  // Copies a host tensor's data into a device tensor of the same shape.
+  virtual void CopyFromHost(const Tensor& host, Tensor& device_tensor) = 0;
+
+  // out[t, :] = table[ids[t], :]; ids are validated by the caller.
+  virtual void Embedding(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) = 0;
+  // y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]); w in Hugging Face [out, in] layout.
+  virtual void Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
+  // y = x * rsqrt(mean(x^2) + eps) * weight, per row of x [m, d].
+  virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
+  // x += y (same shape).
+  virtual void Add(Tensor& x, const Tensor& y) = 0;
+  // out = silu(gate) * up (same shape).
+  virtual void SiluMul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // In place on x [n, heads, head_dim]; token t is at positions[t].
+  virtual void Rope(Tensor& x, absl::Span<const int32_t> positions, const RopeParams& rope) = 0;
+  // Writes k/v [n, kv_heads, head_dim] of tokens at positions [start, start+n)
+  // into the pages named by page_table.
+  virtual void WriteKvPages(const Tensor& k, const Tensor& v, absl::Span<const int32_t> page_table,
+                            int64_t start, int page_size, Tensor& k_pages, Tensor& v_pages) = 0;
+  // out [n, num_heads * head_dim].
+  virtual void PagedAttention(const PagedAttentionArgs& args, Tensor& out) = 0;
+};
+
+}  // namespace quest
+
+#endif  // QUEST_RUNTIME_BACKEND_H_
