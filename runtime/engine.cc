@@ -1,0 +1,440 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "cache/kv_cache.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "models/checkpoint.h"
+#include "models/gguf/gguf_checkpoint.h"
+#include "models/gguf/gguf_file.h"
+#include "models/gguf/gguf_tokenizer.h"
+#include "models/llama/llama_model.h"
+#include "ops/cpu/cpu_backend.h"
+#include "runtime/sampler.h"
+#include "runtime/tokenizer/sentencepiece_tokenizer.h"
+
+namespace quest {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kDefaultPageSize = 16;
+constexpr int kDefaultMaxNewTokens = 4096;
+constexpr int kDefaultMaxConcurrent = 4;
+// Prompt tokens per forward step: bounds activation memory for long prompts.
+constexpr int kPrefillChunk = 512;
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// Longest suffix of `text` that is a proper prefix of some stop string: those
+// bytes may still turn into a stop string, so they are not streamed yet.
+size_t StopHoldback(absl::string_view text, const google::protobuf::RepeatedPtrField<std::string>& stops) {
+  size_t hold = 0;
+  for (const std::string& stop : stops) {
+    for (size_t len = std::min(stop.size() - 1, text.size()); len > hold; --len) {
+      if (absl::EndsWith(text, absl::string_view(stop).substr(0, len))) {
+        hold = len;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+struct LoadedModel {
+  models::Checkpoint checkpoint;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string chat_template;
+};
+
+absl::StatusOr<LoadedModel> LoadModel(const config::ModelConfig& m) {
+  if (m.path().empty()) return absl::InvalidArgumentError("model.path is empty");
+  std::error_code ec;
+  if (!fs::exists(m.path(), ec)) {
+    return absl::NotFoundError(absl::StrCat("model.path: ", m.path(), " does not exist"));
+  }
+  LoadedModel out;
+  if (fs::is_regular_file(m.path(), ec) && absl::EndsWith(m.path(), ".gguf")) {
+    absl::StatusOr<models::Checkpoint> ckpt = models::LoadGgufCheckpoint(m.path());
+    if (!ckpt.ok()) return ckpt.status();
+    out.checkpoint = *std::move(ckpt);
+    absl::StatusOr<std::unique_ptr<models::GgufFile>> file = models::GgufFile::Open(m.path());
+    if (!file.ok()) return file.status();
+    if (m.tokenizer_path().empty()) {
+      absl::StatusOr<std::unique_ptr<Tokenizer>> tok = models::LoadGgufTokenizer(**file);
+      if (!tok.ok()) return tok.status();
+      out.tokenizer = *std::move(tok);
+    }
+    if ((*file)->Has("tokenizer.chat_template")) {
+      absl::StatusOr<std::string> t = (*file)->GetString("tokenizer.chat_template");
+      if (t.ok()) out.chat_template = *t;
+    }
+  } else if (fs::is_directory(m.path(), ec)) {
+    absl::StatusOr<models::Checkpoint> ckpt = models::LoadHfCheckpoint(m.path());
+    if (!ckpt.ok()) return ckpt.status();
+    out.checkpoint = *std::move(ckpt);
+    const std::string sp = (fs::path(m.path()) / "tokenizer.model").string();
+    if (m.tokenizer_path().empty() && fs::exists(sp, ec)) {
+      absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> tok = SentencePieceTokenizer::Load(sp);
+      if (!tok.ok()) return tok.status();
+      out.tokenizer = *std::move(tok);
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.path: ", m.path(), " is neither a Hugging Face checkpoint directory nor a .gguf file"));
+  }
+  if (!m.tokenizer_path().empty()) {
+    absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> tok =
+        SentencePieceTokenizer::Load(m.tokenizer_path());
+    if (!tok.ok()) return tok.status();
+    out.tokenizer = *std::move(tok);
+  }
+  return out;
+}
+
+class LocalEngine final : public Engine {
+ public:
+  LocalEngine(config::EngineConfig config, std::unique_ptr<Backend> backend,
+              std::unique_ptr<models::LlamaModel> model, std::unique_ptr<cache::KVCache> cache,
+              std::unique_ptr<Tokenizer> tokenizer, ModelInfo info)
+      : config_(std::move(config)),
+        backend_(std::move(backend)),
+        model_(std::move(model)),
+        cache_(std::move(cache)),
+        tokenizer_(std::move(tokenizer)),
+        info_(std::move(info)) {}
+
+  ~LocalEngine() override {
+    // The cache's pages live on the backend: release them first.
+    cache_.reset();
+    model_.reset();
+  }
+
+  absl::StatusOr<api::GenerateResponse> Generate(const api::GenerateRequest& request,
+                                                 const TokenCallback& on_token) override;
+
+  bool Cancel(absl::string_view request_id) override {
+    absl::MutexLock lock(&cancel_mu_);
+    auto it = active_.find(request_id);
+    if (it == active_.end()) return false;
+    it->second = true;
+    return true;
+  }
+
+  const ModelInfo& model_info() const override { return info_; }
+  const Tokenizer* tokenizer() const override { return tokenizer_.get(); }
+  std::pair<int, int> kv_pages() const override {
+    const cache::CacheStats s = cache_->stats();
+    return {s.pages_in_use, s.total_pages};
+  }
+
+ private:
+  absl::StatusOr<std::vector<int32_t>> PromptTokens(const api::GenerateRequest& request) const;
+  bool Cancelled(const std::string& id) {
+    absl::MutexLock lock(&cancel_mu_);
+    auto it = active_.find(id);
+    return it != active_.end() && it->second;
+  }
+
+  const config::EngineConfig config_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<models::LlamaModel> model_;
+  std::unique_ptr<cache::KVCache> cache_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  const ModelInfo info_;
+
+  absl::Mutex run_mu_;  // one Generate at a time (see engine.h)
+  cache::SequenceId next_sequence_ ABSL_GUARDED_BY(run_mu_) = 1;
+  absl::Mutex cancel_mu_;
+  absl::flat_hash_map<std::string, bool> active_ ABSL_GUARDED_BY(cancel_mu_);
+};
+
+absl::StatusOr<std::vector<int32_t>> LocalEngine::PromptTokens(const api::GenerateRequest& request) const {
+  std::vector<int32_t> ids;
+  switch (request.prompt_case()) {
+    case api::GenerateRequest::kText: {
+      if (request.text().empty()) return absl::InvalidArgumentError("prompt: text is empty");
+      if (tokenizer_ == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "prompt: the model at ", info_.source,
+            " has no tokenizer; send token_ids or set model.tokenizer_path"));
+      }
+      if (tokenizer_->add_bos() && tokenizer_->bos_id() >= 0) ids.push_back(tokenizer_->bos_id());
+      absl::StatusOr<std::vector<int32_t>> enc = tokenizer_->Encode(request.text());
+      if (!enc.ok()) return enc.status();
+      ids.insert(ids.end(), enc->begin(), enc->end());
+      break;
+    }
+    case api::GenerateRequest::kTokenIds: {
+      if (request.token_ids().ids().empty()) {
+        return absl::InvalidArgumentError("prompt: token_ids is empty");
+      }
+      for (int i = 0; i < request.token_ids().ids_size(); ++i) {
+        const int32_t t = request.token_ids().ids(i);
+        if (t < 0 || t >= info_.vocab_size) {
+          return absl::InvalidArgumentError(absl::StrCat("prompt: token_ids[", i, "] = ", t,
+                                                         " is outside the vocabulary [0, ",
+                                                         info_.vocab_size, ")"));
+        }
+        ids.push_back(t);
+      }
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("prompt: neither text nor token_ids is set");
+  }
+  return ids;
+}
+
+absl::StatusOr<api::GenerateResponse> LocalEngine::Generate(const api::GenerateRequest& request,
+                                                            const TokenCallback& on_token) {
+  const api::SamplingParams& sp = request.sampling();
+  const config::Limits& limits = config_.limits();
+  if (sp.max_tokens() <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.max_tokens must be > 0, got ", sp.max_tokens()));
+  }
+  if (static_cast<uint32_t>(sp.max_tokens()) > limits.max_new_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.max_tokens ", sp.max_tokens(),
+                                                   " exceeds the configured limit ",
+                                                   limits.max_new_tokens()));
+  }
+  for (int i = 0; i < sp.stop_size(); ++i) {
+    if (sp.stop(i).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("sampling.stop[", i, "] is empty"));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<Sampler>> sampler = Sampler::Create(sp);
+  if (!sampler.ok()) return sampler.status();
+  absl::StatusOr<std::vector<int32_t>> prompt = PromptTokens(request);
+  if (!prompt.ok()) return prompt.status();
+  const int64_t prompt_len = static_cast<int64_t>(prompt->size());
+  if (prompt_len > limits.max_prompt_tokens()) {
+    return absl::OutOfRangeError(absl::StrCat("prompt: ", prompt_len, " tokens exceed the limit of ",
+                                              limits.max_prompt_tokens()));
+  }
+  if (prompt_len + sp.max_tokens() > limits.max_context_tokens()) {
+    return absl::OutOfRangeError(absl::StrCat("prompt (", prompt_len, " tokens) + sampling.max_tokens (",
+                                              sp.max_tokens(), ") exceed the context length of ",
+                                              limits.max_context_tokens()));
+  }
+
+  absl::MutexLock run_lock(&run_mu_);
+  const cache::SequenceId seq = next_sequence_++;
+  const std::string request_id =
+      request.request_id().empty() ? absl::StrCat("internal-", seq) : request.request_id();
+  {
+    absl::MutexLock lock(&cancel_mu_);
+    if (!active_.emplace(request_id, false).second) {
+      return absl::AlreadyExistsError(absl::StrCat("request_id \"", request_id, "\" is already running"));
+    }
+  }
+  if (absl::Status s = cache_->AddSequence(seq, request.has_cache() ? &request.cache() : nullptr); !s.ok()) {
+    absl::MutexLock lock(&cancel_mu_);
+    active_.erase(request_id);
+    return s;
+  }
+  // Whatever happens below, the sequence's pages go back to the pool.
+  absl::Cleanup release = [&] {
+    cache_->RemoveSequence(seq);
+    absl::MutexLock lock(&cancel_mu_);
+    active_.erase(request_id);
+  };
+
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<Tensor> logits;
+  for (int64_t begin = 0; begin < prompt_len; begin += kPrefillChunk) {
+    const int64_t end = std::min<int64_t>(begin + kPrefillChunk, prompt_len);
+    const models::SequenceStep step{seq, absl::MakeConstSpan(*prompt).subspan(begin, end - begin)};
+    logits = model_->Forward({&step, 1}, *cache_);
+    if (!logits.ok()) return logits.status();
+    if (Cancelled(request_id)) break;
+  }
+
+  api::GenerateResponse response;
+  std::vector<int32_t> generated;   // ids whose text counts (no EOS)
+  std::string decoded;              // Decode(generated)
+  size_t emitted = 0;               // bytes of `decoded` already streamed
+  Clock::time_point first_token, last_token;
+  const auto& eos = tokenizer_ ? tokenizer_->eos_ids() : model_->config().eos_token_ids;
+  api::FinishReason finish = api::FINISH_REASON_UNSPECIFIED;
+  while (finish == api::FINISH_REASON_UNSPECIFIED) {
+    if (Cancelled(request_id)) {
+      finish = api::CANCELLED;
+      break;
+    }
+    const int32_t token = (*sampler)->Sample(
+        absl::MakeConstSpan(logits->data<float>(), static_cast<size_t>(logits->dim(1))));
+    last_token = Clock::now();
+    if (response.token_ids_size() == 0) first_token = last_token;
+    response.add_token_ids(token);
+
+    size_t safe = emitted;
+    if (std::find(eos.begin(), eos.end(), token) != eos.end()) {
+      finish = api::END_OF_SEQUENCE;
+      safe = decoded.size();
+    } else {
+      generated.push_back(token);
+      if (tokenizer_) decoded = tokenizer_->Decode(generated);
+      size_t stop_at = std::string::npos;
+      for (const std::string& stop : sp.stop()) stop_at = std::min(stop_at, decoded.find(stop));
+      if (stop_at != std::string::npos) {
+        finish = api::STOP;
+        decoded.resize(stop_at);
+        safe = stop_at;
+      } else if (response.token_ids_size() >= sp.max_tokens()) {
+        finish = api::LENGTH;
+        safe = decoded.size();
+      } else if (prompt_len + response.token_ids_size() >= limits.max_context_tokens()) {
+        finish = api::CONTEXT_FULL;
+        safe = decoded.size();
+      } else {
+        const size_t complete = Utf8CompletePrefixLength(decoded);
+        safe = complete - StopHoldback(absl::string_view(decoded).substr(0, complete), sp.stop());
+      }
+    }
+    safe = std::max(safe, emitted);
+    if (on_token) on_token(TokenEvent{token, absl::string_view(decoded).substr(emitted, safe - emitted)});
+    emitted = safe;
+    if (finish != api::FINISH_REASON_UNSPECIFIED) break;
+
+    const models::SequenceStep step{seq, absl::MakeConstSpan(&generated.back(), 1)};
+    logits = model_->Forward({&step, 1}, *cache_);
+    if (!logits.ok()) return logits.status();
+  }
+
+  response.set_text(decoded);
+  response.set_finish_reason(finish);
+  api::Usage* usage = response.mutable_usage();
+  usage->set_prompt_tokens(static_cast<int32_t>(prompt_len));
+  usage->set_generated_tokens(response.token_ids_size());
+  if (response.token_ids_size() > 0) {
+    usage->set_time_to_first_token_ms(Ms(first_token - start));
+    if (response.token_ids_size() > 1) {
+      usage->set_mean_inter_token_ms(Ms(last_token - first_token) / (response.token_ids_size() - 1));
+    }
+  }
+  return response;
+}
+
+absl::Status FillDefaultsAndValidate(config::EngineConfig& c, const models::LlamaConfig& model) {
+  if (c.backend() == config::BACKEND_UNSPECIFIED) c.set_backend(config::CPU);
+  if (c.dtype() == config::DTYPE_UNSPECIFIED) c.set_dtype(config::FLOAT32);
+  if (c.backend() == config::CPU && c.dtype() != config::FLOAT32) {
+    return absl::InvalidArgumentError(absl::StrCat("dtype ", config::DType_Name(c.dtype()),
+                                                   " is not supported by the CPU backend, which computes in FLOAT32"));
+  }
+  config::CacheConfig& cache = *c.mutable_cache();
+  if (cache.policy().empty()) cache.set_policy("dense");
+  if (cache.page_size() == 0) cache.set_page_size(kDefaultPageSize);
+  config::Limits& l = *c.mutable_limits();
+  const uint32_t context = static_cast<uint32_t>(model.max_position_embeddings);
+  if (l.max_context_tokens() == 0) l.set_max_context_tokens(context);
+  if (l.max_prompt_tokens() == 0) l.set_max_prompt_tokens(l.max_context_tokens());
+  if (l.max_new_tokens() == 0) l.set_max_new_tokens(kDefaultMaxNewTokens);
+  if (l.max_concurrent_requests() == 0) l.set_max_concurrent_requests(kDefaultMaxConcurrent);
+  if (l.max_prompt_tokens() > l.max_context_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat("limits.max_prompt_tokens ", l.max_prompt_tokens(),
+                                                   " exceeds limits.max_context_tokens ", l.max_context_tokens()));
+  }
+  if (cache.num_pages() == 0) {
+    const uint32_t per_sequence = (l.max_context_tokens() + cache.page_size() - 1) / cache.page_size();
+    cache.set_num_pages(per_sequence * l.max_concurrent_requests());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const config::EngineConfig& input) {
+  config::EngineConfig c = input;
+  if (c.backend() == config::CUDA) {
+    return absl::UnimplementedError("backend CUDA is not available in this build yet; use backend: CPU");
+  }
+  absl::StatusOr<LoadedModel> loaded = LoadModel(c.model());
+  if (!loaded.ok()) return loaded.status();
+  const models::LlamaConfig& mc = loaded->checkpoint.config;
+  if (absl::Status s = FillDefaultsAndValidate(c, mc); !s.ok()) return s;
+
+  ops::CpuBackendOptions cpu;
+  cpu.num_threads = static_cast<int>(c.num_threads());
+  std::unique_ptr<Backend> backend = ops::CreateCpuBackend(cpu);
+  absl::StatusOr<std::unique_ptr<models::LlamaModel>> model =
+      models::LlamaModel::Create(loaded->checkpoint, *backend);
+  if (!model.ok()) return model.status();
+  loaded->checkpoint.tensors.clear();  // the backend holds its own copies now
+
+  cache::PagedKVCacheOptions cache_options;
+  cache_options.geometry = (*model)->CacheGeometryFor(static_cast<int>(c.cache().page_size()));
+  cache_options.num_pages = static_cast<int>(c.cache().num_pages());
+  cache_options.default_policy = c.cache();
+  absl::StatusOr<std::unique_ptr<cache::KVCache>> kv = cache::CreatePagedKVCache(cache_options, *backend);
+  if (!kv.ok()) return kv.status();
+
+  ModelInfo info;
+  info.architecture = mc.architecture;
+  info.source = c.model().path();
+  info.vocab_size = mc.vocab_size;
+  info.context_length = c.limits().max_context_tokens();
+  info.num_layers = mc.num_layers;
+  info.num_heads = mc.num_heads;
+  info.num_kv_heads = mc.num_kv_heads;
+  info.head_dim = mc.head_dim;
+  info.backend = backend->name();
+  info.chat_template = loaded->chat_template;
+  return std::unique_ptr<Engine>(new LocalEngine(std::move(c), std::move(backend), *std::move(model),
+                                                 *std::move(kv), std::move(loaded->tokenizer),
+                                                 std::move(info)));
+}
+
+namespace {
+class CollectErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit CollectErrors(absl::string_view source) : source_(source) {}
+  void AddError(int line, int column, const std::string& message) override {
+    if (first_.empty()) first_ = absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message);
+  }
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string source_, first_;
+};
+}  // namespace
+
+absl::StatusOr<config::EngineConfig> ParseEngineConfig(absl::string_view text, absl::string_view source) {
+  config::EngineConfig c;
+  CollectErrors errors(source);
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(std::string(text), &c)) {
+    return absl::InvalidArgumentError(errors.first().empty() ? absl::StrCat(source, ": malformed engine config")
+                                                             : errors.first());
+  }
+  return c;
+}
+
+absl::StatusOr<config::EngineConfig> LoadEngineConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("engine config ", path, " cannot be read"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseEngineConfig(text.str(), path);
+}
+
+std::string ApplyChatTemplate(const ModelInfo& info, absl::string_view user_message) {
+  if (!absl::StrContains(info.chat_template, "<|im_start|>")) return std::string(user_message);
+  return absl::StrCat("<|im_start|>user\n", user_message, "<|im_end|>\n<|im_start|>assistant\n");
+}
+
+}  // namespace quest
