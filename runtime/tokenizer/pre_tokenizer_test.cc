@@ -1,0 +1,217 @@
+#include "runtime/tokenizer/pre_tokenizer.h"
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace quest {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::vector<std::string> Split(PreTokenizer::Kind kind, const std::string& text) {
+  std::vector<absl::string_view> views;
+  PreTokenizer(kind).Split(text, &views);
+  return std::vector<std::string>(views.begin(), views.end());
+}
+
+struct SplitCase {
+  PreTokenizer::Kind kind;
+  std::string text;
+  std::vector<std::string> pieces;
+};
+
+// Expected pieces are Hugging Face `tokenizers` 0.23's pre_tokenize_str with
+// ByteLevel(add_prefix_space=False) ("gpt2"), Sequence[Digits(individual_
+// digits=True), ByteLevel] ("smollm"), and Split(<Llama 3 regex>, "isolated")
+// ("llama-bpe"), mapped back from byte-level form to text.
+const std::vector<SplitCase>& HuggingFaceCases() {
+  static const auto* const cases = new std::vector<SplitCase>{
+    {PreTokenizer::Kind::kGpt2, "I'm sure it's fine, they'll say; we'd've 'RE 'S",
+     {"I", "'m", " sure", " it", "'s", " fine", ",", " they", "'ll", " say", ";", " we", "'d", "'ve", " '", "RE", " '", "S"}},
+    {PreTokenizer::Kind::kGpt2, "x  y   z\t\tw \n\n end  ",
+     {"x", " ", " y", "  ", " z", "\t", "\t", "w", " \n\n", " end", "  "}},
+    {PreTokenizer::Kind::kGpt2, "  lead",
+     {" ", " lead"}},
+    {PreTokenizer::Kind::kGpt2, "trail \t",
+     {"trail", " \t"}},
+    {PreTokenizer::Kind::kGpt2, "12345 3.14 and 2024-01-02",
+     {"12345", " 3", ".", "14", " and", " 2024", "-", "01", "-", "02"}},
+    {PreTokenizer::Kind::kGpt2, "a ½12 b ²³",
+     {"a", " ½12", " b", " ²³"}},
+    {PreTokenizer::Kind::kGpt2, "Hello!!! ...what?? (yes) [no] {ok} @home #tag",
+     {"Hello", "!!!", " ...", "what", "??", " (", "yes", ")", " [", "no", "]", " {", "ok", "}", " @", "home", " #", "tag"}},
+    {PreTokenizer::Kind::kGpt2, "emoji 👍🏽 family 👨\u200d👩\u200d👧 flag 🇺🇸!",
+     {"emoji", " 👍🏽", " family", " 👨\u200d👩\u200d👧", " flag", " 🇺🇸!"}},
+    {PreTokenizer::Kind::kGpt2, "中文字符测试，你好。",
+     {"中文字符测试", "，", "你好", "。"}},
+    {PreTokenizer::Kind::kGpt2, "日本語テキスト",
+     {"日本語テキスト"}},
+    {PreTokenizer::Kind::kGpt2, "مرحبا بالعالم",
+     {"مرحبا", " بالعالم"}},
+    {PreTokenizer::Kind::kGpt2, "café naïve Ærøskøbing",
+     {"café", " naïve", " Ærøskøbing"}},
+    {PreTokenizer::Kind::kGpt2, "def f(x):\n    return x**2  # sq\n",
+     {"def", " f", "(", "x", "):", "\n   ", " return", " x", "**", "2", " ", " #", " sq", "\n"}},
+    {PreTokenizer::Kind::kGpt2, "a\u00a0\u00a0b\u3000c",
+     {"a", "\u00a0", "\u00a0", "b", "\u3000", "c"}},
+    {PreTokenizer::Kind::kGpt2, "e\u0301 x",
+     {"e", "\u0301", " x"}},
+    {PreTokenizer::Kind::kGpt2, "'Ll 'VE ſ 'ſ",
+     {"'", "Ll", " '", "VE", " ſ", " '", "ſ"}},
+    {PreTokenizer::Kind::kGpt2, "1234567 x12y",
+     {"1234567", " x", "12", "y"}},
+    {PreTokenizer::Kind::kGpt2, "\r\n\r\n  \n a",
+     {"\r\n\r\n  \n", " a"}},
+    {PreTokenizer::Kind::kGpt2, "a\034\034b \u2003\u2003z \u0085",
+     {"a", "\034\034", "b", " \u2003", "\u2003", "z", " \u0085"}},
+    {PreTokenizer::Kind::kSmolLm, "I'm sure it's fine, they'll say; we'd've 'RE 'S",
+     {"I", "'m", " sure", " it", "'s", " fine", ",", " they", "'ll", " say", ";", " we", "'d", "'ve", " '", "RE", " '", "S"}},
+    {PreTokenizer::Kind::kSmolLm, "x  y   z\t\tw \n\n end  ",
+     {"x", " ", " y", "  ", " z", "\t", "\t", "w", " \n\n", " end", "  "}},
+    {PreTokenizer::Kind::kSmolLm, "  lead",
+     {" ", " lead"}},
+    {PreTokenizer::Kind::kSmolLm, "trail \t",
+     {"trail", " \t"}},
+    {PreTokenizer::Kind::kSmolLm, "12345 3.14 and 2024-01-02",
+     {"1", "2", "3", "4", "5", " ", "3", ".", "1", "4", " and", " ", "2", "0", "2", "4", "-", "0", "1", "-", "0", "2"}},
+    {PreTokenizer::Kind::kSmolLm, "a ½12 b ²³",
+     {"a", " ", "½", "1", "2", " b", " ", "²", "³"}},
+    {PreTokenizer::Kind::kSmolLm, "Hello!!! ...what?? (yes) [no] {ok} @home #tag",
+     {"Hello", "!!!", " ...", "what", "??", " (", "yes", ")", " [", "no", "]", " {", "ok", "}", " @", "home", " #", "tag"}},
+    {PreTokenizer::Kind::kSmolLm, "emoji 👍🏽 family 👨\u200d👩\u200d👧 flag 🇺🇸!",
+     {"emoji", " 👍🏽", " family", " 👨\u200d👩\u200d👧", " flag", " 🇺🇸!"}},
+    {PreTokenizer::Kind::kSmolLm, "中文字符测试，你好。",
+     {"中文字符测试", "，", "你好", "。"}},
+    {PreTokenizer::Kind::kSmolLm, "日本語テキスト",
+     {"日本語テキスト"}},
+    {PreTokenizer::Kind::kSmolLm, "مرحبا بالعالم",
+     {"مرحبا", " بالعالم"}},
+    {PreTokenizer::Kind::kSmolLm, "café naïve Ærøskøbing",
+     {"café", " naïve", " Ærøskøbing"}},
+    {PreTokenizer::Kind::kSmolLm, "def f(x):\n    return x**2  # sq\n",
+     {"def", " f", "(", "x", "):", "\n   ", " return", " x", "**", "2", " ", " #", " sq", "\n"}},
+    {PreTokenizer::Kind::kSmolLm, "a\u00a0\u00a0b\u3000c",
+     {"a", "\u00a0", "\u00a0", "b", "\u3000", "c"}},
+    {PreTokenizer::Kind::kSmolLm, "e\u0301 x",
+     {"e", "\u0301", " x"}},
+    {PreTokenizer::Kind::kSmolLm, "'Ll 'VE ſ 'ſ",
+     {"'", "Ll", " '", "VE", " ſ", " '", "ſ"}},
+    {PreTokenizer::Kind::kSmolLm, "1234567 x12y",
+     {"1", "2", "3", "4", "5", "6", "7", " x", "1", "2", "y"}},
+    {PreTokenizer::Kind::kSmolLm, "\r\n\r\n  \n a",
+     {"\r\n\r\n  \n", " a"}},
+    {PreTokenizer::Kind::kSmolLm, "a\034\034b \u2003\u2003z \u0085",
+     {"a", "\034\034", "b", " \u2003", "\u2003", "z", " \u0085"}},
+    {PreTokenizer::Kind::kLlama3, "I'm sure it's fine, they'll say; we'd've 'RE 'S",
+     {"I", "'m", " sure", " it", "'s", " fine", ",", " they", "'ll", " say", ";", " we", "'d", "'ve", " '", "RE", " '", "S"}},
+    {PreTokenizer::Kind::kLlama3, "x  y   z\t\tw \n\n end  ",
+     {"x", " ", " y", "  ", " z", "\t", "\tw", " \n\n", " end", "  "}},
+    {PreTokenizer::Kind::kLlama3, "  lead",
+     {" ", " lead"}},
+    {PreTokenizer::Kind::kLlama3, "trail \t",
+     {"trail", " \t"}},
+    {PreTokenizer::Kind::kLlama3, "12345 3.14 and 2024-01-02",
+     {"123", "45", " ", "3", ".", "14", " and", " ", "202", "4", "-", "01", "-", "02"}},
+    {PreTokenizer::Kind::kLlama3, "a ½12 b ²³",
+     {"a", " ", "½12", " b", " ", "²³"}},
+    {PreTokenizer::Kind::kLlama3, "Hello!!! ...what?? (yes) [no] {ok} @home #tag",
+     {"Hello", "!!!", " ...", "what", "??", " (", "yes", ")", " [", "no", "]", " {", "ok", "}", " @", "home", " #", "tag"}},
+    {PreTokenizer::Kind::kLlama3, "emoji 👍🏽 family 👨\u200d👩\u200d👧 flag 🇺🇸!",
+     {"emoji", " 👍🏽", " family", " 👨\u200d👩\u200d👧", " flag", " 🇺🇸!"}},
+    {PreTokenizer::Kind::kLlama3, "中文字符测试，你好。",
+     {"中文字符测试", "，你好", "。"}},
+    {PreTokenizer::Kind::kLlama3, "日本語テキスト",
+     {"日本語テキスト"}},
+    {PreTokenizer::Kind::kLlama3, "مرحبا بالعالم",
+     {"مرحبا", " بالعالم"}},
+    {PreTokenizer::Kind::kLlama3, "café naïve Ærøskøbing",
+     {"café", " naïve", " Ærøskøbing"}},
+    {PreTokenizer::Kind::kLlama3, "def f(x):\n    return x**2  # sq\n",
+     {"def", " f", "(x", "):\n", "   ", " return", " x", "**", "2", " ", " #", " sq", "\n"}},
+    {PreTokenizer::Kind::kLlama3, "a\u00a0\u00a0b\u3000c",
+     {"a", "\u00a0", "\u00a0b", "\u3000c"}},
+    {PreTokenizer::Kind::kLlama3, "e\u0301 x",
+     {"e", "\u0301", " x"}},
+    {PreTokenizer::Kind::kLlama3, "'Ll 'VE ſ 'ſ",
+     {"'Ll", " '", "VE", " ſ", " '", "ſ"}},
+    {PreTokenizer::Kind::kLlama3, "1234567 x12y",
+     {"123", "456", "7", " x", "12", "y"}},
+    {PreTokenizer::Kind::kLlama3, "\r\n\r\n  \n a",
+     {"\r\n\r\n  \n", " a"}},
+    {PreTokenizer::Kind::kLlama3, "a\034\034b \u2003\u2003z \u0085",
+     {"a", "\034\034", "b", " \u2003", "\u2003z", " \u0085"}},
+  };
+  return *cases;
+}
+
+TEST(PreTokenizerTest, MatchesHuggingFace) {
+  for (const SplitCase& c : HuggingFaceCases()) {
+    EXPECT_EQ(Split(c.kind, c.text), c.pieces)
+        << "kind " << static_cast<int>(c.kind) << " text \"" << c.text << "\"";
+  }
+}
+
+TEST(PreTokenizerTest, CreateByGgufName) {
+  EXPECT_EQ(PreTokenizer::Create("gpt2")->kind(), PreTokenizer::Kind::kGpt2);
+  EXPECT_EQ(PreTokenizer::Create("smollm")->kind(), PreTokenizer::Kind::kSmolLm);
+  EXPECT_EQ(PreTokenizer::Create("llama-bpe")->kind(), PreTokenizer::Kind::kLlama3);
+}
+
+TEST(PreTokenizerTest, UnknownNameListsSupportedOnes) {
+  absl::StatusOr<PreTokenizer> pre = PreTokenizer::Create("qwen2");
+  ASSERT_FALSE(pre.ok());
+  EXPECT_EQ(pre.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(pre.status().message(), HasSubstr("qwen2"));
+  EXPECT_THAT(pre.status().message(), HasSubstr("gpt2, smollm, llama-bpe"));
+}
+
+TEST(PreTokenizerTest, EmptyTextHasNoPieces) {
+  EXPECT_TRUE(Split(PreTokenizer::Kind::kSmolLm, "").empty());
+}
+
+// Invalid bytes are units of class [^\s\p{L}\p{N}] (like the lone surrogates
+// of Python's surrogateescape): they join punctuation runs and an optional
+// leading space.
+TEST(PreTokenizerTest, InvalidUtf8GroupsWithPunctuation) {
+  EXPECT_THAT(Split(PreTokenizer::Kind::kSmolLm, "ab\xff\xfe!cd"), ElementsAre("ab", "\xff\xfe!", "cd"));
+  EXPECT_THAT(Split(PreTokenizer::Kind::kSmolLm, "a \x80z"), ElementsAre("a", " \x80", "z"));
+  // A truncated sequence: the lead byte and its continuation are each
+  // invalid; the following 'A' is a letter again.
+  EXPECT_THAT(Split(PreTokenizer::Kind::kGpt2, "x\xe2\x82" "A1"), ElementsAre("x", "\xe2\x82", "A", "1"));
+  // Overlong encoding and an encoded surrogate are invalid too.
+  EXPECT_THAT(Split(PreTokenizer::Kind::kGpt2, "\xc0\xaf \xed\xa0\x80"),
+              ElementsAre("\xc0\xaf", " \xed\xa0\x80"));
+  // A valid character right after invalid bytes is still found.
+  EXPECT_THAT(Split(PreTokenizer::Kind::kGpt2, "\xf0\x9f" "\xc3\xa9t\xc3\xa9"),
+              ElementsAre("\xf0\x9f", "\xc3\xa9t\xc3\xa9"));
+  EXPECT_THAT(Split(PreTokenizer::Kind::kLlama3, "\xff" "abc"), ElementsAre("\xff" "abc"));
+}
+
+// Whatever the bytes, the pieces are non-empty and tile the input.
+TEST(PreTokenizerTest, RandomBytesTileTheInput) {
+  std::mt19937 rng(1234);
+  const std::string alphabet = std::string("aZ09 \t\n\r'sSlLdD.!,") + "\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\x80\xff\xe2";
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string text;
+    const int length = rng() % 40;
+    for (int i = 0; i < length; ++i) {
+      text.push_back(rng() % 4 == 0 ? static_cast<char>(rng() % 256) : alphabet[rng() % alphabet.size()]);
+    }
+    for (auto kind : {PreTokenizer::Kind::kGpt2, PreTokenizer::Kind::kSmolLm, PreTokenizer::Kind::kLlama3}) {
+      std::string joined;
+      for (const std::string& piece : Split(kind, text)) {
+        ASSERT_FALSE(piece.empty());
+        joined += piece;
+      }
+      ASSERT_EQ(joined, text);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace quest
