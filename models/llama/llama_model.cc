@@ -56,6 +56,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(const Checkpoint&
       QUEST_TAKE(l.k_bias, p + "self_attn.k_proj.bias", {kv_dim});
       QUEST_TAKE(l.v_bias, p + "self_attn.v_proj.bias", {kv_dim});
     }
+    // Llama with attention_bias also biases o_proj; Qwen2 never does.
+    if (ckpt.tensors.contains(p + "self_attn.o_proj.bias")) {
+      QUEST_TAKE(l.o_bias, p + "self_attn.o_proj.bias", {c.hidden_size});
+    }
     QUEST_TAKE(l.post_norm, p + "post_attention_layernorm.weight", {c.hidden_size});
     QUEST_TAKE(l.gate, p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size});
     QUEST_TAKE(l.up, p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size});
@@ -136,7 +140,7 @@ absl::StatusOr<Tensor> LlamaModel::Forward(absl::Span<const SequenceStep> batch,
       Tensor out = attn.Slice(begin, end);
       cache.Attend(static_cast<int>(li), batch[s].id, q.Slice(begin, end), out);
     }
-    b.Linear(attn, l.o, nullptr, proj);
+    b.Linear(attn, l.o, l.o_bias.defined() ? &l.o_bias : nullptr, proj);
     b.Add(x, proj);
     b.RmsNorm(x, l.post_norm, static_cast<float>(c.rms_norm_eps), h);
     b.Linear(h, l.gate, nullptr, gate);

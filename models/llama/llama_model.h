@@ -50,7 +50,7 @@ class LlamaModel {
 
  private:
   struct Layer {
-    Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, post_norm, gate, up, down;
+    Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, o_bias, post_norm, gate, up, down;
   };
 
   LlamaModel(const LlamaConfig& config, Backend& backend) : config_(config), backend_(backend) {}
