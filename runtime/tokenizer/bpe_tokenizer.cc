@@ -8,7 +8,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "runtime/tokenizer/utf8.h"
 
 namespace quest {
@@ -214,13 +213,12 @@ size_t BpeTokenizer::MatchLiteral(absl::string_view text, size_t pos, int32_t* i
   return 0;
 }
 
-absl::Status BpeTokenizer::EncodePiece(absl::string_view piece, size_t offset,
-                                       std::vector<int32_t>* ids) const {
+void BpeTokenizer::EncodePiece(absl::string_view piece, std::vector<int32_t>* ids) const {
   if (ignore_merges_) {
     auto it = bytes_to_id_.find(piece);
     if (it != bytes_to_id_.end()) {
       ids->push_back(it->second);
-      return absl::OkStatus();
+      return;
     }
   }
   // A doubly linked list of symbols over the piece's bytes; merging folds the
@@ -236,16 +234,12 @@ absl::Status BpeTokenizer::EncodePiece(absl::string_view piece, size_t offset,
   for (size_t i = 0; i < piece.size(); ++i) {
     int32_t id = byte_token_[static_cast<uint8_t>(piece[i])];
     if (id < 0) id = unknown_id_;
-    if (id < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("byte 0x%02X at offset %d has no token and the vocabulary has no "
-                          "unknown token",
-                          static_cast<uint8_t>(piece[i]), offset + i));
-    }
-    const int32_t index = static_cast<int32_t>(i);
-    symbols.push_back({id, index - 1, index + 1 < static_cast<int32_t>(piece.size()) ? index + 1 : -1,
-                       true});
+    if (id < 0) continue;  // Dropped, as Hugging Face and llama.cpp do.
+    const int32_t index = static_cast<int32_t>(symbols.size());
+    symbols.push_back({id, index - 1, -1, true});
+    if (index > 0) symbols[index - 1].next = index;
   }
+  if (symbols.empty()) return;
   if (symbols.size() > 1) {
     // Hugging Face's Word::merge_all: a min-heap of candidate merges by
     // (rank, position); entries made stale by an earlier merge are skipped.
@@ -283,22 +277,17 @@ absl::Status BpeTokenizer::EncodePiece(absl::string_view piece, size_t offset,
     }
   }
   for (int32_t i = 0; i >= 0; i = symbols[i].next) ids->push_back(symbols[i].id);
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<int32_t>> BpeTokenizer::Encode(absl::string_view text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 1);
   std::vector<absl::string_view> pieces;
-  auto encode_span = [&](size_t begin, size_t end) -> absl::Status {
-    if (begin == end) return absl::OkStatus();
+  auto encode_span = [&](size_t begin, size_t end) {
+    if (begin == end) return;
     pieces.clear();
     pre_tokenizer_.Split(text.substr(begin, end - begin), &pieces);
-    for (absl::string_view piece : pieces) {
-      absl::Status status = EncodePiece(piece, piece.data() - text.data(), &ids);
-      if (!status.ok()) return status;
-    }
-    return absl::OkStatus();
+    for (absl::string_view piece : pieces) EncodePiece(piece, &ids);
   };
   size_t span_begin = 0;
   size_t pos = 0;
@@ -309,14 +298,12 @@ absl::StatusOr<std::vector<int32_t>> BpeTokenizer::Encode(absl::string_view text
       ++pos;
       continue;
     }
-    absl::Status status = encode_span(span_begin, pos);
-    if (!status.ok()) return status;
+    encode_span(span_begin, pos);
     ids.push_back(id);
     pos += length;
     span_begin = pos;
   }
-  absl::Status status = encode_span(span_begin, text.size());
-  if (!status.ok()) return status;
+  encode_span(span_begin, text.size());
   return ids;
 }
 

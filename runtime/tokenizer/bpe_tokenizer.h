@@ -10,8 +10,11 @@
 //      (pre_tokenizer.h).
 //   3. Each piece's bytes start as one-byte tokens and merge pairwise,
 //      lowest merge rank first (leftmost among equal ranks).
-// Input that is not UTF-8 still encodes: byte-level BPE has a token for
-// every byte.
+// Input that is not UTF-8 still encodes, byte by byte. A byte the vocabulary
+// has no token for (SmolLM2 lacks 21 of the 256, e.g. 0x04, 0xC0, 0xFF) maps
+// to the unknown token if the vocabulary has one (type 2), and is otherwise
+// dropped, as Hugging Face `tokenizers` (BPE without unk_token) and llama.cpp
+// both do; Decode then cannot give it back.
 
 #include <cstdint>
 #include <memory>
@@ -60,8 +63,7 @@ class BpeTokenizer final : public Tokenizer {
   // Validates the vocabulary: errors name the offending token or merge index.
   static absl::StatusOr<std::unique_ptr<BpeTokenizer>> Create(BpeVocabulary vocab);
 
-  // Fails only when a byte has no token and the vocabulary has no unknown
-  // token (never for a complete byte-level vocabulary).
+  // Never fails: every input, UTF-8 or not, has an encoding.
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const override;
   // Control and user-defined tokens decode to their text; ids outside the
   // vocabulary decode to nothing.
@@ -95,7 +97,7 @@ class BpeTokenizer final : public Tokenizer {
   // Length of the literal token that starts at text[pos] (0 if none), and
   // its id.
   size_t MatchLiteral(absl::string_view text, size_t pos, int32_t* id) const;
-  absl::Status EncodePiece(absl::string_view piece, size_t offset, std::vector<int32_t>* ids) const;
+  void EncodePiece(absl::string_view piece, std::vector<int32_t>* ids) const;
 
   PreTokenizer pre_tokenizer_;
   bool ignore_merges_ = false;
