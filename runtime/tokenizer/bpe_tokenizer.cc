@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/tokenizer/utf8.h"
 
@@ -98,15 +99,15 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(BpeVocabulary
   }
   for (size_t i = 0; i < vocab.token_types.size(); ++i) {
     if (vocab.token_types[i] < 0 || vocab.token_types[i] > 6) {
-      return absl::InvalidArgumentError(absl::StrCat("token ", i, " (\"", vocab.tokens[i],
-                                                     "\") has unknown token type ",
-                                                     vocab.token_types[i], "; expected 0..6"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ", i, " (\"", absl::CEscape(vocab.tokens[i]),
+                       "\") has unknown token type ", vocab.token_types[i], "; expected 0..6"));
     }
   }
   const int32_t vocab_size = static_cast<int32_t>(n);
   if (vocab.bos_id < -1 || vocab.bos_id >= vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("BOS id ", vocab.bos_id,
-                                                   " is outside the vocabulary of ", n, " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("BOS id ", vocab.bos_id, " is outside the vocabulary of ", n, " tokens"));
   }
   if (vocab.add_bos && vocab.bos_id < 0) {
     return absl::InvalidArgumentError("add_bos is set but the vocabulary has no BOS token");
@@ -153,10 +154,9 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(BpeVocabulary
     }
   }
   for (auto& literals : tokenizer->literals_by_first_byte_) {
-    std::stable_sort(literals.begin(), literals.end(),
-                     [](const LiteralToken& a, const LiteralToken& b) {
-                       return a.text.size() > b.text.size();
-                     });
+    std::stable_sort(
+        literals.begin(), literals.end(),
+        [](const LiteralToken& a, const LiteralToken& b) { return a.text.size() > b.text.size(); });
   }
 
   const ByteLevelAlphabet& alphabet = Alphabet();
@@ -173,7 +173,8 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(BpeVocabulary
     const size_t space = merge.find(' ');
     if (space == std::string::npos || space == 0 || space + 1 == merge.size() ||
         merge.find(' ', space + 1) != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("BPE merge ", rank, " (\"", merge,
+      return absl::InvalidArgumentError(absl::StrCat("BPE merge ", rank, " (\"",
+                                                     absl::CEscape(merge),
                                                      "\") is not of the form \"left right\""));
     }
     const absl::string_view left(merge.data(), space);
@@ -184,15 +185,14 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(BpeVocabulary
     for (int k = 0; k < 3; ++k) {
       auto it = id_of_token.find(parts[k]);
       if (it == id_of_token.end()) {
-        return absl::InvalidArgumentError(absl::StrCat("BPE merge ", rank, " (\"", merge,
-                                                       "\"): \"", parts[k],
-                                                       "\" is not in the vocabulary"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("BPE merge ", rank, " (\"", absl::CEscape(merge), "\"): \"",
+                         absl::CEscape(parts[k]), "\" is not in the vocabulary"));
       }
       ids[k] = it->second;
     }
     // A repeated pair keeps its first (lowest) rank, as llama.cpp does.
-    tokenizer->merges_.emplace(PairKey(ids[0], ids[1]),
-                               Merge{static_cast<uint32_t>(rank), ids[2]});
+    tokenizer->merges_.emplace(PairKey(ids[0], ids[1]), Merge{static_cast<uint32_t>(rank), ids[2]});
   }
   return tokenizer;
 }

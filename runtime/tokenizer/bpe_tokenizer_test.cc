@@ -183,8 +183,9 @@ TEST(BpeTokenizerTest, SpecialTokensMatchLiterally) {
   ToyVocab v;
   v.Merge("h", "i");
   auto tokenizer = v.Build();
-  EXPECT_THAT(Encode(*tokenizer, "<|im_start|>user\nhi<|im_end|>"),
-              ElementsAre(1, v.Id("u"), v.Id("s"), v.Id("e"), v.Id("r"), v.Id("\n"), v.Id("hi"), 2));
+  EXPECT_THAT(
+      Encode(*tokenizer, "<|im_start|>user\nhi<|im_end|>"),
+      ElementsAre(1, v.Id("u"), v.Id("s"), v.Id("e"), v.Id("r"), v.Id("\n"), v.Id("hi"), 2));
   EXPECT_THAT(Encode(*tokenizer, "<|im_end|><|im_end|>"), ElementsAre(2, 2));
   // Text on both sides is tokenized separately.
   EXPECT_THAT(Encode(*tokenizer, "h<|endoftext|>i"), ElementsAre(v.Id("h"), 0, v.Id("i")));
@@ -278,7 +279,8 @@ TEST(BpeTokenizerTest, ByteTypeTokensCoverBytes) {
 
 TEST(BpeTokenizerTest, CreateRejectsBadVocabularies) {
   auto error = [](BpeVocabulary vocab) {
-    absl::StatusOr<std::unique_ptr<BpeTokenizer>> tokenizer = BpeTokenizer::Create(std::move(vocab));
+    absl::StatusOr<std::unique_ptr<BpeTokenizer>> tokenizer =
+        BpeTokenizer::Create(std::move(vocab));
     EXPECT_FALSE(tokenizer.ok());
     return tokenizer.ok() ? std::string() : std::string(tokenizer.status().message());
   };

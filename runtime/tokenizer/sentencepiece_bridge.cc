@@ -1,12 +1,12 @@
 // Deliberately no Abseil includes here: see sentencepiece_bridge.h.
 #include "runtime/tokenizer/sentencepiece_bridge.h"
 
+#include <sentencepiece_processor.h>
+
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <sentencepiece_processor.h>
 
 namespace quest {
 namespace sentencepiece_bridge {

@@ -17,7 +17,8 @@ namespace {
 absl::Status ToStatus(const sentencepiece_bridge::Error& error, absl::string_view context) {
   if (error.ok()) return absl::OkStatus();
   const int code = error.code > 0 && error.code <= 16 ? error.code : 2;  // 2 = kUnknown.
-  return absl::Status(static_cast<absl::StatusCode>(code), absl::StrCat(context, ": ", error.message));
+  return absl::Status(static_cast<absl::StatusCode>(code),
+                      absl::StrCat(context, ": ", error.message));
 }
 
 // "<0xAB>" -> 0xAB, or -1.
@@ -62,8 +63,8 @@ absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::
     return absl::InvalidArgumentError(
         absl::StrCat("SentencePiece model ", model_path, " has no pieces"));
   }
-  auto tokenizer = std::unique_ptr<SentencePieceTokenizer>(
-      new SentencePieceTokenizer(std::move(processor)));
+  auto tokenizer =
+      std::unique_ptr<SentencePieceTokenizer>(new SentencePieceTokenizer(std::move(processor)));
   const sentencepiece_bridge::Processor& sp = *tokenizer->processor_;
   tokenizer->token_bytes_.resize(size);
   for (int id = 0; id < size; ++id) {
@@ -78,10 +79,9 @@ absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::
       tokenizer->token_bytes_[id] = absl::StrReplaceAll(piece, {{"\xe2\x96\x81", " "}});
     }
   }
-  std::stable_sort(tokenizer->literals_.begin(), tokenizer->literals_.end(),
-                   [](const LiteralToken& a, const LiteralToken& b) {
-                     return a.text.size() > b.text.size();
-                   });
+  std::stable_sort(
+      tokenizer->literals_.begin(), tokenizer->literals_.end(),
+      [](const LiteralToken& a, const LiteralToken& b) { return a.text.size() > b.text.size(); });
   const int bos = sp.bos_id();
   const int eos = sp.eos_id();
   tokenizer->bos_id_ = bos >= 0 && bos < size ? bos : -1;
@@ -93,9 +93,9 @@ absl::Status SentencePieceTokenizer::EncodeSpan(absl::string_view span,
                                                 std::vector<int32_t>* ids) const {
   if (span.empty()) return absl::OkStatus();
   std::vector<int> span_ids;
-  absl::Status status = ToStatus(
-      processor_->Encode(std::string_view(span.data(), span.size()), &span_ids),
-      "SentencePiece encode");
+  absl::Status status =
+      ToStatus(processor_->Encode(std::string_view(span.data(), span.size()), &span_ids),
+               "SentencePiece encode");
   if (!status.ok()) return status;
   ids->insert(ids->end(), span_ids.begin(), span_ids.end());
   return absl::OkStatus();

@@ -15,9 +15,9 @@
 namespace quest {
 namespace {
 
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using ::testing::Contains;
 
 std::string TempDir() {
   const char* dir = std::getenv("TEST_TMPDIR");
@@ -33,9 +33,10 @@ class SentencePieceTokenizerTest : public ::testing::Test {
     {
       std::ofstream out(corpus);
       const std::vector<std::string> words = {
-          "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "page", "cache",
-          "query", "key", "value", "attention", "token", "model", "long", "context", "sparse",
-          "select", "top", "score", "budget", "memory", "layer", "head", "café", "naïve"};
+          "the",   "quick",  "brown",  "fox",     "jumps",  "over",   "lazy",
+          "dog",   "page",   "cache",  "query",   "key",    "value",  "attention",
+          "token", "model",  "long",   "context", "sparse", "select", "top",
+          "score", "budget", "memory", "layer",   "head",   "café",   "naïve"};
       std::mt19937 rng(42);
       for (int line = 0; line < 2000; ++line) {
         const int n = 4 + rng() % 10;
@@ -133,7 +134,7 @@ TEST_F(SentencePieceTokenizerTest, MissingFileIsNotFound) {
 
 TEST_F(SentencePieceTokenizerTest, GarbageFileIsAnError) {
   for (const std::string& contents : {std::string("this is not a protobuf \xff\xfe\x01\x02"),
-                                     std::string(), std::string(1000, '\x0a')}) {
+                                      std::string(), std::string(1000, '\x0a')}) {
     const std::string path = TempDir() + "/garbage.model";
     std::ofstream(path, std::ios::binary) << contents;
     absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> tokenizer =

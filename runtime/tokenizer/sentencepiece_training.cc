@@ -1,9 +1,9 @@
 // Deliberately no Abseil includes here: see sentencepiece_bridge.h.
 #include "runtime/tokenizer/sentencepiece_training.h"
 
-#include <string>
-
 #include <sentencepiece_trainer.h>
+
+#include <string>
 
 namespace quest {
 
