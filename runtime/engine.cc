@@ -433,8 +433,23 @@ absl::StatusOr<config::EngineConfig> LoadEngineConfig(const std::string& path) {
 }
 
 std::string ApplyChatTemplate(const ModelInfo& info, absl::string_view user_message) {
-  if (!absl::StrContains(info.chat_template, "<|im_start|>")) return std::string(user_message);
-  return absl::StrCat("<|im_start|>user\n", user_message, "<|im_end|>\n<|im_start|>assistant\n");
+  const absl::string_view tmpl = info.chat_template;
+  if (!absl::StrContains(tmpl, "<|im_start|>")) return std::string(user_message);
+  // ChatML. Templates of this family (SmolLM2, Qwen2) may open with a default
+  // system turn written literally in the template; keep it, as the model saw
+  // it in training. (A Jinja engine is not worth it for this one pattern.)
+  std::string system;
+  constexpr absl::string_view kSystem = "<|im_start|>system\n";
+  constexpr absl::string_view kEnd = "<|im_end|>";
+  if (size_t begin = tmpl.find(kSystem); begin != absl::string_view::npos) {
+    const size_t end = tmpl.find(kEnd, begin);
+    const absl::string_view body = tmpl.substr(begin, end - begin);
+    // Only a literal system text, not one spliced from the messages.
+    if (end != absl::string_view::npos && !absl::StrContains(body, "+") && !absl::StrContains(body, "{")) {
+      system = absl::StrCat(body, kEnd, "\n");
+    }
+  }
+  return absl::StrCat(system, "<|im_start|>user\n", user_message, "<|im_end|>\n<|im_start|>assistant\n");
 }
 
 }  // namespace quest
