@@ -1,7 +1,8 @@
 #ifndef QUEST_RUNTIME_TOKENIZER_SENTENCEPIECE_BRIDGE_H_
 #define QUEST_RUNTIME_TOKENIZER_SENTENCEPIECE_BRIDGE_H_
 
-// The only code that includes libsentencepiece's headers. Debian's
+// The C++ face of libsentencepiece, which lives in its own shared object
+// (sentencepiece_shim.cc explains why) loaded on first use. Debian's
 // sentencepiece_processor.h declares `namespace absl { using
 // std::string_view; }`, which collides with Abseil's own absl::string_view in
 // any translation unit that includes both; this bridge speaks std types only,
@@ -44,6 +45,10 @@ class Processor {
   explicit Processor(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Trains a model (spm_train flags: "--input=... --model_prefix=..."); used
+// by tests to make small models.
+Error Train(const std::string& args);
 
 }  // namespace sentencepiece_bridge
 }  // namespace quest

@@ -1,15 +1,12 @@
-// Deliberately no Abseil includes here: see sentencepiece_bridge.h.
 #include "runtime/tokenizer/sentencepiece_training.h"
 
-#include <sentencepiece_trainer.h>
-
-#include <string>
+#include "runtime/tokenizer/sentencepiece_bridge.h"
 
 namespace quest {
 
 std::string TrainSentencePieceModel(const std::string& args) {
-  const sentencepiece::util::Status status = sentencepiece::SentencePieceTrainer::Train(args);
-  return status.ok() ? std::string() : status.ToString();
+  const sentencepiece_bridge::Error error = sentencepiece_bridge::Train(args);
+  return error.ok() ? std::string() : error.message;
 }
 
 }  // namespace quest

@@ -127,9 +127,11 @@ def greedy(model_dir, fixture, steps):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                  attn_implementation="eager").eval()
     ids = torch.tensor([data["prompt_ids"]])
+    # Run all `steps` tokens even past an end-of-sequence token.
+    model.generation_config.eos_token_id = None
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=steps, do_sample=False, num_beams=1,
-                             eos_token_id=None, pad_token_id=0, return_dict_in_generate=True,
+                             pad_token_id=0, return_dict_in_generate=True,
                              output_logits=True)
     tokens = out.sequences[0, ids.shape[1]:].tolist()
     first = out.logits[0][0].float()
