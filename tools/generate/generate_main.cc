@@ -1,7 +1,7 @@
 // generate: text generation from the command line.
 //
 //   bazel run //tools/generate -- --prompt "Why is the sky blue?"
-//   bazel run //tools/generate -- --config my.textproto --policy dense \
+//   bazel run //tools/generate -- --config my.textproto --policy dense
 //       --prompt "..." --max_tokens 128 --temperature 0.7 --top_p 0.9 --seed 1
 //
 // Without --config it runs the embedded default (tools/configs/
