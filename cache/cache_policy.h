@@ -43,14 +43,19 @@ struct SequenceLayerView {
   Backend* backend = nullptr;
 };
 
-// Pages to attend, per KV head, in CSR form (see PagedAttentionArgs).
-// Empty `indptr` means every page.
+// Chunks of the sequence to attend, per KV head, in CSR form (see
+// PagedAttentionArgs): KV head g attends chunks[indptr[g] .. indptr[g+1]),
+// chunk c being positions [c*chunk_size, (c+1)*chunk_size). chunk_size
+// divides the pool's page size (0: the page size). Empty `indptr` means
+// everything.
 struct PageSelection {
   std::vector<int32_t> indptr;
-  std::vector<int32_t> pages;
+  std::vector<int32_t> chunks;
+  int chunk_size = 0;
   void Clear() {
     indptr.clear();
-    pages.clear();
+    chunks.clear();
+    chunk_size = 0;
   }
 };
 

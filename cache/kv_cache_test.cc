@@ -102,7 +102,14 @@ TEST(KVCacheTest, ChunkedAppendAndAttendMatchesOneShot) {
       Tensor kp = Tensor::Zeros(DType::kFloat32, {3, 4, 2, 8}), vp = Tensor::Zeros(DType::kFloat32, {3, 4, 2, 8});
       std::vector<int32_t> table = {0, 1, 2};
       backend->WriteKvPages(k, v, table, 0, 4, kp, vp);
-      PagedAttentionArgs args{&q, &kp, &vp, table, len, 4, {}, {}, 1.0f / std::sqrt(8.0f)};
+      PagedAttentionArgs args;
+      args.q = &q;
+      args.k_pages = &kp;
+      args.v_pages = &vp;
+      args.page_table = table;
+      args.kv_len = len;
+      args.page_size = 4;
+      args.scale = 1.0f / std::sqrt(8.0f);
       Tensor ref = Tensor::Empty(DType::kFloat32, {1, 32});
       backend->PagedAttention(args, ref);
       for (int i = 0; i < 32; ++i) EXPECT_FLOAT_EQ(out.data<float>()[i], ref.data<float>()[i]);

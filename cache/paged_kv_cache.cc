@@ -76,7 +76,8 @@ class PagedKVCache final : public KVCache {
     args.kv_len = view.length;
     args.page_size = options_.geometry.page_size;
     args.selected_indptr = selection_.indptr;
-    args.selected_pages = selection_.pages;
+    args.selected_chunks = selection_.chunks;
+    args.selection_chunk = selection_.chunk_size;
     args.scale = 1.0f / std::sqrt(static_cast<float>(options_.geometry.head_dim));
     backend_.PagedAttention(args, out);
   }

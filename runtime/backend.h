@@ -22,14 +22,20 @@ namespace quest {
 //
 // K/V pages of one layer are [num_pages, page_size, num_kv_heads, head_dim].
 // The sequence's logical page i holds its tokens [i*page_size, (i+1)*page_size)
-// in physical page page_table[i]. Queries are the sequence's newest tokens at
-// positions [kv_len - n, kv_len); query t sees keys at positions <= its own
-// (causal), so prefill chunks and single-token decode are the same op.
+// in physical page page_table[i]; -1 marks a page an eviction policy gave back
+// (never attended). Queries are the sequence's newest tokens at positions
+// [kv_len - n, kv_len); query t sees keys at positions <= its own (causal),
+// so prefill chunks and single-token decode are the same op.
 //
-// Selection: when `selected_indptr` is empty every page is attended (dense).
+// Selection: when `selected_indptr` is empty every chunk is attended (dense).
 // Otherwise it is a CSR list per KV head: the query heads of KV head g attend
-// the logical pages selected_pages[selected_indptr[g] .. selected_indptr[g+1])
-// only. Sparse decode is dense decode over fewer pages (one kernel family).
+// the chunks selected_chunks[selected_indptr[g] .. selected_indptr[g+1]) only,
+// where chunk c covers positions [c*chunk, (c+1)*chunk) and chunk =
+// selection_chunk (a divisor of page_size; 0 means page_size). Sparse decode
+// is dense decode over fewer chunks: one kernel family.
+//
+// Eviction: `token_valid`, when set, is [num_kv_heads, page_table.size() *
+// page_size] bytes over logical positions; 0 means evicted for that KV head.
 struct PagedAttentionArgs {
   const Tensor* q = nullptr;  // [n, num_heads, head_dim]
   const Tensor* k_pages = nullptr;
@@ -38,8 +44,16 @@ struct PagedAttentionArgs {
   int64_t kv_len = 0;
   int page_size = 0;
   absl::Span<const int32_t> selected_indptr;
-  absl::Span<const int32_t> selected_pages;
+  absl::Span<const int32_t> selected_chunks;
+  int selection_chunk = 0;
+  const uint8_t* token_valid = nullptr;
   float scale = 1.0f;  // softmax scale, usually 1/sqrt(head_dim)
+  // Optional outputs for policies that learn from attention (H2O, TOVA),
+  // each [num_heads, kv_len] host floats, zero where not attended:
+  // the softmax weights summed over the n queries, and those of the last
+  // query alone.
+  float* attention_sum = nullptr;
+  float* attention_last = nullptr;
 };
 
 // Rotary embedding parameters for one forward step: y = x*cos + rotate_half(x)*sin

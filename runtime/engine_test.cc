@@ -71,7 +71,9 @@ TEST(EngineTest, CancelStopsAndReturnsPages) {
   r.set_request_id("req-1");
   int seen = 0;
   auto resp = (*engine)->Generate(r, [&](const TokenEvent&) {
-    if (++seen == 3) EXPECT_TRUE((*engine)->Cancel("req-1"));
+    if (++seen == 3) {
+      EXPECT_TRUE((*engine)->Cancel("req-1"));
+    }
   });
   ASSERT_TRUE(resp.ok()) << resp.status();
   EXPECT_EQ(resp->finish_reason(), api::CANCELLED);

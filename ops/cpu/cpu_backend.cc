@@ -146,61 +146,84 @@ class CpuBackend final : public Backend {
     const int64_t n = q.dim(0), heads = q.dim(1), d = q.dim(2);
     const int64_t kv_heads = a.k_pages->dim(2);
     const int64_t group = heads / kv_heads;
-    const int64_t num_pages = (a.kv_len + a.page_size - 1) / a.page_size;
+    const int64_t chunk = a.selection_chunk > 0 ? a.selection_chunk : a.page_size;
+    const int64_t num_chunks = (a.kv_len + chunk - 1) / chunk;
     const int64_t row = kv_heads * d;
+    const int64_t mask_stride = static_cast<int64_t>(a.page_table.size()) * a.page_size;
 
-    std::vector<int32_t> all_pages(num_pages);
-    for (int64_t i = 0; i < num_pages; ++i) all_pages[i] = static_cast<int32_t>(i);
+    std::vector<int32_t> all_chunks(num_chunks);
+    for (int64_t i = 0; i < num_chunks; ++i) all_chunks[i] = static_cast<int32_t>(i);
+    if (a.attention_sum != nullptr) std::fill(a.attention_sum, a.attention_sum + heads * a.kv_len, 0.0f);
+    if (a.attention_last != nullptr) std::fill(a.attention_last, a.attention_last + heads * a.kv_len, 0.0f);
 
     std::vector<float> scores;
+    std::vector<int64_t> positions;
     std::vector<float> acc(d);
     for (int64_t g = 0; g < kv_heads; ++g) {
-      absl::Span<const int32_t> pages = all_pages;
+      absl::Span<const int32_t> chunks = all_chunks;
       if (!a.selected_indptr.empty()) {
-        pages = a.selected_pages.subspan(a.selected_indptr[g],
-                                         a.selected_indptr[g + 1] - a.selected_indptr[g]);
+        chunks = a.selected_chunks.subspan(a.selected_indptr[g],
+                                           a.selected_indptr[g + 1] - a.selected_indptr[g]);
+      }
+      const uint8_t* valid = a.token_valid != nullptr ? a.token_valid + g * mask_stride : nullptr;
+      // The keys this KV head attends, in the order given (causality is
+      // applied per query below).
+      positions.clear();
+      for (int32_t c : chunks) {
+        const int64_t first = static_cast<int64_t>(c) * chunk;
+        const int64_t last = std::min<int64_t>(first + chunk, a.kv_len);
+        for (int64_t pos = first; pos < last; ++pos) {
+          if (a.page_table[pos / a.page_size] < 0) continue;
+          if (valid != nullptr && !valid[pos]) continue;
+          positions.push_back(pos);
+        }
       }
       for (int64_t t = 0; t < n; ++t) {
         const int64_t qpos = a.kv_len - n + t;
         for (int64_t h = g * group; h < (g + 1) * group; ++h) {
           const float* qv = q.data<float>() + (t * heads + h) * d;
           // Pass 1: scores of visible keys and their max.
-          scores.clear();
+          scores.assign(positions.size(), -INFINITY);
           float max_score = -INFINITY;
-          for (int32_t lp : pages) {
-            const int64_t phys = a.page_table[lp];
-            const int64_t first = static_cast<int64_t>(lp) * a.page_size;
-            const int64_t last = std::min<int64_t>(first + a.page_size, qpos + 1);
-            for (int64_t pos = first; pos < last; ++pos) {
-              const float* kv = a.k_pages->data<float>() +
-                                (phys * a.page_size + (pos - first)) * row + g * d;
-              const float s = Dot(qv, kv, d) * a.scale;
-              scores.push_back(s);
-              max_score = std::max(max_score, s);
-            }
+          for (size_t i = 0; i < positions.size(); ++i) {
+            const int64_t pos = positions[i];
+            if (pos > qpos) continue;
+            const float s = Dot(qv, KeyOrValue(*a.k_pages, a, pos, row) + g * d, d) * a.scale;
+            scores[i] = s;
+            max_score = std::max(max_score, s);
           }
           // Pass 2: softmax-weighted sum of values.
           std::fill(acc.begin(), acc.end(), 0.0f);
           double denom = 0.0;
-          size_t idx = 0;
-          for (int32_t lp : pages) {
-            const int64_t phys = a.page_table[lp];
-            const int64_t first = static_cast<int64_t>(lp) * a.page_size;
-            const int64_t last = std::min<int64_t>(first + a.page_size, qpos + 1);
-            for (int64_t pos = first; pos < last; ++pos) {
-              const float p = std::exp(scores[idx++] - max_score);
-              denom += p;
-              const float* vv = a.v_pages->data<float>() +
-                                (phys * a.page_size + (pos - first)) * row + g * d;
-              for (int64_t j = 0; j < d; ++j) acc[j] += p * vv[j];
-            }
+          for (size_t i = 0; i < positions.size(); ++i) {
+            if (scores[i] == -INFINITY) continue;
+            const float p = std::exp(scores[i] - max_score);
+            scores[i] = p;
+            denom += p;
+            const float* vv = KeyOrValue(*a.v_pages, a, positions[i], row) + g * d;
+            for (int64_t j = 0; j < d; ++j) acc[j] += p * vv[j];
           }
           float* o = out.data<float>() + (t * heads + h) * d;
           const float inv = denom > 0 ? static_cast<float>(1.0 / denom) : 0.0f;
           for (int64_t j = 0; j < d; ++j) o[j] = acc[j] * inv;
+          if (a.attention_sum != nullptr || (a.attention_last != nullptr && t == n - 1)) {
+            for (size_t i = 0; i < positions.size(); ++i) {
+              if (scores[i] == -INFINITY) continue;
+              const float p = scores[i] * inv;
+              if (a.attention_sum != nullptr) a.attention_sum[h * a.kv_len + positions[i]] += p;
+              if (a.attention_last != nullptr && t == n - 1) a.attention_last[h * a.kv_len + positions[i]] = p;
+            }
+          }
         }
       }
     }
+  }
+
+ private:
+  // The K (or V) row of logical position `pos`: all KV heads, head_dim each.
+  static const float* KeyOrValue(const Tensor& pages, const PagedAttentionArgs& a, int64_t pos, int64_t row) {
+    const int64_t phys = a.page_table[pos / a.page_size];
+    return pages.data<float>() + (phys * a.page_size + pos % a.page_size) * row;
   }
 };
 

@@ -1,5 +1,6 @@
 #include "ops/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -122,7 +123,15 @@ TEST(CpuBackendTest, PagedAttentionHonoursPerHeadSelection) {
   backend->WriteKvPages(k, v, page_table, 0, page_size, k_pages, v_pages);
   // Head 0 attends page 1 only; head 1 attends pages 0 and 2.
   const std::vector<int32_t> indptr = {0, 1, 3}, pages = {1, 0, 2};
-  PagedAttentionArgs args{&q, &k_pages, &v_pages, page_table, len, page_size, indptr, pages, 1.0f};
+  PagedAttentionArgs args;
+  args.q = &q;
+  args.k_pages = &k_pages;
+  args.v_pages = &v_pages;
+  args.page_table = page_table;
+  args.kv_len = len;
+  args.page_size = page_size;
+  args.selected_indptr = indptr;
+  args.selected_chunks = pages;
   Tensor out = backend->Allocate(DType::kFloat32, {1, heads * d});
   backend->PagedAttention(args, out);
 
@@ -144,6 +153,77 @@ TEST(CpuBackendTest, PagedAttentionHonoursPerHeadSelection) {
   };
   expect_over(0, {2, 3});
   expect_over(1, {0, 1, 4, 5});
+}
+
+}  // namespace
+}  // namespace quest::ops
+
+namespace quest::ops {
+namespace {
+
+// Chunk-granular selection, an evicted page (-1), a token mask and the
+// attention-weight outputs, checked against a direct softmax over exactly the
+// keys each head may see.
+TEST(CpuBackendTest, ChunksMasksHolesAndAttentionOutputs) {
+  auto backend = CreateCpuBackend();
+  std::mt19937 rng(21);
+  const int heads = 4, kv_heads = 2, d = 4, page_size = 4, len = 12;
+  Tensor k = Random({len, kv_heads, d}, rng), v = Random({len, kv_heads, d}, rng);
+  Tensor q = Random({1, heads, d}, rng);
+  std::vector<int32_t> page_table = {2, 0, 1};
+  Tensor k_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
+  Tensor v_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
+  backend->WriteKvPages(k, v, page_table, 0, page_size, k_pages, v_pages);
+  page_table[1] = -1;  // positions 4..7 evicted for everyone
+  // Chunks of 2 tokens. KV head 0: chunks 0, 3 (hole: skipped), 5; KV head 1: all.
+  const std::vector<int32_t> indptr = {0, 3, 9}, chunks = {0, 3, 5, 0, 1, 2, 3, 4, 5};
+  std::vector<uint8_t> valid(kv_heads * 12, 1);
+  valid[1 * 12 + 9] = 0;  // KV head 1 evicted position 9
+  std::vector<float> sum(heads * len), last(heads * len);
+  PagedAttentionArgs args;
+  args.q = &q;
+  args.k_pages = &k_pages;
+  args.v_pages = &v_pages;
+  args.page_table = page_table;
+  args.kv_len = len;
+  args.page_size = page_size;
+  args.selected_indptr = indptr;
+  args.selected_chunks = chunks;
+  args.selection_chunk = 2;
+  args.token_valid = valid.data();
+  args.attention_sum = sum.data();
+  args.attention_last = last.data();
+  Tensor out = backend->Allocate(DType::kFloat32, {1, heads * d});
+  backend->PagedAttention(args, out);
+
+  const std::vector<std::vector<int>> visible = {{0, 1, 10, 11}, {0, 1, 2, 3, 8, 10, 11}};
+  for (int h = 0; h < heads; ++h) {
+    const int g = h / 2;
+    std::vector<double> p;
+    double mx = -1e30, total = 0;
+    for (int j : visible[g]) {
+      double s = 0;
+      for (int e = 0; e < d; ++e) s += q.data<float>()[h * d + e] * k.data<float>()[(j * kv_heads + g) * d + e];
+      p.push_back(s);
+      mx = std::max(mx, s);
+    }
+    for (double& x : p) total += (x = std::exp(x - mx));
+    for (int e = 0; e < d; ++e) {
+      double ref = 0;
+      for (size_t i = 0; i < p.size(); ++i) ref += p[i] / total * v.data<float>()[(visible[g][i] * kv_heads + g) * d + e];
+      EXPECT_NEAR(out.data<float>()[h * d + e], ref, 1e-5) << "head " << h;
+    }
+    double mass = 0;
+    for (int j = 0; j < len; ++j) {
+      mass += sum[h * len + j];
+      EXPECT_FLOAT_EQ(sum[h * len + j], last[h * len + j]);
+      const bool seen = std::find(visible[g].begin(), visible[g].end(), j) != visible[g].end();
+      if (!seen) {
+        EXPECT_EQ(sum[h * len + j], 0.0f) << "head " << h << " pos " << j;
+      }
+    }
+    EXPECT_NEAR(mass, 1.0, 1e-5);
+  }
 }
 
 }  // namespace
