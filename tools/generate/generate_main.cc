@@ -8,8 +8,6 @@
 // default.textproto: SmolLM2-135M-Instruct on the CPU). Tokens stream to
 // stdout as they are generated; a one-line summary goes to stderr.
 
-#include <cstdlib>
-#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -19,6 +17,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "runtime/engine.h"
+#include "tools/configs/default_config.h"
 
 ABSL_FLAG(std::string, config, "", "Engine config (text proto). Empty: the embedded default.");
 ABSL_FLAG(std::string, model, "", "Overrides model.path of the config.");
@@ -35,10 +34,6 @@ ABSL_FLAG(std::string, policy, "", "Cache policy for this request (overrides the
 
 namespace {
 
-constexpr char kDefaultConfig[] =
-#include "tools/generate/default_config.inc"
-    ;
-
 int Fail(const absl::Status& status) {
   std::cerr << "generate: " << status << "\n";
   return 1;
@@ -50,18 +45,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Generates text with the Quest runtime. See --help.");
   absl::ParseCommandLine(argc, argv);
 
-  const std::string config_path = absl::GetFlag(FLAGS_config);
   absl::StatusOr<quest::config::EngineConfig> config =
-      config_path.empty() ? quest::ParseEngineConfig(kDefaultConfig, "embedded default config")
-                          : quest::LoadEngineConfig(config_path);
+      quest::tools::LoadConfigOrDefault(absl::GetFlag(FLAGS_config));
   if (!config.ok()) return Fail(config.status());
   if (!absl::GetFlag(FLAGS_model).empty()) config->mutable_model()->set_path(absl::GetFlag(FLAGS_model));
-  // Under `bazel run` the working directory is the runfiles tree; relative
-  // model paths mean the workspace.
-  std::filesystem::path model_path = config->model().path();
-  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws != nullptr && model_path.is_relative()) {
-    config->mutable_model()->set_path((std::filesystem::path(ws) / model_path).string());
-  }
 
   absl::StatusOr<std::unique_ptr<quest::Engine>> engine = quest::Engine::Create(*config);
   if (!engine.ok()) return Fail(engine.status());
