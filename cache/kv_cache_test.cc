@@ -9,6 +9,7 @@
 namespace quest::cache {
 namespace {
 
+using ::testing::Contains;
 using ::testing::HasSubstr;
 
 PagedKVCacheOptions Options(int num_pages) {
@@ -27,13 +28,19 @@ Tensor Random(std::vector<int64_t> shape, std::mt19937& rng) {
 }
 
 TEST(CachePolicyRegistryTest, BuiltinNamesResolveAndUnknownListsKnown) {
-  for (const char* name : {"dense"}) {
-    EXPECT_TRUE(CachePolicyRegistry::Global().Find(name).ok()) << name;
+  const std::vector<std::string> names = CachePolicyRegistry::Global().Names();
+  for (const char* name : {"dense", "streaming_llm", "h2o", "tova"}) {
+    EXPECT_THAT(names, Contains(name));
+  }
+  for (const std::string& name : names) {
+    auto factory = CachePolicyRegistry::Global().Find(name);
+    ASSERT_TRUE(factory.ok()) << factory.status();
+    EXPECT_EQ((*factory)->name(), name);
   }
   auto missing = CachePolicyRegistry::Global().Find("lru");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("\"lru\""));
-  EXPECT_THAT(missing.status().message(), HasSubstr("dense"));
+  for (const std::string& name : names) EXPECT_THAT(missing.status().message(), HasSubstr(name));
 }
 
 TEST(KVCacheTest, UnknownPolicyAndBadPageSizeAreClearErrors) {

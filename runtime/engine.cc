@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cache/kv_cache.h"
+#include "cache/plugin_loader.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "models/checkpoint.h"
@@ -361,6 +362,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const config::EngineConfi
   config::EngineConfig c = input;
   if (c.backend() == config::CUDA) {
     return absl::UnimplementedError("backend CUDA is not available in this build yet; use backend: CPU");
+  }
+  // Out-of-tree cache policies register before anything names a policy.
+  for (int i = 0; i < c.cache_plugins_size(); ++i) {
+    if (absl::Status s = cache::LoadCachePolicyPlugin(c.cache_plugins(i)); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("cache_plugins[", i, "]: ", s.message()));
+    }
   }
   absl::StatusOr<LoadedModel> loaded = LoadModel(c.model());
   if (!loaded.ok()) return loaded.status();

@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -140,6 +142,143 @@ TEST(EngineTest, BadConfigsAreClearErrors) {
   EXPECT_THAT(parsed.status().message(), HasSubstr("my.textproto:2"));
   EXPECT_THAT(parsed.status().message(), HasSubstr("polcy"));
   EXPECT_EQ(LoadEngineConfig("/nonexistent.textproto").status().code(), absl::StatusCode::kNotFound);
+}
+
+// --- Out-of-tree cache policies (cache/plugin_api.h) and per-request policies.
+
+std::string TestPlugin(const std::string& file) {
+  return std::string(std::getenv("TEST_SRCDIR")) + "/quest_runtime/cache/testdata/" + file;
+}
+
+// The test plugin's policy: decode attends the last `pages` pages only.
+config::CacheConfig RecentPages(int pages) {
+  config::CacheConfig c;
+  c.set_policy("example_recent_pages");
+  (*c.mutable_plugin()->mutable_fields())["pages"].set_number_value(pages);
+  return c;
+}
+
+std::vector<int32_t> Ids(const api::GenerateResponse& r) {
+  return std::vector<int32_t>(r.token_ids().begin(), r.token_ids().end());
+}
+
+// 24 tokens: 6 pages of 4, so a window of a page or two sees a fraction.
+std::vector<int32_t> LongPrompt() {
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 24; ++i) ids.push_back(3 + (i * 37) % 120);
+  return ids;
+}
+
+TEST(EnginePluginTest, GeneratesWithAPluginPolicyAndReturnsPages) {
+  config::EngineConfig c = TinyConfig();
+  c.add_cache_plugins(TestPlugin("libsliding_window_plugin.so"));
+  config::CacheConfig cache = RecentPages(2);
+  cache.set_page_size(4);
+  *c.mutable_cache() = cache;
+  auto engine = Engine::Create(c);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto windowed = (*engine)->Generate(Request(LongPrompt(), 16));
+  ASSERT_TRUE(windowed.ok()) << windowed.status();
+  EXPECT_EQ(windowed->token_ids_size(), 16);
+  EXPECT_EQ((*engine)->kv_pages().first, 0);
+
+  auto dense_engine = Engine::Create(TinyConfig());
+  ASSERT_TRUE(dense_engine.ok());
+  auto dense = (*dense_engine)->Generate(Request(LongPrompt(), 16));
+  ASSERT_TRUE(dense.ok());
+  EXPECT_NE(Ids(*windowed), Ids(*dense)) << "a 2-page window attends differently from dense";
+}
+
+TEST(EnginePluginTest, PluginErrorsNameThePath) {
+  auto create_error = [](std::vector<std::string> plugins) {
+    config::EngineConfig c = TinyConfig();
+    for (const std::string& p : plugins) c.add_cache_plugins(p);
+    return Engine::Create(c).status();
+  };
+  absl::Status missing = create_error({"/nonexistent/libpolicy.so"});
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.message(), HasSubstr("cache_plugins[0]: cache plugin /nonexistent/libpolicy.so"));
+
+  const std::string no_entry = TestPlugin("libno_entry_point_plugin.so");
+  absl::Status not_plugin = create_error({no_entry});
+  EXPECT_EQ(not_plugin.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(not_plugin.message(), HasSubstr(no_entry));
+  EXPECT_THAT(not_plugin.message(), HasSubstr("does not export quest_cache_plugin_api_version"));
+
+  const std::string wrong = TestPlugin("libwrong_version_plugin.so");
+  absl::Status version = create_error({wrong});
+  EXPECT_EQ(version.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(version.message(), HasSubstr(wrong));
+  EXPECT_THAT(version.message(), HasSubstr("built for cache plugin API version 999"));
+  EXPECT_THAT(version.message(), HasSubstr("this engine implements version 1"));
+
+  const std::string first = TestPlugin("libsliding_window_plugin.so");
+  const std::string second = TestPlugin("libduplicate_name_plugin.so");
+  absl::Status duplicate = create_error({first, second});
+  EXPECT_EQ(duplicate.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(duplicate.message(), HasSubstr("cache_plugins[1]"));
+  EXPECT_THAT(duplicate.message(), HasSubstr("\"example_recent_pages\" from cache plugin " + second));
+  EXPECT_THAT(duplicate.message(), HasSubstr("already registered by cache plugin " + first));
+
+  // The plugin's own option checks.
+  config::EngineConfig c = TinyConfig();
+  c.add_cache_plugins(first);
+  c.mutable_cache()->set_policy("example_recent_pages");
+  absl::Status no_pages = Engine::Create(c).status();
+  EXPECT_EQ(no_pages.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_pages.message(), HasSubstr("cache.plugin.pages"));
+  *c.mutable_cache() = RecentPages(0);
+  EXPECT_THAT(Engine::Create(c).status().message(), HasSubstr("cache.plugin.pages must be a positive integer"));
+}
+
+// One engine, default dense, serving a dense request and a request with its
+// own policy at the same time: each gets its own policy, i.e. the output an
+// engine configured with that policy gives.
+TEST(EnginePluginTest, PerRequestPolicyOverrideSideBySide) {
+  const std::string plugin = TestPlugin("libsliding_window_plugin.so");
+  api::GenerateRequest dense_request = Request(LongPrompt(), 16);
+  api::GenerateRequest windowed_request = Request(LongPrompt(), 16);
+  *windowed_request.mutable_cache() = RecentPages(1);
+
+  config::EngineConfig c = TinyConfig();
+  c.add_cache_plugins(plugin);
+  auto dense_reference = (*Engine::Create(c))->Generate(dense_request);
+  ASSERT_TRUE(dense_reference.ok()) << dense_reference.status();
+  *c.mutable_cache() = RecentPages(1);
+  c.mutable_cache()->set_page_size(4);
+  auto windowed_engine = Engine::Create(c);
+  ASSERT_TRUE(windowed_engine.ok()) << windowed_engine.status();
+  auto windowed_reference = (*windowed_engine)->Generate(Request(LongPrompt(), 16));
+  ASSERT_TRUE(windowed_reference.ok()) << windowed_reference.status();
+  ASSERT_NE(Ids(*dense_reference), Ids(*windowed_reference));
+
+  c = TinyConfig();
+  c.add_cache_plugins(plugin);
+  auto engine = Engine::Create(c);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  constexpr int kRounds = 3;
+  std::vector<absl::StatusOr<api::GenerateResponse>> dense(kRounds), windowed(kRounds);
+  std::thread dense_thread([&] {
+    for (int i = 0; i < kRounds; ++i) dense[i] = (*engine)->Generate(dense_request);
+  });
+  std::thread windowed_thread([&] {
+    for (int i = 0; i < kRounds; ++i) windowed[i] = (*engine)->Generate(windowed_request);
+  });
+  dense_thread.join();
+  windowed_thread.join();
+  for (int i = 0; i < kRounds; ++i) {
+    ASSERT_TRUE(dense[i].ok()) << dense[i].status();
+    ASSERT_TRUE(windowed[i].ok()) << windowed[i].status();
+    EXPECT_EQ(Ids(*dense[i]), Ids(*dense_reference)) << "round " << i;
+    EXPECT_EQ(Ids(*windowed[i]), Ids(*windowed_reference)) << "round " << i;
+  }
+  EXPECT_EQ((*engine)->kv_pages().first, 0);
+
+  // A request's policy options are validated like the engine's.
+  api::GenerateRequest bad = Request(LongPrompt(), 4);
+  *bad.mutable_cache() = RecentPages(-1);
+  EXPECT_THAT((*engine)->Generate(bad).status().message(), HasSubstr("cache.plugin.pages"));
+  EXPECT_EQ((*engine)->kv_pages().first, 0);
 }
 
 }  // namespace
