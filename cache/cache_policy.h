@@ -36,9 +36,11 @@ struct CacheGeometry {
 // One layer of one sequence, as a policy sees it.
 struct SequenceLayerView {
   int layer = 0;
-  absl::Span<const int32_t> page_table;  // logical page -> physical page
-  int64_t length = 0;                    // tokens in the sequence, new ones included
-  const Tensor* k_pages = nullptr;       // this layer's pool storage
+  // Logical page -> physical page; -1 for a page an eviction policy gave
+  // back (see CachePolicy::AfterStep).
+  absl::Span<const int32_t> page_table;
+  int64_t length = 0;               // tokens in the sequence, new ones included
+  const Tensor* k_pages = nullptr;  // this layer's pool storage
   const Tensor* v_pages = nullptr;
   Backend* backend = nullptr;
 };
@@ -48,14 +50,21 @@ struct SequenceLayerView {
 // chunk c being positions [c*chunk_size, (c+1)*chunk_size). chunk_size
 // divides the pool's page size (0: the page size). Empty `indptr` means
 // everything.
+//
+// `token_valid` (eviction policies): nullptr, or [num_kv_heads,
+// page_table.size() * page_size] bytes over logical positions, 0 = evicted
+// for that KV head (PagedAttentionArgs::token_valid). Owned by the policy;
+// it must stay valid until the policy's next call.
 struct PageSelection {
   std::vector<int32_t> indptr;
   std::vector<int32_t> chunks;
   int chunk_size = 0;
+  const uint8_t* token_valid = nullptr;
   void Clear() {
     indptr.clear();
     chunks.clear();
     chunk_size = 0;
+    token_valid = nullptr;
   }
 };
 
@@ -72,6 +81,33 @@ class CachePolicy {
   // policy that leaves it empty attends every page.
   virtual void SelectPages(const SequenceLayerView& seq, const Tensor& q,
                            PageSelection& selection) = 0;
+
+  // --- Eviction hooks (StreamingLLM, H2O, TOVA). The defaults do nothing,
+  // so selection-only policies ignore them. Token positions never change:
+  // Keys are cached after RoPE at their original positions, and an evicted
+  // token is only masked out (PageSelection::token_valid).
+
+  // True: the cache asks the attention op for its softmax weights and hands
+  // them to OnAttention after every Attend.
+  virtual bool WantsAttention() const { return false; }
+
+  // After the queries of the newest n tokens attended layer `seq.layer`
+  // (seq.length = kv_len, the new tokens included): `attention_sum` and
+  // `attention_last` are [num_heads, seq.length] softmax weights summed over
+  // the n queries, and those of the last query alone; 0 where not attended.
+  // Only called when WantsAttention(). The layer is not attended again in
+  // this step, so a policy may evict for it here.
+  virtual void OnAttention(const SequenceLayerView& seq, int64_t n,
+                           absl::Span<const float> attention_sum,
+                           absl::Span<const float> attention_last) {}
+
+  // Called by KVCache::Commit once every layer attended the step's tokens;
+  // `length` is the new committed length. A policy appends to
+  // `released_pages` the logical pages (page_table indices) that every layer
+  // and KV head has now evicted completely, each once over the sequence's
+  // life; they lie wholly below `length`. The cache returns them to the pool
+  // and sets their page_table entries to -1.
+  virtual void AfterStep(int64_t length, std::vector<int32_t>& released_pages) {}
 };
 
 class CachePolicyFactory {

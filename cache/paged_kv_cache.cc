@@ -10,6 +10,7 @@ namespace quest::cache {
 namespace {
 
 struct Sequence {
+  // Logical page -> physical page; -1 once an eviction policy gave it back.
   std::vector<int32_t> page_table;
   int64_t length = 0;  // committed tokens
   std::unique_ptr<CachePolicy> policy;
@@ -21,7 +22,7 @@ class PagedKVCache final : public KVCache {
       : options_(options), backend_(backend), pool_(std::move(pool)) {}
 
   ~PagedKVCache() override {
-    for (auto& [id, seq] : sequences_) pool_->Release(seq.page_table);
+    for (auto& [id, seq] : sequences_) ReleaseAll(seq);
   }
 
   absl::Status AddSequence(SequenceId id, const config::CacheConfig* config) override {
@@ -78,16 +79,45 @@ class PagedKVCache final : public KVCache {
     args.selected_indptr = selection_.indptr;
     args.selected_chunks = selection_.chunks;
     args.selection_chunk = selection_.chunk_size;
+    args.token_valid = selection_.token_valid;
     args.scale = 1.0f / std::sqrt(static_cast<float>(options_.geometry.head_dim));
+    const bool wants_attention = seq.policy->WantsAttention();
+    if (wants_attention) {
+      const size_t size = static_cast<size_t>(options_.geometry.num_heads) * view.length;
+      attention_sum_.resize(size);
+      attention_last_.resize(size);
+      args.attention_sum = attention_sum_.data();
+      args.attention_last = attention_last_.data();
+    }
     backend_.PagedAttention(args, out);
+    if (wants_attention) seq.policy->OnAttention(view, n, attention_sum_, attention_last_);
   }
 
-  void Commit(SequenceId id, int64_t n) override { Get(id).length += n; }
+  void Commit(SequenceId id, int64_t n) override {
+    Sequence& seq = Get(id);
+    seq.length += n;
+    released_.clear();
+    seq.policy->AfterStep(seq.length, released_);
+    const int64_t page_size = options_.geometry.page_size;
+    for (int32_t logical : released_) {
+      CHECK(logical >= 0 && logical < static_cast<int64_t>(seq.page_table.size()))
+          << "policy released logical page " << logical << " of sequence " << id << " with "
+          << seq.page_table.size() << " pages";
+      CHECK_LE((logical + 1) * page_size, seq.length)
+          << "policy released page " << logical << " of sequence " << id
+          << ", which holds positions not yet written";
+      int32_t& physical = seq.page_table[logical];
+      CHECK_GE(physical, 0) << "policy released logical page " << logical << " of sequence " << id
+                            << " twice";
+      pool_->Release({&physical, 1});
+      physical = -1;
+    }
+  }
 
   void RemoveSequence(SequenceId id) override {
     auto it = sequences_.find(id);
     if (it == sequences_.end()) return;
-    pool_->Release(it->second.page_table);
+    ReleaseAll(it->second);
     sequences_.erase(it);
   }
 
@@ -116,6 +146,18 @@ class PagedKVCache final : public KVCache {
   }
 
  private:
+  // Returns the pages the sequence still holds (evicted ones went back in
+  // Commit).
+  void ReleaseAll(Sequence& seq) {
+    std::vector<int32_t> held;
+    held.reserve(seq.page_table.size());
+    for (int32_t p : seq.page_table) {
+      if (p >= 0) held.push_back(p);
+    }
+    pool_->Release(held);
+    seq.page_table.clear();
+  }
+
   Sequence& Get(SequenceId id) {
     auto it = sequences_.find(id);
     CHECK(it != sequences_.end()) << "unknown sequence " << id;
@@ -138,6 +180,8 @@ class PagedKVCache final : public KVCache {
   std::unique_ptr<PagePool> pool_;
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
   PageSelection selection_;  // reused across calls
+  std::vector<float> attention_sum_, attention_last_;  // for WantsAttention() policies
+  std::vector<int32_t> released_;
 };
 
 }  // namespace
