@@ -1,6 +1,6 @@
 // passkey: the Quest paper's passkey-retrieval experiment on our engine.
 //
-//   bazel run //tools/eval:passkey_main -- --context_lengths=2048,4096
+//   bazel run //tools/eval:passkey -- --context_lengths=2048,4096
 //       --policies=dense,quest,streaming_llm,h2o,tova --budgets=64,128,256
 //       --trials=5 --csv=/tmp/passkey.csv
 //
