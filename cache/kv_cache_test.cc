@@ -29,7 +29,7 @@ Tensor Random(std::vector<int64_t> shape, std::mt19937& rng) {
 
 TEST(CachePolicyRegistryTest, BuiltinNamesResolveAndUnknownListsKnown) {
   const std::vector<std::string> names = CachePolicyRegistry::Global().Names();
-  for (const char* name : {"dense", "streaming_llm", "h2o", "tova"}) {
+  for (const char* name : {"dense", "quest", "streaming_llm", "h2o", "tova"}) {
     EXPECT_THAT(names, Contains(name));
   }
   for (const std::string& name : names) {
