@@ -373,6 +373,8 @@ int main(int argc, char** argv) {
       }
       std::cout << absl::StrFormat("%-16s %7d %11.1f%% %12.4f\n", spec, budget, 100.0 * all.recall / all.count,
                                    all.rel_error / all.count);
+      std::cout.flush();  // rows show up as they finish, even if the run is cut short
+      if (csv.is_open()) csv.flush();
       std::cerr << "done: " << spec << " budget " << budget << "\n";
     }
   }
