@@ -68,12 +68,14 @@ absl::StatusOr<QuestParams> ResolveQuestParams(const config::CacheConfig& config
     p.dense_layers = std::min(kDefaultDenseLayers, geometry.num_layers);
   }
 
-  // UNSPECIFIED is the measured default. MAX for now: a page any head of the
-  // group needs is kept, which is the GQA reading of the paper's per-head
-  // selection. tools/eval measures MAX against SUM; the lead sets the
-  // default from that data.
-  p.gqa_combine = o.gqa_combine() == config::QuestOptions::SUM ? config::QuestOptions::SUM
-                                                               : config::QuestOptions::MAX;
+  // UNSPECIFIED is SUM, measured: on SmolLM2-135M (9 query / 3 KV heads)
+  // over 8000 tokens of real text, top-10 attention recall with SUM beat MAX
+  // at every budget (64: 58.9% vs 56.1%, 256: 81.7% vs 77.8%, 1024: 98.1%
+  // vs 96.1%; tools/eval:attention_recall) with lower output error. Summing
+  // ranks pages by what the group as a whole would gain, where MAX lets one
+  // head's loose bound win.
+  p.gqa_combine = o.gqa_combine() == config::QuestOptions::MAX ? config::QuestOptions::MAX
+                                                               : config::QuestOptions::SUM;
   return p;
 }
 

@@ -37,9 +37,9 @@ struct QuestParams {
   int page_size = 0;         // Quest page (selection chunk), in tokens
   int64_t token_budget = 0;  // tokens a decode query attends
   int dense_layers = 0;      // layers [0, dense_layers) attend densely
-  // Never UNSPECIFIED: that resolves to MAX for now; tools/eval measures MAX
-  // against SUM and the default will follow the data.
-  config::QuestOptions::GqaCombine gqa_combine = config::QuestOptions::MAX;
+  // Never UNSPECIFIED: that resolves to SUM, the measured better choice (see
+  // ResolveQuestParams).
+  config::QuestOptions::GqaCombine gqa_combine = config::QuestOptions::SUM;
 
   // Pages a decode query attends, the current page included.
   int64_t page_budget() const { return (token_budget + page_size - 1) / page_size; }

@@ -588,7 +588,7 @@ TEST(QuestPolicyTest, ValidationErrorsNameTheField) {
   EXPECT_EQ(p->dense_layers, 2);
   EXPECT_EQ(p->page_size, 16);
   EXPECT_EQ(p->page_budget(), 7);
-  EXPECT_EQ(p->gqa_combine, config::QuestOptions::MAX);
+  EXPECT_EQ(p->gqa_combine, config::QuestOptions::SUM);
   CacheGeometry shallow = g;
   shallow.num_layers = 1;
   p = ResolveQuestParams(defaults, shallow);
