@@ -37,7 +37,7 @@ ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"64", "12
           "Token budgets (dense runs once, without a budget).");
 ABSL_FLAG(int, trials, 5, "Trials per cell (key and depth drawn from --seed).");
 ABSL_FLAG(uint64_t, seed, 1, "Seed for keys and depths.");
-ABSL_FLAG(std::string, gqa_combine, "max", "Quest GQA score combination: max or sum.");
+ABSL_FLAG(std::string, gqa_combine, "default", "Quest GQA score combination: default, max or sum.");
 ABSL_FLAG(std::string, csv, "", "Also write the results as CSV here.");
 
 namespace {
@@ -74,11 +74,13 @@ int main(int argc, char** argv) {
   const std::vector<std::string> policies = absl::GetFlag(FLAGS_policies);
   const int trials = absl::GetFlag(FLAGS_trials);
   const std::string combine_flag = absl::GetFlag(FLAGS_gqa_combine);
-  if (combine_flag != "max" && combine_flag != "sum") {
-    std::cerr << "passkey: --gqa_combine must be max or sum\n";
+  if (combine_flag != "default" && combine_flag != "max" && combine_flag != "sum") {
+    std::cerr << "passkey: --gqa_combine must be default, max or sum\n";
     return 2;
   }
-  const auto combine = combine_flag == "max" ? quest::config::QuestOptions::MAX : quest::config::QuestOptions::SUM;
+  const auto combine = combine_flag == "max"   ? quest::config::QuestOptions::MAX
+                       : combine_flag == "sum" ? quest::config::QuestOptions::SUM
+                                               : quest::config::QuestOptions::GQA_COMBINE_UNSPECIFIED;
 
   auto config = quest::tools::LoadConfigOrDefault(absl::GetFlag(FLAGS_config));
   if (!config.ok()) {
