@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/tokenizer/tokenizer.h"
 #include "runtime/tokenizer/utf8.h"
 
 namespace quest {
@@ -57,25 +58,6 @@ std::string ByteLevelToBytes(absl::string_view token) {
     pos += ch.length;
   }
   return bytes;
-}
-
-// "<0xAB>" -> 0xAB, or -1.
-int ParseByteToken(absl::string_view token) {
-  if (token.size() != 6 || token.substr(0, 3) != "<0x" || token[5] != '>') return -1;
-  int value = 0;
-  for (char c : token.substr(3, 2)) {
-    value <<= 4;
-    if (c >= '0' && c <= '9') {
-      value |= c - '0';
-    } else if (c >= 'A' && c <= 'F') {
-      value |= c - 'A' + 10;
-    } else if (c >= 'a' && c <= 'f') {
-      value |= c - 'a' + 10;
-    } else {
-      return -1;
-    }
-  }
-  return value;
 }
 
 bool IsLiteralType(TokenType type) {

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "runtime/tokenizer/sentencepiece_bridge.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace quest {
 namespace {
@@ -19,26 +20,6 @@ absl::Status ToStatus(const sentencepiece_bridge::Error& error, absl::string_vie
   const int code = error.code > 0 && error.code <= 16 ? error.code : 2;  // 2 = kUnknown.
   return absl::Status(static_cast<absl::StatusCode>(code),
                       absl::StrCat(context, ": ", error.message));
-}
-
-// "<0xAB>" -> 0xAB, or -1.
-int ParseBytePiece(const std::string& piece) {
-  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
-  int value = 0;
-  for (int i = 3; i < 5; ++i) {
-    const char c = piece[i];
-    value <<= 4;
-    if (c >= '0' && c <= '9') {
-      value |= c - '0';
-    } else if (c >= 'A' && c <= 'F') {
-      value |= c - 'A' + 10;
-    } else if (c >= 'a' && c <= 'f') {
-      value |= c - 'a' + 10;
-    } else {
-      return -1;
-    }
-  }
-  return value;
 }
 
 }  // namespace
@@ -69,7 +50,7 @@ absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::
   tokenizer->token_bytes_.resize(size);
   for (int id = 0; id < size; ++id) {
     const std::string& piece = sp.IdToPiece(id);
-    const int byte = sp.IsByte(id) ? ParseBytePiece(piece) : -1;
+    const int byte = sp.IsByte(id) ? ParseByteToken(piece) : -1;
     if (byte >= 0) {
       tokenizer->token_bytes_[id] = std::string(1, static_cast<char>(byte));
     } else if (sp.IsControl(id) || sp.IsUnknown(id)) {

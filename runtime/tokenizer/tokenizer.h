@@ -44,6 +44,10 @@ class Tokenizer {
 // emitted as they are rather than held back forever).
 size_t Utf8CompletePrefixLength(absl::string_view bytes);
 
+// The byte a byte-fallback token such as "<0xAB>" stands for (0xAB), or -1
+// when `token` is not of that form. Both hex digits may be upper or lower case.
+int ParseByteToken(absl::string_view token);
+
 }  // namespace quest
 
 #endif  // QUEST_RUNTIME_TOKENIZER_TOKENIZER_H_

@@ -75,5 +75,22 @@ TEST(Utf8CompletePrefixLengthTest, StreamingReassemblesText) {
   }
 }
 
+TEST(ParseByteTokenTest, ParsesHexByte) {
+  EXPECT_EQ(ParseByteToken("<0x00>"), 0x00);
+  EXPECT_EQ(ParseByteToken("<0x0A>"), 0x0A);
+  EXPECT_EQ(ParseByteToken("<0xab>"), 0xAB);
+  EXPECT_EQ(ParseByteToken("<0xFf>"), 0xFF);
+}
+
+TEST(ParseByteTokenTest, RejectsOtherTokens) {
+  EXPECT_EQ(ParseByteToken(""), -1);
+  EXPECT_EQ(ParseByteToken("<0x0A"), -1);
+  EXPECT_EQ(ParseByteToken("<0x0A>>"), -1);
+  EXPECT_EQ(ParseByteToken("<0X0A>"), -1);
+  EXPECT_EQ(ParseByteToken("<0x0G>"), -1);
+  EXPECT_EQ(ParseByteToken("[0x0A]"), -1);
+  EXPECT_EQ(ParseByteToken("<unk>"), -1);
+}
+
 }  // namespace
 }  // namespace quest
