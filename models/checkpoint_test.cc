@@ -170,7 +170,9 @@ TEST(LoadHfCheckpointTest, Qwen2WithBiasesAndRopeScaling) {
   opts.kv_heads = 2;
   opts.head_dim = 8;
   opts.tie_embeddings = true;
-  opts.rope_scaling_json = R"({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128})";
+  opts.rope_scaling.type = RopeScaling::Type::kYarn;
+  opts.rope_scaling.factor = 4.0;
+  opts.rope_scaling.original_max_position_embeddings = 128;
   ASSERT_TRUE(WriteTinyLlamaCheckpoint(dir, opts).ok());
   absl::StatusOr<Checkpoint> c = LoadHfCheckpoint(dir);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -189,9 +191,11 @@ TEST(LoadHfCheckpointTest, Qwen2WithBiasesAndRopeScaling) {
 TEST(LoadHfCheckpointTest, Llama3RopeScalingSnippet) {
   const std::string dir = FreshDir("llama3");
   TinyCheckpointOptions opts;
-  opts.rope_scaling_json =
-      R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-          "high_freq_factor": 4.0, "original_max_position_embeddings": 64})";
+  opts.rope_scaling.type = RopeScaling::Type::kLlama3;
+  opts.rope_scaling.factor = 8.0;
+  opts.rope_scaling.low_freq_factor = 1.0;
+  opts.rope_scaling.high_freq_factor = 4.0;
+  opts.rope_scaling.original_max_position_embeddings = 64;
   ASSERT_TRUE(WriteTinyLlamaCheckpoint(dir, opts).ok());
   absl::StatusOr<Checkpoint> c = LoadHfCheckpoint(dir);
   ASSERT_TRUE(c.ok()) << c.status();

@@ -259,6 +259,46 @@ absl::Status ParseRopeScaling(const json& spec, const std::string& field,
                               "\" (supported: default, linear, dynamic, yarn, llama3)"));
 }
 
+// The inverse of ParseRopeScaling.
+json RopeScalingJson(const RopeScaling& s) {
+  switch (s.type) {
+    case RopeScaling::Type::kNone: return nullptr;
+    case RopeScaling::Type::kLinear: return {{"rope_type", "linear"}, {"factor", s.factor}};
+    case RopeScaling::Type::kDynamic: {
+      json j = {{"rope_type", "dynamic"}, {"factor", s.factor}};
+      if (s.original_max_position_embeddings > 0) {
+        j["original_max_position_embeddings"] = s.original_max_position_embeddings;
+      }
+      return j;
+    }
+    case RopeScaling::Type::kYarn: {
+      json j = {{"rope_type", "yarn"},
+                {"factor", s.factor},
+                {"original_max_position_embeddings", s.original_max_position_embeddings},
+                {"beta_fast", s.beta_fast},
+                {"beta_slow", s.beta_slow}};
+      if (s.attention_factor > 0) j["attention_factor"] = s.attention_factor;
+      return j;
+    }
+    case RopeScaling::Type::kLlama3:
+      return {{"rope_type", "llama3"},
+              {"factor", s.factor},
+              {"low_freq_factor", s.low_freq_factor},
+              {"high_freq_factor", s.high_freq_factor},
+              {"original_max_position_embeddings", s.original_max_position_embeddings}};
+  }
+  return nullptr;
+}
+
+const char* TorchDTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return "float32";
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+  }
+  return "float32";
+}
+
 }  // namespace
 
 absl::StatusOr<LlamaConfig> ParseHfConfigJson(absl::string_view json_text,
@@ -429,6 +469,45 @@ absl::StatusOr<LlamaConfig> ParseHfConfigJson(absl::string_view json_text,
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": bad config: ", e.what()));
   }
+}
+
+std::string LlamaConfigToHfJson(const LlamaConfig& c, DType torch_dtype) {
+  const FamilyName* family = FamilyByArchitecture(c.architecture);
+  json j;
+  j["architectures"] = {c.architecture};
+  if (family != nullptr) j["model_type"] = family->model_type;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_layers;
+  j["num_attention_heads"] = c.num_heads;
+  j["num_key_value_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  j["rope_scaling"] = RopeScalingJson(c.rope_scaling);
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  // Qwen2 always has q/k/v biases; its config has no such field.
+  if (family == nullptr || family->family != Family::kQwen2) {
+    j["attention_bias"] = c.attention_bias;
+  }
+  j["bos_token_id"] = c.bos_token_id >= 0 ? json(c.bos_token_id) : json(nullptr);
+  if (c.eos_token_ids.empty()) {
+    j["eos_token_id"] = nullptr;
+  } else if (c.eos_token_ids.size() == 1) {
+    j["eos_token_id"] = c.eos_token_ids[0];
+  } else {
+    j["eos_token_id"] = c.eos_token_ids;
+  }
+  j["hidden_act"] = "silu";
+  j["attention_dropout"] = 0.0;
+  j["mlp_bias"] = false;
+  j["initializer_range"] = 0.02;
+  j["pretraining_tp"] = 1;
+  j["use_cache"] = true;
+  j["torch_dtype"] = TorchDTypeName(torch_dtype);
+  return j.dump(2) + "\n";
 }
 
 absl::Status ValidateLlamaConfig(const LlamaConfig& config, absl::string_view source) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "runtime/tensor.h"
 
 namespace quest::models {
 
@@ -27,6 +28,8 @@ struct RopeScaling {
   double beta_fast = 32.0;
   double beta_slow = 1.0;
   double attention_factor = 0.0;  // 0: derive from factor (0.1*ln(factor)+1)
+
+  bool operator==(const RopeScaling&) const = default;
 };
 
 struct LlamaConfig {
@@ -47,6 +50,8 @@ struct LlamaConfig {
   bool attention_bias = false;
   int32_t bos_token_id = -1;
   std::vector<int32_t> eos_token_ids;
+
+  bool operator==(const LlamaConfig&) const = default;
 };
 
 // Parses a Hugging Face config.json. `source` (a path) appears in errors.
@@ -56,6 +61,15 @@ struct LlamaConfig {
 // multiple of num_key_value_heads, ...). Each error names `source` and field.
 absl::StatusOr<LlamaConfig> ParseHfConfigJson(absl::string_view json_text,
                                               absl::string_view source);
+
+// The Hugging Face config.json text for `config`, the inverse of
+// ParseHfConfigJson: parsing it gives `config` back (for any config that
+// ParseHfConfigJson can produce). model_type follows the architecture,
+// head_dim is always written, a bos_token_id of -1 and an empty
+// eos_token_ids are written as null, and "torch_dtype" names `torch_dtype`.
+// Also writes the fields transformers' configs expect (hidden_act "silu",
+// mlp_bias false, ...), so that from_pretrained loads the directory.
+std::string LlamaConfigToHfJson(const LlamaConfig& config, DType torch_dtype);
 
 // Checks internal consistency (positive sizes, GQA divisibility); used by
 // every loader. `source` appears in errors.

@@ -16,6 +16,7 @@ using ::testing::AllOf;
 using ::testing::DoubleNear;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kSource[] = "/ckpt/config.json";
 
@@ -457,6 +458,108 @@ TEST(ValidateLlamaConfigTest, RejectsInconsistencies) {
   EXPECT_TRUE(ValidateLlamaConfig(c, "m.gguf").ok());
   c.rope_scaling.factor = 0;
   EXPECT_THAT(ValidateLlamaConfig(c, "m.gguf").message(), HasSubstr("rope_scaling.factor"));
+}
+
+// A valid config with a value in every field, for the round trips.
+LlamaConfig FullConfig() {
+  LlamaConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.vocab_size = 100;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 32;
+  c.max_position_embeddings = 1024;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500000.0;
+  c.tie_word_embeddings = true;
+  c.attention_bias = true;
+  c.bos_token_id = 1;
+  c.eos_token_ids = {2, 7, 9};
+  return c;
+}
+
+void ExpectRoundTrip(const LlamaConfig& c) {
+  const std::string json = LlamaConfigToHfJson(c, DType::kBFloat16);
+  absl::StatusOr<LlamaConfig> parsed = ParseHfConfigJson(json, kSource);
+  ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << json;
+  EXPECT_TRUE(*parsed == c) << json;
+}
+
+TEST(LlamaConfigToHfJsonTest, RoundTripsEachRopeScalingType) {
+  LlamaConfig c = FullConfig();
+  ExpectRoundTrip(c);  // kNone
+
+  c.rope_scaling = RopeScaling();
+  c.rope_scaling.type = RopeScaling::Type::kLinear;
+  c.rope_scaling.factor = 2.5;
+  ExpectRoundTrip(c);
+
+  c.rope_scaling = RopeScaling();
+  c.rope_scaling.type = RopeScaling::Type::kDynamic;
+  c.rope_scaling.factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 512;
+  ExpectRoundTrip(c);
+
+  c.rope_scaling = RopeScaling();
+  c.rope_scaling.type = RopeScaling::Type::kYarn;
+  c.rope_scaling.factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 256;
+  c.rope_scaling.beta_fast = 16.0;
+  c.rope_scaling.beta_slow = 2.0;
+  ExpectRoundTrip(c);
+  c.rope_scaling.attention_factor = 1.25;
+  ExpectRoundTrip(c);
+
+  c.rope_scaling = RopeScaling();
+  c.rope_scaling.type = RopeScaling::Type::kLlama3;
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.low_freq_factor = 1.0;
+  c.rope_scaling.high_freq_factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 8192;
+  ExpectRoundTrip(c);
+}
+
+TEST(LlamaConfigToHfJsonTest, RoundTripsFamiliesAndSpecialTokens) {
+  LlamaConfig c = FullConfig();
+  c.architecture = "MistralForCausalLM";
+  c.attention_bias = false;
+  ExpectRoundTrip(c);
+  c.architecture = "Qwen2ForCausalLM";
+  c.attention_bias = true;  // Implied by Qwen2.
+  ExpectRoundTrip(c);
+
+  c = FullConfig();
+  c.bos_token_id = -1;
+  c.eos_token_ids = {};
+  ExpectRoundTrip(c);
+  c.eos_token_ids = {5};
+  ExpectRoundTrip(c);
+}
+
+TEST(LlamaConfigToHfJsonTest, RoundTripsParsedConfig) {
+  absl::StatusOr<LlamaConfig> c = ParseHfConfigJson(kLlama31, kSource);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ExpectRoundTrip(*c);
+}
+
+TEST(LlamaConfigToHfJsonTest, WritesTransformersFields) {
+  LlamaConfig c = FullConfig();
+  c.architecture = "Qwen2ForCausalLM";
+  const std::string json = LlamaConfigToHfJson(c, DType::kFloat16);
+  EXPECT_THAT(json, AllOf(HasSubstr(R"("model_type": "qwen2")"),
+                          HasSubstr(R"("architectures": [
+    "Qwen2ForCausalLM"
+  ])"),
+                          HasSubstr(R"("torch_dtype": "float16")"),
+                          HasSubstr(R"("hidden_act": "silu")"),
+                          HasSubstr(R"("head_dim": 32)")));
+  EXPECT_THAT(json, Not(HasSubstr("attention_bias")));
+  EXPECT_THAT(LlamaConfigToHfJson(FullConfig(), DType::kFloat32),
+              AllOf(HasSubstr(R"("model_type": "llama")"), HasSubstr(R"("attention_bias": true)"),
+                    HasSubstr(R"("torch_dtype": "float32")")));
 }
 
 }  // namespace

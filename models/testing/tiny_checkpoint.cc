@@ -82,36 +82,35 @@ absl::Status WriteText(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-std::string TinyLlamaConfigJson(const TinyCheckpointOptions& o) {
+LlamaConfig TinyLlamaConfig(const TinyCheckpointOptions& o) {
   static const std::map<std::string, std::string> kArch = {
       {"llama", "LlamaForCausalLM"},
       {"mistral", "MistralForCausalLM"},
       {"qwen2", "Qwen2ForCausalLM"},
   };
-  json j;
+  LlamaConfig c;
   auto arch = kArch.find(o.model_type);
-  j["architectures"] = {arch != kArch.end() ? arch->second : o.model_type};
-  j["model_type"] = o.model_type;
-  j["vocab_size"] = o.vocab;
-  j["hidden_size"] = o.hidden;
-  j["intermediate_size"] = o.inter;
-  j["num_hidden_layers"] = o.layers;
-  j["num_attention_heads"] = o.heads;
-  j["num_key_value_heads"] = o.kv_heads;
-  if (o.head_dim > 0) j["head_dim"] = o.head_dim;
-  j["max_position_embeddings"] = o.max_position_embeddings;
-  j["rms_norm_eps"] = o.rms_norm_eps;
-  j["rope_theta"] = o.rope_theta;
-  j["rope_scaling"] = o.rope_scaling_json.empty() ? json(nullptr) : json::parse(o.rope_scaling_json);
-  j["tie_word_embeddings"] = o.tie_embeddings;
-  if (o.model_type != "qwen2") j["attention_bias"] = o.attention_bias;
-  j["hidden_act"] = "silu";
-  j["bos_token_id"] = o.bos_token_id;
-  j["eos_token_id"] = o.eos_token_id;
-  j["torch_dtype"] = o.dtype == DType::kFloat32   ? "float32"
-                     : o.dtype == DType::kFloat16 ? "float16"
-                                                  : "bfloat16";
-  return j.dump(2);
+  c.architecture = arch != kArch.end() ? arch->second : o.model_type;
+  c.vocab_size = o.vocab;
+  c.hidden_size = o.hidden;
+  c.intermediate_size = o.inter;
+  c.num_layers = o.layers;
+  c.num_heads = o.heads;
+  c.num_kv_heads = o.kv_heads;
+  c.head_dim = HeadDim(o);
+  c.max_position_embeddings = o.max_position_embeddings;
+  c.rms_norm_eps = o.rms_norm_eps;
+  c.rope_theta = o.rope_theta;
+  c.rope_scaling = o.rope_scaling;
+  c.tie_word_embeddings = o.tie_embeddings;
+  c.attention_bias = HasQkvBias(o);
+  c.bos_token_id = o.bos_token_id;
+  c.eos_token_ids = {o.eos_token_id};
+  return c;
+}
+
+std::string TinyLlamaConfigJson(const TinyCheckpointOptions& o) {
+  return LlamaConfigToHfJson(TinyLlamaConfig(o), o.dtype);
 }
 
 std::vector<std::pair<std::string, Tensor>> MakeTinyLlamaTensors(const TinyCheckpointOptions& o) {
@@ -152,14 +151,8 @@ std::vector<std::pair<std::string, Tensor>> MakeTinyLlamaTensors(const TinyCheck
 absl::StatusOr<Checkpoint> MakeTinyLlamaCheckpoint(const TinyCheckpointOptions& opts) {
   Checkpoint checkpoint;
   checkpoint.source = "tiny-llama";
-  std::string config_json;
-  try {
-    config_json = TinyLlamaConfigJson(opts);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tiny-llama: bad rope_scaling_json: ", e.what()));
-  }
-  MODELS_ASSIGN_OR_RETURN(checkpoint.config, ParseHfConfigJson(config_json, "tiny-llama"));
+  MODELS_ASSIGN_OR_RETURN(checkpoint.config,
+                          ParseHfConfigJson(TinyLlamaConfigJson(opts), "tiny-llama"));
   for (auto& [name, tensor] : MakeTinyLlamaTensors(opts)) {
     checkpoint.tensors.emplace(name, std::move(tensor));
   }
@@ -173,14 +166,7 @@ absl::Status WriteTinyLlamaCheckpoint(const std::string& dir, const TinyCheckpoi
   if (ec) return absl::UnavailableError(absl::StrCat(dir, ": cannot create: ", ec.message()));
   const fs::path root(dir);
 
-  std::string config_json;
-  try {
-    config_json = TinyLlamaConfigJson(opts);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir, ": bad rope_scaling_json: ", e.what()));
-  }
-  MODELS_RETURN_IF_ERROR(WriteText((root / "config.json").string(), config_json));
+  MODELS_RETURN_IF_ERROR(WriteText((root / "config.json").string(), TinyLlamaConfigJson(opts)));
 
   std::vector<std::pair<std::string, Tensor>> tensors = MakeTinyLlamaTensors(opts);
   const std::map<std::string, std::string> metadata = {{"format", "pt"}};

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "models/checkpoint.h"
+#include "models/llama_config.h"
 #include "runtime/tensor.h"
 
 namespace quest::models {
@@ -32,9 +33,7 @@ struct TinyCheckpointOptions {
   int64_t max_position_embeddings = 512;
   double rms_norm_eps = 1e-5;
   double rope_theta = 10000.0;
-  // JSON for config.json's "rope_scaling" (e.g.
-  // R"({"rope_type": "linear", "factor": 2.0})"); empty writes null.
-  std::string rope_scaling_json;
+  RopeScaling rope_scaling;  // config.json's "rope_scaling" (kNone writes null)
   // "llama", "mistral" or "qwen2" (qwen2 implies q/k/v biases).
   std::string model_type = "llama";
   bool attention_bias = false;  // llama/mistral: write q/k/v biases
@@ -48,7 +47,10 @@ struct TinyCheckpointOptions {
   int32_t eos_token_id = 2;
 };
 
-// The config.json text for `opts`.
+// The model config `opts` describe.
+LlamaConfig TinyLlamaConfig(const TinyCheckpointOptions& opts);
+
+// The config.json text for `opts` (LlamaConfigToHfJson of TinyLlamaConfig).
 std::string TinyLlamaConfigJson(const TinyCheckpointOptions& opts);
 
 // The checkpoint's tensors, in a fixed order (embeddings, layers, norm, head).

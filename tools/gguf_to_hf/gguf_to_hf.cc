@@ -10,55 +10,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "models/gguf/gguf_checkpoint.h"
+#include "models/llama_config.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"
-#include "nlohmann/json.hpp"
 
 namespace quest::tools {
 namespace {
-
-using json = nlohmann::json;
-using models::LlamaConfig;
-using models::RopeScaling;
-
-const char* TorchDTypeName(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "bfloat16";
-  }
-  return "float32";
-}
-
-json RopeScalingJson(const RopeScaling& s) {
-  switch (s.type) {
-    case RopeScaling::Type::kNone: return nullptr;
-    case RopeScaling::Type::kLinear: return {{"rope_type", "linear"}, {"factor", s.factor}};
-    case RopeScaling::Type::kDynamic: {
-      json j = {{"rope_type", "dynamic"}, {"factor", s.factor}};
-      if (s.original_max_position_embeddings > 0) {
-        j["original_max_position_embeddings"] = s.original_max_position_embeddings;
-      }
-      return j;
-    }
-    case RopeScaling::Type::kYarn: {
-      json j = {{"rope_type", "yarn"},
-                {"factor", s.factor},
-                {"original_max_position_embeddings", s.original_max_position_embeddings},
-                {"beta_fast", s.beta_fast},
-                {"beta_slow", s.beta_slow}};
-      if (s.attention_factor > 0) j["attention_factor"] = s.attention_factor;
-      return j;
-    }
-    case RopeScaling::Type::kLlama3:
-      return {{"rope_type", "llama3"},
-              {"factor", s.factor},
-              {"low_freq_factor", s.low_freq_factor},
-              {"high_freq_factor", s.high_freq_factor},
-              {"original_max_position_embeddings", s.original_max_position_embeddings}};
-  }
-  return nullptr;
-}
 
 Tensor ConvertTo(const Tensor& t, DType dtype) {
   const Tensor f32 = t.ToFloat32();
@@ -85,41 +42,6 @@ absl::StatusOr<DType> ParseDTypeFlag(absl::string_view name) {
       absl::StrCat("--dtype=", name, " is not one of f32, f16, bf16"));
 }
 
-std::string HfConfigJson(const LlamaConfig& c, DType dtype) {
-  json j;
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
-  j["hidden_size"] = c.hidden_size;
-  j["intermediate_size"] = c.intermediate_size;
-  j["num_hidden_layers"] = c.num_layers;
-  j["num_attention_heads"] = c.num_heads;
-  j["num_key_value_heads"] = c.num_kv_heads;
-  j["head_dim"] = c.head_dim;
-  j["max_position_embeddings"] = c.max_position_embeddings;
-  j["rms_norm_eps"] = c.rms_norm_eps;
-  j["rope_theta"] = c.rope_theta;
-  j["rope_scaling"] = RopeScalingJson(c.rope_scaling);
-  j["tie_word_embeddings"] = c.tie_word_embeddings;
-  j["vocab_size"] = c.vocab_size;
-  j["bos_token_id"] = c.bos_token_id >= 0 ? json(c.bos_token_id) : json(nullptr);
-  if (c.eos_token_ids.empty()) {
-    j["eos_token_id"] = nullptr;
-  } else if (c.eos_token_ids.size() == 1) {
-    j["eos_token_id"] = c.eos_token_ids[0];
-  } else {
-    j["eos_token_id"] = c.eos_token_ids;
-  }
-  j["hidden_act"] = "silu";
-  j["attention_bias"] = c.attention_bias;
-  j["attention_dropout"] = 0.0;
-  j["mlp_bias"] = false;
-  j["initializer_range"] = 0.02;
-  j["pretraining_tp"] = 1;
-  j["use_cache"] = true;
-  j["torch_dtype"] = TorchDTypeName(dtype);
-  return j.dump(2) + "\n";
-}
-
 absl::Status WriteHfCheckpoint(const models::Checkpoint& checkpoint, const std::string& out_dir,
                                DType dtype) {
   std::error_code ec;
@@ -131,7 +53,7 @@ absl::Status WriteHfCheckpoint(const models::Checkpoint& checkpoint, const std::
   const std::string config_path = absl::StrCat(out_dir, "/config.json");
   {
     std::ofstream out(config_path, std::ios::trunc);
-    out << HfConfigJson(checkpoint.config, dtype);
+    out << models::LlamaConfigToHfJson(checkpoint.config, dtype);
     out.close();
     if (!out) return absl::UnavailableError(absl::StrCat(config_path, ": cannot write"));
   }

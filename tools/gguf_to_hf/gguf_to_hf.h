@@ -21,12 +21,10 @@ namespace quest::tools {
 // "f32" / "f16" / "bf16" -> DType; InvalidArgument otherwise.
 absl::StatusOr<DType> ParseDTypeFlag(absl::string_view name);
 
-// config.json text for `config`, with torch_dtype naming `dtype`.
-std::string HfConfigJson(const models::LlamaConfig& config, DType dtype);
-
-// Writes `checkpoint` to out_dir/config.json and out_dir/model.safetensors
-// (tensors converted to `dtype`, sorted by name; lm_head omitted when tied),
-// creating out_dir if needed.
+// Writes `checkpoint` to out_dir/config.json (models::LlamaConfigToHfJson,
+// torch_dtype naming `dtype`) and out_dir/model.safetensors (tensors
+// converted to `dtype`, sorted by name; lm_head omitted when tied), creating
+// out_dir if needed.
 absl::Status WriteHfCheckpoint(const models::Checkpoint& checkpoint, const std::string& out_dir,
                                DType dtype);
 
