@@ -489,37 +489,26 @@ void ExpectRoundTrip(const LlamaConfig& c) {
 }
 
 TEST(LlamaConfigToHfJsonTest, RoundTripsEachRopeScalingType) {
-  LlamaConfig c = FullConfig();
-  ExpectRoundTrip(c);  // kNone
-
-  c.rope_scaling = RopeScaling();
-  c.rope_scaling.type = RopeScaling::Type::kLinear;
-  c.rope_scaling.factor = 2.5;
-  ExpectRoundTrip(c);
-
-  c.rope_scaling = RopeScaling();
-  c.rope_scaling.type = RopeScaling::Type::kDynamic;
-  c.rope_scaling.factor = 4.0;
-  c.rope_scaling.original_max_position_embeddings = 512;
-  ExpectRoundTrip(c);
-
-  c.rope_scaling = RopeScaling();
-  c.rope_scaling.type = RopeScaling::Type::kYarn;
-  c.rope_scaling.factor = 4.0;
-  c.rope_scaling.original_max_position_embeddings = 256;
-  c.rope_scaling.beta_fast = 16.0;
-  c.rope_scaling.beta_slow = 2.0;
-  ExpectRoundTrip(c);
-  c.rope_scaling.attention_factor = 1.25;
-  ExpectRoundTrip(c);
-
-  c.rope_scaling = RopeScaling();
-  c.rope_scaling.type = RopeScaling::Type::kLlama3;
-  c.rope_scaling.factor = 8.0;
-  c.rope_scaling.low_freq_factor = 1.0;
-  c.rope_scaling.high_freq_factor = 4.0;
-  c.rope_scaling.original_max_position_embeddings = 8192;
-  ExpectRoundTrip(c);
+  using Type = RopeScaling::Type;
+  for (const RopeScaling& rope : {
+           RopeScaling{},
+           RopeScaling{.type = Type::kLinear, .factor = 2.5},
+           RopeScaling{.type = Type::kDynamic, .factor = 4.0,
+                       .original_max_position_embeddings = 512},
+           RopeScaling{.type = Type::kYarn, .factor = 4.0,
+                       .original_max_position_embeddings = 256, .beta_fast = 16.0,
+                       .beta_slow = 2.0},
+           RopeScaling{.type = Type::kYarn, .factor = 4.0,
+                       .original_max_position_embeddings = 256, .attention_factor = 1.25},
+           RopeScaling{.type = Type::kLlama3, .factor = 8.0,
+                       .original_max_position_embeddings = 8192, .low_freq_factor = 1.0,
+                       .high_freq_factor = 4.0},
+       }) {
+    SCOPED_TRACE(static_cast<int>(rope.type));
+    LlamaConfig c = FullConfig();
+    c.rope_scaling = rope;
+    ExpectRoundTrip(c);
+  }
 }
 
 TEST(LlamaConfigToHfJsonTest, RoundTripsFamiliesAndSpecialTokens) {
