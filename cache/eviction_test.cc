@@ -18,6 +18,7 @@
 #include "models/llama/llama_model.h"
 #include "ops/cpu/cpu_backend.h"
 #include "runtime/engine.h"
+#include "runtime/testing/random_tensor.h"
 
 namespace quest::cache {
 namespace {
@@ -96,13 +97,6 @@ config::CacheConfig Tova(int budget) {
 }
 
 constexpr int kLayers = 2, kHeads = 4, kHeadDim = 8, kPageSize = 4;
-
-Tensor Random(std::vector<int64_t> shape, std::mt19937& rng, float scale = 1.0f) {
-  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
-  std::normal_distribution<float> dist(0.0f, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
 
 // One sequence as the policy definitions say it should evolve, with K/V
 // kept on the host and attention computed directly over the kept tokens.
@@ -293,9 +287,10 @@ TEST_P(EvictionCacheTest, OutputIsAttentionOverExactlyTheKeptTokens) {
     for (int layer = 0; layer < kLayers; ++layer) {
       for (size_t s : active) {
         const int64_t n = steps[s][step];
-        Tensor k = Random({n, pc.num_kv_heads, kHeadDim}, rng);
-        Tensor v = Random({n, pc.num_kv_heads, kHeadDim}, rng);
-        Tensor q = Random({n, kHeads, kHeadDim}, rng, 2.0f);  // peaky attention
+        Tensor k = RandomTensor({n, pc.num_kv_heads, kHeadDim}, rng);
+        Tensor v = RandomTensor({n, pc.num_kv_heads, kHeadDim}, rng);
+        // Peaky attention.
+        Tensor q = RandomTensor({n, kHeads, kHeadDim}, rng, /*mean=*/0.0f, /*stddev=*/2.0f);
         c.Append(layer, static_cast<SequenceId>(s), k, v);
         ref[s].Append(layer, k, v);
         Tensor out = Tensor::Empty(DType::kFloat32, {n, kHeads * kHeadDim});
@@ -350,9 +345,10 @@ TEST(EvictionCacheTest, StreamingLlmGivesPagesBackAsTheWindowSlides) {
   for (int step = 0; step < 40; ++step) {
     ASSERT_TRUE(c.Reserve(1, 1).ok()) << "step " << step;
     for (int layer = 0; layer < kLayers; ++layer) {
-      c.Append(layer, 1, Random({1, 2, kHeadDim}, rng), Random({1, 2, kHeadDim}, rng));
+      c.Append(layer, 1, RandomTensor({1, 2, kHeadDim}, rng),
+               RandomTensor({1, 2, kHeadDim}, rng));
       Tensor out = Tensor::Empty(DType::kFloat32, {1, kHeads * kHeadDim});
-      c.Attend(layer, 1, Random({1, kHeads, kHeadDim}, rng), out);
+      c.Attend(layer, 1, RandomTensor({1, kHeads, kHeadDim}, rng), out);
     }
     c.Commit(1, 1);
     in_use.push_back(c.stats().pages_in_use);

@@ -5,6 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ops/cpu/cpu_backend.h"
+#include "runtime/testing/random_tensor.h"
 
 namespace quest::cache {
 namespace {
@@ -18,13 +19,6 @@ PagedKVCacheOptions Options(int num_pages) {
                              /*page_size=*/4};
   o.num_pages = num_pages;
   return o;
-}
-
-Tensor Random(std::vector<int64_t> shape, std::mt19937& rng) {
-  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
-  std::normal_distribution<float> dist;
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
 }
 
 TEST(CachePolicyRegistryTest, BuiltinNamesResolveAndUnknownListsKnown) {
@@ -92,7 +86,8 @@ TEST(KVCacheTest, ChunkedAppendAndAttendMatchesOneShot) {
   KVCache& c = **cache;
   std::mt19937 rng(3);
   const int len = 10;
-  Tensor k = Random({len, 2, 8}, rng), v = Random({len, 2, 8}, rng), q = Random({1, 4, 8}, rng);
+  Tensor k = RandomTensor({len, 2, 8}, rng), v = RandomTensor({len, 2, 8}, rng);
+  Tensor q = RandomTensor({1, 4, 8}, rng);
   ASSERT_TRUE(c.AddSequence(7, nullptr).ok());
   // Another sequence interleaved so page ids are not contiguous.
   ASSERT_TRUE(c.AddSequence(8, nullptr).ok());

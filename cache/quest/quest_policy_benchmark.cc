@@ -13,16 +13,10 @@
 
 #include "cache/quest/quest_policy.h"
 #include "ops/cpu/cpu_backend.h"
+#include "runtime/testing/random_tensor.h"
 
 namespace quest::cache {
 namespace {
-
-Tensor Random(std::vector<int64_t> shape, std::mt19937& rng) {
-  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
-  std::normal_distribution<float> dist;
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
 
 // Microseconds of `fn` over `reps` runs: the median, and the minimum (the
 // least disturbed run on a shared machine).
@@ -52,8 +46,8 @@ void Run(int64_t length, int heads, int kv_heads, int head_dim, int page, uint32
   std::shuffle(table.begin(), table.end(), rng);
   Tensor kp = Tensor::Zeros(DType::kFloat32, {pages, page, kv_heads, head_dim});
   Tensor vp = Tensor::Zeros(DType::kFloat32, {pages, page, kv_heads, head_dim});
-  backend->WriteKvPages(Random({length, kv_heads, head_dim}, rng),
-                        Random({length, kv_heads, head_dim}, rng), table, 0, page, kp, vp);
+  backend->WriteKvPages(RandomTensor({length, kv_heads, head_dim}, rng),
+                        RandomTensor({length, kv_heads, head_dim}, rng), table, 0, page, kp, vp);
 
   QuestParams p;
   p.page_size = page;
@@ -73,12 +67,12 @@ void Run(int64_t length, int heads, int kv_heads, int head_dim, int page, uint32
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
 
   // One decode token, then selection for fresh queries.
-  backend->WriteKvPages(Random({1, kv_heads, head_dim}, rng), Random({1, kv_heads, head_dim}, rng),
-                        table, length, page, kp, vp);
+  backend->WriteKvPages(RandomTensor({1, kv_heads, head_dim}, rng),
+                        RandomTensor({1, kv_heads, head_dim}, rng), table, length, page, kp, vp);
   view.length = length + 1;
   const Micros append = Time(101, [&] { policy.OnAppend(view, length, 1); });
   std::vector<Tensor> qs;
-  for (int i = 0; i < 16; ++i) qs.push_back(Random({1, heads, head_dim}, rng));
+  for (int i = 0; i < 16; ++i) qs.push_back(RandomTensor({1, heads, head_dim}, rng));
   PageSelection s;
   int i = 0;
   const Micros select = Time(201, [&] {

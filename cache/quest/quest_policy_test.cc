@@ -12,20 +12,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ops/cpu/cpu_backend.h"
+#include "runtime/testing/random_tensor.h"
 
 namespace quest::cache {
 namespace {
 
 using ::testing::HasSubstr;
 using GqaCombine = config::QuestOptions::GqaCombine;
-
-Tensor Random(std::vector<int64_t> shape, std::mt19937& rng, float mean = 0.0f,
-              float stddev = 1.0f) {
-  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
-  std::normal_distribution<float> dist(mean, stddev);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
 
 config::CacheConfig QuestConfig(
     uint32_t budget, uint32_t page_size = 0, uint32_t dense_layers = 0,
@@ -83,8 +76,8 @@ class PagedSequence {
   // Random K/V for positions [0, length) of every layer, in one append.
   void Fill(int64_t length, CachePolicy& policy, std::mt19937& rng, float key_mean = 0.0f) {
     for (int l = 0; l < g_.num_layers; ++l) {
-      Append(l, 0, Random({length, g_.num_kv_heads, g_.head_dim}, rng, key_mean),
-             Random({length, g_.num_kv_heads, g_.head_dim}, rng), policy);
+      Append(l, 0, RandomTensor({length, g_.num_kv_heads, g_.head_dim}, rng, key_mean),
+             RandomTensor({length, g_.num_kv_heads, g_.head_dim}, rng), policy);
     }
   }
 
@@ -203,7 +196,7 @@ TEST(QuestPolicyTest, ScoreIsAnUpperBoundOfEveryKeyInThePage) {
         PagedSequence seq(g, length, rng, *backend);
         seq.Fill(length, *policy, rng, /*key_mean=*/0.3f);
         for (int trial = 0; trial < 20; ++trial) {
-          const Tensor q = Random({1, g.num_heads, g.head_dim}, rng, -0.1f, 1.5f);
+          const Tensor q = RandomTensor({1, g.num_heads, g.head_dim}, rng, -0.1f, 1.5f);
           for (int kv = 0; kv < g.num_kv_heads; ++kv) {
             const std::vector<float> scores = policy->PageScores(0, q, kv);
             ASSERT_EQ(scores.size(), (length + qpage - 1) / qpage);
@@ -257,9 +250,9 @@ TEST(QuestPolicyTest, FullBudgetThroughTheCacheEqualsDenseBitForBit) {
     const int n = step == 0 ? prefill : 1;
     std::vector<Tensor> k, v, q;
     for (int l = 0; l < g.num_layers; ++l) {
-      k.push_back(Random({n, g.num_kv_heads, g.head_dim}, rng));
-      v.push_back(Random({n, g.num_kv_heads, g.head_dim}, rng));
-      q.push_back(Random({n, g.num_heads, g.head_dim}, rng));
+      k.push_back(RandomTensor({n, g.num_kv_heads, g.head_dim}, rng));
+      v.push_back(RandomTensor({n, g.num_kv_heads, g.head_dim}, rng));
+      q.push_back(RandomTensor({n, g.num_heads, g.head_dim}, rng));
     }
     std::vector<std::vector<Tensor>> outs(caches.size());
     for (size_t c = 0; c < caches.size(); ++c) {
@@ -312,7 +305,7 @@ TEST(QuestPolicyTest, SelectionContainsTheLargestDotProduct) {
           auto policy = MakePolicy(QuestConfig(budget, qpage, 0, combine), g);
           PagedSequence seq(g, length, rng, *backend);
           seq.Fill(length, *policy, rng);
-          const Tensor q = Random({1, g.num_heads, g.head_dim}, rng);
+          const Tensor q = RandomTensor({1, g.num_heads, g.head_dim}, rng);
           const PageSelection s = seq.Select(*policy, 0, length, q);
           ASSERT_EQ(static_cast<int>(s.indptr.size()), g.num_kv_heads + 1);
           const int64_t last = pages - 1;
@@ -382,8 +375,8 @@ TEST(QuestPolicyTest, IncrementalMetadataEqualsRecomputed) {
     PagedSequence seq(g, total, rng, *backend);
     auto append = [&](int64_t start, int64_t n) {
       for (int l = 0; l < g.num_layers; ++l) {
-        seq.Append(l, start, Random({n, g.num_kv_heads, g.head_dim}, rng, 0.0f, 2.0f),
-                   Random({n, g.num_kv_heads, g.head_dim}, rng), *policy);
+        seq.Append(l, start, RandomTensor({n, g.num_kv_heads, g.head_dim}, rng, 0.0f, 2.0f),
+                   RandomTensor({n, g.num_kv_heads, g.head_dim}, rng), *policy);
       }
     };
     append(0, 13);  // prefill in two chunks, the second starting mid-page
@@ -437,12 +430,12 @@ TEST(QuestPolicyTest, SelectionShapeAndDenseCases) {
       auto policy = MakePolicy(QuestConfig(budget, qpage, /*dense_layers=*/1), g);
       PagedSequence seq(g, length, rng, *backend);
       seq.Fill(length, *policy, rng);
-      const Tensor q = Random({1, g.num_heads, g.head_dim}, rng);
+      const Tensor q = RandomTensor({1, g.num_heads, g.head_dim}, rng);
       // Layer 0 is dense by configuration.
       EXPECT_TRUE(seq.Select(*policy, 0, length, q).indptr.empty());
       // Prefill rows are dense.
       if (length >= 3) {
-        EXPECT_TRUE(seq.Select(*policy, 1, length, Random({3, g.num_heads, g.head_dim}, rng))
+        EXPECT_TRUE(seq.Select(*policy, 1, length, RandomTensor({3, g.num_heads, g.head_dim}, rng))
                         .indptr.empty());
       }
       const PageSelection s = seq.Select(*policy, 2, length, q);
@@ -477,10 +470,10 @@ TEST(QuestPolicyTest, SelectionShapeAndDenseCases) {
     Tensor same = Tensor::Empty(DType::kFloat32, {length, g.num_kv_heads, g.head_dim});
     std::fill(same.data<float>(), same.data<float>() + same.numel(), 0.5f);
     for (int l = 0; l < g.num_layers; ++l) {
-      seq.Append(l, 0, same, Random({length, g.num_kv_heads, g.head_dim}, rng), *policy);
+      seq.Append(l, 0, same, RandomTensor({length, g.num_kv_heads, g.head_dim}, rng), *policy);
     }
     const PageSelection s =
-        seq.Select(*policy, 2, length, Random({1, g.num_heads, g.head_dim}, rng));
+        seq.Select(*policy, 2, length, RandomTensor({1, g.num_heads, g.head_dim}, rng));
     for (int kv = 0; kv < g.num_kv_heads; ++kv)
       EXPECT_EQ(ChunksOf(s, kv), (std::vector<int32_t>{0, 1, 2, 3, 12}));
   }
@@ -495,7 +488,7 @@ TEST(QuestPolicyTest, SelectionShapeAndDenseCases) {
   seq.Fill(length, *policy, rng);
   int half_pages = 0;
   for (int trial = 0; trial < 10; ++trial) {
-    const Tensor q = Random({1, g.num_heads, g.head_dim}, rng);
+    const Tensor q = RandomTensor({1, g.num_heads, g.head_dim}, rng);
     for (int layer = 0; layer < g.num_layers; ++layer) {
       const PageSelection s = seq.Select(*policy, layer, length, q);
       ASSERT_EQ(s.chunk_size, 8);
@@ -624,11 +617,11 @@ TEST(QuestPolicyTest, SmallBudgetIsSparseAndFindsAPlantedMatch) {
   std::mt19937 rng(707);
   for (int trial = 0; trial < 6; ++trial) {
     const bool plant = trial % 2 == 1;
-    Tensor k = Random({context, g.num_kv_heads, g.head_dim}, rng);
-    Tensor v = Random({context, g.num_kv_heads, g.head_dim}, rng);
-    const Tensor q = Random({1, g.num_heads, g.head_dim}, rng);
-    const Tensor k_new = Random({1, g.num_kv_heads, g.head_dim}, rng);
-    const Tensor v_new = Random({1, g.num_kv_heads, g.head_dim}, rng);
+    Tensor k = RandomTensor({context, g.num_kv_heads, g.head_dim}, rng);
+    Tensor v = RandomTensor({context, g.num_kv_heads, g.head_dim}, rng);
+    const Tensor q = RandomTensor({1, g.num_heads, g.head_dim}, rng);
+    const Tensor k_new = RandomTensor({1, g.num_kv_heads, g.head_dim}, rng);
+    const Tensor v_new = RandomTensor({1, g.num_kv_heads, g.head_dim}, rng);
     // For the first query head of each group, a key c*q somewhere in the
     // prefix with q.k/sqrt(d) = 20 (random keys give ~N(0,1): the planted one
     // holds all but ~1e-6 of the softmax), whose value is a constant vector
@@ -685,8 +678,8 @@ TEST(QuestPolicyTest, SmallBudgetIsSparseAndFindsAPlantedMatch) {
   auto policy = MakePolicy(QuestConfig(64, 0, 0), g);
   PagedSequence seq(g, context + 1, rng, *backend);
   for (int trial = 0; trial < 20; ++trial) {
-    Tensor k = Random({context, g.num_kv_heads, g.head_dim}, rng);
-    const Tensor q = Random({1, g.num_heads, g.head_dim}, rng);
+    Tensor k = RandomTensor({context, g.num_kv_heads, g.head_dim}, rng);
+    const Tensor q = RandomTensor({1, g.num_heads, g.head_dim}, rng);
     std::vector<int64_t> planted(g.num_kv_heads);
     for (int kv = 0; kv < g.num_kv_heads; ++kv) {
       planted[kv] = std::uniform_int_distribution<int64_t>(0, context - 20)(rng);
@@ -695,9 +688,9 @@ TEST(QuestPolicyTest, SmallBudgetIsSparseAndFindsAPlantedMatch) {
       const float c = PlantScale(qh, g.head_dim);
       for (int i = 0; i < g.head_dim; ++i) key[i] = c * qh[i];
     }
-    seq.Append(0, 0, k, Random({context, g.num_kv_heads, g.head_dim}, rng), *policy);
-    seq.Append(0, context, Random({1, g.num_kv_heads, g.head_dim}, rng),
-               Random({1, g.num_kv_heads, g.head_dim}, rng), *policy);
+    seq.Append(0, 0, k, RandomTensor({context, g.num_kv_heads, g.head_dim}, rng), *policy);
+    seq.Append(0, context, RandomTensor({1, g.num_kv_heads, g.head_dim}, rng),
+               RandomTensor({1, g.num_kv_heads, g.head_dim}, rng), *policy);
     const PageSelection s = seq.Select(*policy, 0, context + 1, q);
     for (int kv = 0; kv < g.num_kv_heads; ++kv) {
       const std::vector<int32_t> chunks = ChunksOf(s, kv);

@@ -2,26 +2,49 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/testing/random_tensor.h"
 
 namespace quest::ops {
 namespace {
 
-Tensor Random(std::vector<int64_t> shape, std::mt19937& rng) {
-  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
-  std::normal_distribution<float> dist;
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
+// Softmax attention, in double, of query head `h` of row `t` of q
+// ([n, heads, d]) over the K/V rows `positions` (k, v: [len, kv_heads, d]) of
+// the head's KV head, scores multiplied by `scale`: the d output values.
+std::vector<double> ReferenceAttention(const Tensor& q, int t, int h, const Tensor& k,
+                                       const Tensor& v, const std::vector<int>& positions,
+                                       double scale = 1.0) {
+  const int heads = q.dim(1), kv_heads = k.dim(1), d = q.dim(2);
+  const int g = h / (heads / kv_heads);
+  std::vector<double> p;
+  double mx = -1e30, sum = 0;
+  for (int j : positions) {
+    double s = 0;
+    for (int e = 0; e < d; ++e) {
+      s += q.data<float>()[(t * heads + h) * d + e] * k.data<float>()[(j * kv_heads + g) * d + e];
+    }
+    p.push_back(s * scale);
+    mx = std::max(mx, p.back());
+  }
+  for (double& x : p) sum += (x = std::exp(x - mx));
+  std::vector<double> out(d);
+  for (int e = 0; e < d; ++e) {
+    for (size_t i = 0; i < p.size(); ++i) {
+      out[e] += p[i] / sum * v.data<float>()[(positions[i] * kv_heads + g) * d + e];
+    }
+  }
+  return out;
 }
 
 TEST(CpuBackendTest, LinearMatchesNaiveProductWithBias) {
   auto backend = CreateCpuBackend();
   std::mt19937 rng(1);
   for (int m : {1, 5}) {
-    Tensor x = Random({m, 7}, rng), w = Random({3, 7}, rng), b = Random({3}, rng);
+    Tensor x = RandomTensor({m, 7}, rng), w = RandomTensor({3, 7}, rng), b = RandomTensor({3}, rng);
     Tensor y = backend->Allocate(DType::kFloat32, {m, 3});
     backend->Linear(x, w, &b, y);
     for (int i = 0; i < m; ++i) {
@@ -70,8 +93,8 @@ TEST(CpuBackendTest, PagedAttentionMatchesContiguousReference) {
   auto backend = CreateCpuBackend();
   std::mt19937 rng(7);
   const int heads = 4, kv_heads = 2, d = 8, page_size = 4, len = 11, n = 3;
-  Tensor k = Random({len, kv_heads, d}, rng), v = Random({len, kv_heads, d}, rng);
-  Tensor q = Random({n, heads, d}, rng);
+  Tensor k = RandomTensor({len, kv_heads, d}, rng), v = RandomTensor({len, kv_heads, d}, rng);
+  Tensor q = RandomTensor({n, heads, d}, rng);
   const std::vector<int32_t> page_table = {5, 0, 3};  // 3 pages for 11 tokens
   Tensor k_pages = backend->AllocateZeros(DType::kFloat32, {6, page_size, kv_heads, d});
   Tensor v_pages = backend->AllocateZeros(DType::kFloat32, {6, page_size, kv_heads, d});
@@ -89,22 +112,14 @@ TEST(CpuBackendTest, PagedAttentionMatchesContiguousReference) {
   backend->PagedAttention(args, out);
 
   for (int t = 0; t < n; ++t) {
-    const int qpos = len - n + t;
+    // Causal: query row t stands at position len - n + t and sees 0..that.
+    std::vector<int> causal(len - n + t + 1);
+    std::iota(causal.begin(), causal.end(), 0);
     for (int h = 0; h < heads; ++h) {
-      const int g = h / (heads / kv_heads);
-      std::vector<double> p(qpos + 1);
-      double mx = -1e30, sum = 0;
-      for (int j = 0; j <= qpos; ++j) {
-        double s = 0;
-        for (int e = 0; e < d; ++e) s += q.data<float>()[(t * heads + h) * d + e] * k.data<float>()[(j * kv_heads + g) * d + e];
-        p[j] = s * args.scale;
-        mx = std::max(mx, p[j]);
-      }
-      for (double& x : p) sum += (x = std::exp(x - mx));
+      const std::vector<double> ref = ReferenceAttention(q, t, h, k, v, causal, args.scale);
       for (int e = 0; e < d; ++e) {
-        double ref = 0;
-        for (int j = 0; j <= qpos; ++j) ref += p[j] / sum * v.data<float>()[(j * kv_heads + g) * d + e];
-        EXPECT_NEAR(out.data<float>()[(t * heads + h) * d + e], ref, 1e-5) << t << " " << h << " " << e;
+        EXPECT_NEAR(out.data<float>()[(t * heads + h) * d + e], ref[e], 1e-5)
+            << t << " " << h << " " << e;
       }
     }
   }
@@ -115,8 +130,8 @@ TEST(CpuBackendTest, PagedAttentionHonoursPerHeadSelection) {
   auto backend = CreateCpuBackend();
   std::mt19937 rng(9);
   const int heads = 2, kv_heads = 2, d = 4, page_size = 2, len = 6;
-  Tensor k = Random({len, kv_heads, d}, rng), v = Random({len, kv_heads, d}, rng);
-  Tensor q = Random({1, heads, d}, rng);
+  Tensor k = RandomTensor({len, kv_heads, d}, rng), v = RandomTensor({len, kv_heads, d}, rng);
+  Tensor q = RandomTensor({1, heads, d}, rng);
   const std::vector<int32_t> page_table = {0, 1, 2};
   Tensor k_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
   Tensor v_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
@@ -136,20 +151,8 @@ TEST(CpuBackendTest, PagedAttentionHonoursPerHeadSelection) {
   backend->PagedAttention(args, out);
 
   auto expect_over = [&](int h, std::vector<int> positions) {
-    std::vector<double> p;
-    double mx = -1e30, sum = 0;
-    for (int j : positions) {
-      double s = 0;
-      for (int e = 0; e < d; ++e) s += q.data<float>()[h * d + e] * k.data<float>()[(j * kv_heads + h) * d + e];
-      p.push_back(s);
-      mx = std::max(mx, s);
-    }
-    for (double& x : p) sum += (x = std::exp(x - mx));
-    for (int e = 0; e < d; ++e) {
-      double ref = 0;
-      for (size_t i = 0; i < positions.size(); ++i) ref += p[i] / sum * v.data<float>()[(positions[i] * kv_heads + h) * d + e];
-      EXPECT_NEAR(out.data<float>()[h * d + e], ref, 1e-5);
-    }
+    const std::vector<double> ref = ReferenceAttention(q, 0, h, k, v, positions);
+    for (int e = 0; e < d; ++e) EXPECT_NEAR(out.data<float>()[h * d + e], ref[e], 1e-5);
   };
   expect_over(0, {2, 3});
   expect_over(1, {0, 1, 4, 5});
@@ -168,8 +171,8 @@ TEST(CpuBackendTest, ChunksMasksHolesAndAttentionOutputs) {
   auto backend = CreateCpuBackend();
   std::mt19937 rng(21);
   const int heads = 4, kv_heads = 2, d = 4, page_size = 4, len = 12;
-  Tensor k = Random({len, kv_heads, d}, rng), v = Random({len, kv_heads, d}, rng);
-  Tensor q = Random({1, heads, d}, rng);
+  Tensor k = RandomTensor({len, kv_heads, d}, rng), v = RandomTensor({len, kv_heads, d}, rng);
+  Tensor q = RandomTensor({1, heads, d}, rng);
   std::vector<int32_t> page_table = {2, 0, 1};
   Tensor k_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
   Tensor v_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
@@ -199,19 +202,9 @@ TEST(CpuBackendTest, ChunksMasksHolesAndAttentionOutputs) {
   const std::vector<std::vector<int>> visible = {{0, 1, 10, 11}, {0, 1, 2, 3, 8, 10, 11}};
   for (int h = 0; h < heads; ++h) {
     const int g = h / 2;
-    std::vector<double> p;
-    double mx = -1e30, total = 0;
-    for (int j : visible[g]) {
-      double s = 0;
-      for (int e = 0; e < d; ++e) s += q.data<float>()[h * d + e] * k.data<float>()[(j * kv_heads + g) * d + e];
-      p.push_back(s);
-      mx = std::max(mx, s);
-    }
-    for (double& x : p) total += (x = std::exp(x - mx));
+    const std::vector<double> ref = ReferenceAttention(q, 0, h, k, v, visible[g]);
     for (int e = 0; e < d; ++e) {
-      double ref = 0;
-      for (size_t i = 0; i < p.size(); ++i) ref += p[i] / total * v.data<float>()[(visible[g][i] * kv_heads + g) * d + e];
-      EXPECT_NEAR(out.data<float>()[h * d + e], ref, 1e-5) << "head " << h;
+      EXPECT_NEAR(out.data<float>()[h * d + e], ref[e], 1e-5) << "head " << h;
     }
     double mass = 0;
     for (int j = 0; j < len; ++j) {
