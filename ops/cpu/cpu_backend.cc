@@ -73,6 +73,7 @@ class CpuBackend final : public Backend {
 
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
     const int64_t d = x.dim(-1), m = x.numel() / d;
+#pragma omp parallel for schedule(static) if (m > 64)
     for (int64_t i = 0; i < m; ++i) {
       const float* xr = x.data<float>() + i * d;
       float* yr = y.data<float>() + i * d;
@@ -96,14 +97,16 @@ class CpuBackend final : public Backend {
     const float* g = gate.data<float>();
     const float* u = up.data<float>();
     float* o = out.data<float>();
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
   }
 
   void Rope(Tensor& x, absl::Span<const int32_t> positions, const RopeParams& rope) override {
     const int64_t n = x.dim(0), heads = x.dim(1), d = x.dim(2), half = d / 2;
     CHECK_EQ(static_cast<int64_t>(rope.inv_freq.size()), half);
-    std::vector<float> cos(half), sin(half);
+#pragma omp parallel for schedule(static) if (n > 16)
     for (int64_t t = 0; t < n; ++t) {
+      std::vector<float> cos(half), sin(half);
       for (int64_t i = 0; i < half; ++i) {
         // Same rounding as Hugging Face: the angle is a float32 product.
         const float angle = static_cast<float>(positions[t]) * rope.inv_freq[i];
@@ -190,9 +193,11 @@ class CpuBackend final : public Backend {
         s.resize(rows * m);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m, d, a.scale, qg.data(), d,
                     kg.data(), d, 0.0f, s.data(), m);
+        // Row softmax: independent rows, and the exps dominate long prefills
+        // once the GEMMs are threaded, so rows run in parallel.
+#pragma omp parallel for schedule(static) if (rows * m > (1 << 16))
         for (int64_t r = 0; r < rows; ++r) {
-          const int64_t t = r / group, h = g * group + r % group;
-          const int64_t qpos = a.kv_len - n + t;
+          const int64_t qpos = a.kv_len - n + r / group;
           float* sr = &s[r * m];
           float max_score = -INFINITY;
           for (int64_t i = 0; i < m; ++i) {
@@ -206,6 +211,11 @@ class CpuBackend final : public Backend {
           }
           const float inv = denom > 0 ? static_cast<float>(1.0 / denom) : 0.0f;
           for (int64_t i = 0; i < m; ++i) sr[i] *= inv;
+        }
+        // Rows of one head share output slots: accumulate serially.
+        for (int64_t r = 0; r < rows && (a.attention_sum != nullptr || a.attention_last != nullptr); ++r) {
+          const int64_t t = r / group, h = g * group + r % group;
+          const float* sr = &s[r * m];
           if (a.attention_sum != nullptr) {
             for (int64_t i = 0; i < m; ++i) a.attention_sum[h * a.kv_len + positions[i]] += sr[i];
           }
