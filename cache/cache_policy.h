@@ -123,6 +123,12 @@ class CachePolicyFactory {
   // A policy instance for one new sequence; `config` was validated.
   virtual std::unique_ptr<CachePolicy> Create(const config::CacheConfig& config,
                                               const CacheGeometry& geometry) const = 0;
+  // Whether this policy's sequences can run with the KV pool on `device`.
+  // The default is host only: a policy that reads K/V pages or queries on
+  // the host (Quest's metadata) must not see device tensors. The KV cache
+  // refuses a policy that does not run on its backend's device
+  // (FAILED_PRECONDITION) rather than letting it crash.
+  virtual bool RunsOn(Device device) const { return device == Device::kCpu; }
 };
 
 // Name -> factory. Built-in policies register at static-initialisation time

@@ -136,6 +136,11 @@ class PagedKVCache final : public KVCache {
     const std::string name = c.policy().empty() ? "dense" : c.policy();
     absl::StatusOr<const CachePolicyFactory*> factory = CachePolicyRegistry::Global().Find(name);
     if (!factory.ok()) return factory.status();
+    if (!(*factory)->RunsOn(backend_.device())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cache policy ", name, " does not run on the ",
+          backend_.device() == Device::kCuda ? "CUDA" : backend_.name(), " backend yet"));
+    }
     if (c.page_size() != 0 && static_cast<int>(c.page_size()) != options_.geometry.page_size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "cache.page_size ", c.page_size(), " differs from the engine's KV page size ",

@@ -70,6 +70,10 @@ class Backend {
 
   virtual Device device() const = 0;
   virtual const char* name() const = 0;
+  // The dtype the backend computes activations and stores the KV cache in
+  // (float32 on the CPU, bf16/f16 on CUDA). The model allocates its
+  // activations with it; logits stay float32 on every backend.
+  virtual DType activation_dtype() const { return DType::kFloat32; }
 
   // A weight in the backend's compute dtype and device (a copy).
   virtual absl::StatusOr<Tensor> UploadWeight(const Tensor& host) = 0;

@@ -21,6 +21,7 @@
 #include "models/gguf/gguf_tokenizer.h"
 #include "models/llama/llama_model.h"
 #include "ops/cpu/cpu_backend.h"
+#include "ops/cuda/cuda_backend.h"
 #include "runtime/sampler.h"
 #include "runtime/tokenizer/sentencepiece_tokenizer.h"
 
@@ -331,7 +332,13 @@ absl::StatusOr<api::GenerateResponse> LocalEngine::Generate(const api::GenerateR
 
 absl::Status FillDefaultsAndValidate(config::EngineConfig& c, const models::LlamaConfig& model) {
   if (c.backend() == config::BACKEND_UNSPECIFIED) c.set_backend(config::CPU);
-  if (c.dtype() == config::DTYPE_UNSPECIFIED) c.set_dtype(config::FLOAT32);
+  if (c.dtype() == config::DTYPE_UNSPECIFIED) {
+    c.set_dtype(c.backend() == config::CUDA ? config::BFLOAT16 : config::FLOAT32);
+  }
+  if (c.backend() == config::CUDA && c.dtype() == config::FLOAT32) {
+    return absl::InvalidArgumentError(
+        "dtype FLOAT32 is not supported by the CUDA backend, which computes in BFLOAT16 or FLOAT16");
+  }
   if (c.backend() == config::CPU && c.dtype() != config::FLOAT32) {
     return absl::InvalidArgumentError(absl::StrCat("dtype ", config::DType_Name(c.dtype()),
                                                    " is not supported by the CPU backend, which computes in FLOAT32"));
@@ -360,9 +367,6 @@ absl::Status FillDefaultsAndValidate(config::EngineConfig& c, const models::Llam
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const config::EngineConfig& input) {
   config::EngineConfig c = input;
-  if (c.backend() == config::CUDA) {
-    return absl::UnimplementedError("backend CUDA is not available in this build yet; use backend: CPU");
-  }
   // Out-of-tree cache policies register before anything names a policy.
   for (int i = 0; i < c.cache_plugins_size(); ++i) {
     if (absl::Status s = cache::LoadCachePolicyPlugin(c.cache_plugins(i)); !s.ok()) {
@@ -374,9 +378,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const config::EngineConfi
   const models::LlamaConfig& mc = loaded->checkpoint.config;
   if (absl::Status s = FillDefaultsAndValidate(c, mc); !s.ok()) return s;
 
-  ops::CpuBackendOptions cpu;
-  cpu.num_threads = static_cast<int>(c.num_threads());
-  std::unique_ptr<Backend> backend = ops::CreateCpuBackend(cpu);
+  std::unique_ptr<Backend> backend;
+  if (c.backend() == config::CUDA) {
+    // Policies that only run on the host are refused before the GPU is
+    // touched (the KV cache checks again per request).
+    absl::StatusOr<const cache::CachePolicyFactory*> policy =
+        cache::CachePolicyRegistry::Global().Find(c.cache().policy());
+    if (policy.ok() && !(*policy)->RunsOn(Device::kCuda)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cache policy ", c.cache().policy(), " does not run on the CUDA backend yet"));
+    }
+    ops::CudaBackendOptions cuda;
+    cuda.dtype = c.dtype() == config::FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
+    absl::StatusOr<std::unique_ptr<Backend>> b = ops::CreateCudaBackend(cuda);
+    if (!b.ok()) return b.status();
+    backend = *std::move(b);
+  } else {
+    ops::CpuBackendOptions cpu;
+    cpu.num_threads = static_cast<int>(c.num_threads());
+    backend = ops::CreateCpuBackend(cpu);
+  }
   absl::StatusOr<std::unique_ptr<models::LlamaModel>> model =
       models::LlamaModel::Create(loaded->checkpoint, *backend);
   if (!model.ok()) return model.status();
@@ -386,6 +407,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const config::EngineConfi
   cache_options.geometry = (*model)->CacheGeometryFor(static_cast<int>(c.cache().page_size()));
   cache_options.num_pages = static_cast<int>(c.cache().num_pages());
   cache_options.default_policy = c.cache();
+  cache_options.dtype = backend->activation_dtype();
   absl::StatusOr<std::unique_ptr<cache::KVCache>> kv = cache::CreatePagedKVCache(cache_options, *backend);
   if (!kv.ok()) return kv.status();
 

@@ -133,6 +133,19 @@ Tensor Tensor::FromFloats(absl::Span<const float> values, std::vector<int64_t> s
   return t;
 }
 
+Tensor Tensor::Wrap(std::shared_ptr<void> storage, void* data, DType dtype,
+                    std::vector<int64_t> shape, Device device) {
+  CHECK(storage != nullptr && data != nullptr) << "Tensor::Wrap of null storage";
+  Tensor t;
+  t.storage_ = std::move(storage);
+  t.data_ = data;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.shape_ = std::move(shape);
+  for (int64_t d : t.shape_) CHECK_GE(d, 0) << "negative dimension in " << t.ShapeString();
+  return t;
+}
+
 Tensor Tensor::Slice(int64_t begin, int64_t end) const {
   CHECK(rank() >= 1 && 0 <= begin && begin <= end && end <= shape_[0])
       << "Slice(" << begin << ", " << end << ") of " << ShapeString();

@@ -39,6 +39,12 @@ class Tensor {
   static Tensor Zeros(DType dtype, std::vector<int64_t> shape);
   // A float32 CPU tensor holding a copy of `values`; shape must match.
   static Tensor FromFloats(absl::Span<const float> values, std::vector<int64_t> shape);
+  // A tensor over storage someone else allocated (a device backend's
+  // cudaMalloc'd buffer, say): `storage` owns it (its deleter frees it) and
+  // `data` points at the first element. runtime/ never touches device memory
+  // itself; only the backend that made such a tensor reads or writes it.
+  static Tensor Wrap(std::shared_ptr<void> storage, void* data, DType dtype,
+                     std::vector<int64_t> shape, Device device);
 
   bool defined() const { return storage_ != nullptr; }
   DType dtype() const { return dtype_; }

@@ -22,6 +22,8 @@ class DensePolicyFactory final : public CachePolicyFactory {
                                       const CacheGeometry&) const override {
     return std::make_unique<DensePolicy>();
   }
+  // Selects nothing and reads no tensor: runs wherever the pool lives.
+  bool RunsOn(Device) const override { return true; }
 };
 
 QUEST_REGISTER_CACHE_POLICY(DensePolicyFactory);

@@ -115,15 +115,18 @@ absl::StatusOr<Tensor> LlamaModel::Forward(absl::Span<const SequenceStep> batch,
   const RopeParams rope{freqs.inv_freq, freqs.attention_scaling};
 
   Backend& b = backend_;
-  Tensor x = b.Allocate(DType::kFloat32, {T, c.hidden_size});
-  Tensor h = b.Allocate(DType::kFloat32, {T, c.hidden_size});
-  Tensor q = b.Allocate(DType::kFloat32, {T, H, hd});
-  Tensor k = b.Allocate(DType::kFloat32, {T, KV, hd});
-  Tensor v = b.Allocate(DType::kFloat32, {T, KV, hd});
-  Tensor attn = b.Allocate(DType::kFloat32, {T, H * hd});
-  Tensor proj = b.Allocate(DType::kFloat32, {T, c.hidden_size});
-  Tensor gate = b.Allocate(DType::kFloat32, {T, c.intermediate_size});
-  Tensor up = b.Allocate(DType::kFloat32, {T, c.intermediate_size});
+  // Activations in the backend's compute dtype (f32 on the CPU); logits are
+  // float32 on every backend.
+  const DType act = b.activation_dtype();
+  Tensor x = b.Allocate(act, {T, c.hidden_size});
+  Tensor h = b.Allocate(act, {T, c.hidden_size});
+  Tensor q = b.Allocate(act, {T, H, hd});
+  Tensor k = b.Allocate(act, {T, KV, hd});
+  Tensor v = b.Allocate(act, {T, KV, hd});
+  Tensor attn = b.Allocate(act, {T, H * hd});
+  Tensor proj = b.Allocate(act, {T, c.hidden_size});
+  Tensor gate = b.Allocate(act, {T, c.intermediate_size});
+  Tensor up = b.Allocate(act, {T, c.intermediate_size});
 
   b.Embedding(embed_, ids, x);
   for (size_t li = 0; li < layers_.size(); ++li) {
@@ -155,7 +158,7 @@ absl::StatusOr<Tensor> LlamaModel::Forward(absl::Span<const SequenceStep> batch,
 
   Tensor rows = x;
   if (mode == LogitsMode::kLastToken) {
-    rows = b.Allocate(DType::kFloat32, {static_cast<int64_t>(batch.size()), c.hidden_size});
+    rows = b.Allocate(act, {static_cast<int64_t>(batch.size()), c.hidden_size});
     for (size_t s = 0; s < batch.size(); ++s) {
       // A one-row copy through the op set keeps this device-agnostic.
       Tensor dst = rows.Slice(s, s + 1);
@@ -163,7 +166,7 @@ absl::StatusOr<Tensor> LlamaModel::Forward(absl::Span<const SequenceStep> batch,
       b.RmsNorm(src, final_norm_, static_cast<float>(c.rms_norm_eps), dst);
     }
   } else {
-    rows = b.Allocate(DType::kFloat32, {T, c.hidden_size});
+    rows = b.Allocate(act, {T, c.hidden_size});
     b.RmsNorm(x, final_norm_, static_cast<float>(c.rms_norm_eps), rows);
   }
   Tensor logits = b.Allocate(DType::kFloat32, {rows.dim(0), c.vocab_size});

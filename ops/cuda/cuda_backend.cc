@@ -1,0 +1,443 @@
+#include "ops/cuda/cuda_backend.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "ops/cuda/kernels.h"
+
+namespace quest::ops {
+namespace {
+
+#define QUEST_CUDA_CHECK(expr)                                                         \
+  do {                                                                                 \
+    const cudaError_t quest_err = (expr);                                              \
+    CHECK(quest_err == cudaSuccess) << #expr << ": " << cudaGetErrorName(quest_err) << ": " \
+                                    << cudaGetErrorString(quest_err);                  \
+  } while (0)
+
+#define QUEST_CUBLAS_CHECK(expr)                                                     \
+  do {                                                                               \
+    const cublasStatus_t quest_st = (expr);                                          \
+    CHECK(quest_st == CUBLAS_STATUS_SUCCESS) << #expr << ": cuBLAS status " << quest_st; \
+  } while (0)
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+// A host tensor of any float dtype converted to `to` (a reference when it
+// already is).
+Tensor HostAs(const Tensor& host, DType to) {
+  CHECK(host.device() == Device::kCpu);
+  if (host.dtype() == to) return host;
+  Tensor f = host.ToFloat32();
+  if (to == DType::kFloat32) return f;
+  Tensor out = Tensor::Empty(to, host.shape());
+  const float* src = f.data<float>();
+  uint16_t* dst = out.data<uint16_t>();
+  const int64_t n = f.numel();
+  if (to == DType::kBFloat16) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBFloat16(src[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToHalf(src[i]);
+  }
+  return out;
+}
+
+// Largest power of two (<= 256) dividing the address: cuBLASLt picks
+// kernels by the alignment it is promised.
+uint32_t Alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && a % align != 0) align >>= 1;
+  return align;
+}
+
+cudaDataType_t CudaType(DType t) {
+  switch (t) {
+    case DType::kFloat32: return CUDA_R_32F;
+    case DType::kFloat16: return CUDA_R_16F;
+    case DType::kBFloat16: return CUDA_R_16BF;
+  }
+  return CUDA_R_32F;
+}
+
+// A growable device buffer for the small per-call host arrays.
+class DeviceScratch {
+ public:
+  ~DeviceScratch() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  void* Ensure(size_t bytes, cudaStream_t stream) {
+    if (bytes > capacity_) {
+      if (ptr_ != nullptr) {
+        // Kernels queued earlier may still read it.
+        QUEST_CUDA_CHECK(cudaStreamSynchronize(stream));
+        QUEST_CUDA_CHECK(cudaFree(ptr_));
+        ptr_ = nullptr;
+      }
+      capacity_ = std::max<size_t>(bytes, 256) * 2;
+      QUEST_CUDA_CHECK(cudaMalloc(&ptr_, capacity_));
+    }
+    return ptr_;
+  }
+  // Copies host bytes in, in stream order (the host buffer may be reused at
+  // once: pageable copies are staged before cudaMemcpyAsync returns).
+  template <typename T>
+  const T* Upload(const T* host, size_t count, cudaStream_t stream) {
+    void* p = Ensure(count * sizeof(T), stream);
+    if (count > 0) {
+      QUEST_CUDA_CHECK(cudaMemcpyAsync(p, host, count * sizeof(T), cudaMemcpyHostToDevice, stream));
+    }
+    return static_cast<const T*>(p);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// Everything cuBLASLt needs for one GEMM shape, built once.
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo;
+  bool bias_epilogue = false;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, DType dtype) : device_(device), dtype_(dtype) {}
+
+  absl::Status Init() {
+    if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("CUDA backend: cudaSetDevice(", device_, "): ", cudaGetErrorString(e)));
+    }
+    if (cudaError_t e = cudaStreamCreate(&stream_); e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("CUDA backend: cudaStreamCreate: ", cudaGetErrorString(e)));
+    }
+    if (cublasStatus_t s = cublasLtCreate(&lt_); s != CUBLAS_STATUS_SUCCESS) {
+      return absl::FailedPreconditionError(absl::StrCat("CUDA backend: cublasLtCreate: status ", s));
+    }
+    if (cudaError_t e = cudaMalloc(&workspace_, kWorkspaceBytes); e != cudaSuccess) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("CUDA backend: cuBLASLt workspace: ", cudaGetErrorString(e)));
+    }
+    return absl::OkStatus();
+  }
+
+  ~CudaBackend() override {
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    for (auto& [key, plan] : plans_) {
+      cublasLtMatrixLayoutDestroy(plan.a);
+      cublasLtMatrixLayoutDestroy(plan.b);
+      cublasLtMatrixLayoutDestroy(plan.c);
+      cublasLtMatmulDescDestroy(plan.desc);
+    }
+    if (workspace_ != nullptr) cudaFree(workspace_);
+    if (lt_ != nullptr) cublasLtDestroy(lt_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  Device device() const override { return Device::kCuda; }
+  const char* name() const override { return "cuda"; }
+  DType activation_dtype() const override { return dtype_; }
+
+  absl::StatusOr<Tensor> UploadWeight(const Tensor& host) override {
+    if (host.device() != Device::kCpu) {
+      return absl::InvalidArgumentError("cuda backend: weight is not on the host");
+    }
+    Tensor converted = HostAs(host, dtype_);
+    Tensor dev = Allocate(dtype_, host.shape());
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(dev.raw_data(), converted.raw_data(), converted.nbytes(),
+                                     cudaMemcpyHostToDevice, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));  // `converted` dies here
+    return dev;
+  }
+
+  Tensor Allocate(DType dtype, std::vector<int64_t> shape) override {
+    int64_t numel = 1;
+    for (int64_t d : shape) {
+      CHECK_GE(d, 0) << "negative dimension";
+      numel *= d;
+    }
+    const size_t bytes = std::max<size_t>(static_cast<size_t>(numel) * DTypeSize(dtype), 1);
+    void* p = nullptr;
+    QUEST_CUDA_CHECK(cudaMalloc(&p, bytes));
+    // cudaFree fails harmlessly once the runtime is unloading at exit.
+    std::shared_ptr<void> storage(p, [](void* q) { cudaFree(q); });
+    return Tensor::Wrap(std::move(storage), p, dtype, std::move(shape), Device::kCuda);
+  }
+
+  Tensor AllocateZeros(DType dtype, std::vector<int64_t> shape) override {
+    Tensor t = Allocate(dtype, std::move(shape));
+    QUEST_CUDA_CHECK(cudaMemsetAsync(t.raw_data(), 0, t.nbytes(), stream_));
+    return t;
+  }
+
+  Tensor ToHost(const Tensor& t) override {
+    if (t.device() == Device::kCpu) return t.ToFloat32().Clone();
+    Tensor host = Tensor::Empty(t.dtype(), t.shape());
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(host.raw_data(), t.raw_data(), t.nbytes(),
+                                     cudaMemcpyDeviceToHost, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host.ToFloat32();
+  }
+
+  void CopyFromHost(const Tensor& host, Tensor& device_tensor) override {
+    CHECK(device_tensor.device() == Device::kCuda);
+    CHECK_EQ(host.numel(), device_tensor.numel())
+        << host.ShapeString() << " -> " << device_tensor.ShapeString();
+    Tensor converted = HostAs(host, device_tensor.dtype());
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(device_tensor.raw_data(), converted.raw_data(),
+                                     converted.nbytes(), cudaMemcpyHostToDevice, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void Embedding(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) override {
+    CheckCompute(table, "embedding table");
+    CheckCompute(out, "embedding out");
+    const int32_t* d_ids = ids_.Upload(ids.data(), ids.size(), stream_);
+    QUEST_CUDA_CHECK(cuda::LaunchEmbedding(type(), table.raw_data(), d_ids,
+                                           static_cast<int64_t>(ids.size()), table.dim(1),
+                                           out.raw_data(), stream_));
+  }
+
+  void Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
+    CheckCompute(x, "linear x");
+    CheckCompute(w, "linear w");
+    CHECK(y.device() == Device::kCuda && (y.dtype() == dtype_ || y.dtype() == DType::kFloat32))
+        << "linear y " << y.ShapeString();
+    const int64_t k = x.dim(-1), m = x.numel() / k, n = w.dim(0);
+    CHECK_EQ(w.dim(1), k) << x.ShapeString() << " x " << w.ShapeString();
+    CHECK_EQ(y.numel(), m * n);
+    if (m == 0) return;
+    if (bias != nullptr) CheckCompute(*bias, "linear bias");
+    const bool epilogue = bias != nullptr && y.dtype() == dtype_;
+    uint32_t align = std::min({Alignment(x.raw_data()), Alignment(w.raw_data()), Alignment(y.raw_data())});
+    if (epilogue) align = std::min(align, Alignment(bias->raw_data()));
+    GemmPlan& plan = Plan(m, n, k, y.dtype(), epilogue, align);
+    if (epilogue) {
+      const void* bias_ptr = bias->raw_data();
+      QUEST_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                        &bias_ptr, sizeof(bias_ptr)));
+    }
+    const float alpha = 1.0f, beta = 0.0f;
+    // Column-major view: y^T [n, m] = w [k, n]^T . x^T [k, m].
+    QUEST_CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, w.raw_data(), plan.a, x.raw_data(),
+                                      plan.b, &beta, y.raw_data(), plan.c, y.raw_data(), plan.c,
+                                      &plan.algo, workspace_, kWorkspaceBytes, stream_));
+    if (bias != nullptr && !epilogue) {
+      QUEST_CUDA_CHECK(cuda::LaunchAddBiasF32(type(), y.data<float>(), bias->raw_data(), m, n, stream_));
+    }
+  }
+
+  void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
+    CheckCompute(x, "rmsnorm x");
+    CheckCompute(weight, "rmsnorm weight");
+    CheckCompute(y, "rmsnorm y");
+    const int64_t d = x.dim(-1), m = x.numel() / d;
+    QUEST_CUDA_CHECK(cuda::LaunchRmsNorm(type(), x.raw_data(), weight.raw_data(), eps, m, d,
+                                         y.raw_data(), stream_));
+  }
+
+  void Add(Tensor& x, const Tensor& y) override {
+    CheckCompute(x, "add x");
+    CheckCompute(y, "add y");
+    CHECK_EQ(x.numel(), y.numel());
+    QUEST_CUDA_CHECK(cuda::LaunchAdd(type(), x.raw_data(), y.raw_data(), x.numel(), stream_));
+  }
+
+  void SiluMul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    CheckCompute(gate, "silu gate");
+    CheckCompute(up, "silu up");
+    CheckCompute(out, "silu out");
+    CHECK_EQ(gate.numel(), up.numel());
+    CHECK_EQ(gate.numel(), out.numel());
+    QUEST_CUDA_CHECK(cuda::LaunchSiluMul(type(), gate.raw_data(), up.raw_data(), out.raw_data(),
+                                         gate.numel(), stream_));
+  }
+
+  void Rope(Tensor& x, absl::Span<const int32_t> positions, const RopeParams& rope) override {
+    CheckCompute(x, "rope x");
+    const int64_t n = x.dim(0), heads = x.dim(1), d = x.dim(2);
+    CHECK_EQ(static_cast<int64_t>(rope.inv_freq.size()), d / 2);
+    CHECK_EQ(static_cast<int64_t>(positions.size()), n);
+    // The frequencies rarely change between calls: upload them only then.
+    if (!std::equal(rope.inv_freq.begin(), rope.inv_freq.end(), inv_freq_host_.begin(),
+                    inv_freq_host_.end())) {
+      inv_freq_host_.assign(rope.inv_freq.begin(), rope.inv_freq.end());
+      inv_freq_dev_ = inv_freq_.Upload(inv_freq_host_.data(), inv_freq_host_.size(), stream_);
+    }
+    const int32_t* d_pos = positions_.Upload(positions.data(), positions.size(), stream_);
+    QUEST_CUDA_CHECK(cuda::LaunchRope(type(), x.raw_data(), d_pos, inv_freq_dev_,
+                                      rope.attention_scaling, n, heads, d, stream_));
+  }
+
+  void WriteKvPages(const Tensor& k, const Tensor& v, absl::Span<const int32_t> page_table,
+                    int64_t start, int page_size, Tensor& k_pages, Tensor& v_pages) override {
+    CheckCompute(k, "kv k");
+    CheckCompute(v, "kv v");
+    CheckCompute(k_pages, "k pages");
+    CheckCompute(v_pages, "v pages");
+    const int64_t n = k.dim(0);
+    if (n == 0) return;
+    const int64_t row = k.numel() / n;
+    CHECK_LE(start + n, static_cast<int64_t>(page_table.size()) * page_size);
+    const int32_t* d_table = page_table_.Upload(page_table.data(), page_table.size(), stream_);
+    QUEST_CUDA_CHECK(cuda::LaunchWriteKvPages(type(), k.raw_data(), v.raw_data(), d_table, start, n,
+                                              row, page_size, k_pages.raw_data(), v_pages.raw_data(),
+                                              stream_));
+  }
+
+  void PagedAttention(const PagedAttentionArgs& a, Tensor& out) override {
+    const Tensor& q = *a.q;
+    CheckCompute(q, "attention q");
+    CheckCompute(*a.k_pages, "k pages");
+    CheckCompute(*a.v_pages, "v pages");
+    CheckCompute(out, "attention out");
+    cuda::PagedAttentionParams p;
+    p.n = static_cast<int>(q.dim(0));
+    p.num_heads = static_cast<int>(q.dim(1));
+    p.head_dim = static_cast<int>(q.dim(2));
+    p.num_kv_heads = static_cast<int>(a.k_pages->dim(2));
+    CHECK_LE(p.head_dim, cuda::kMaxHeadDim) << "cuda paged attention: head_dim " << p.head_dim;
+    CHECK_EQ(p.num_heads % p.num_kv_heads, 0);
+    CHECK_EQ(out.numel(), static_cast<int64_t>(p.n) * p.num_heads * p.head_dim);
+    p.q = q.raw_data();
+    p.k_pages = a.k_pages->raw_data();
+    p.v_pages = a.v_pages->raw_data();
+    p.page_size = a.page_size;
+    p.kv_len = a.kv_len;
+    p.scale = a.scale;
+    p.out = out.raw_data();
+    p.page_table = page_table_.Upload(a.page_table.data(), a.page_table.size(), stream_);
+    if (!a.selected_indptr.empty()) {
+      CHECK_EQ(static_cast<int>(a.selected_indptr.size()), p.num_kv_heads + 1);
+      p.chunk = a.selection_chunk > 0 ? a.selection_chunk : a.page_size;
+      p.indptr = indptr_.Upload(a.selected_indptr.data(), a.selected_indptr.size(), stream_);
+      // A valid pointer even for an empty list (nothing reads it then).
+      p.chunks = a.selected_chunks.empty()
+                     ? p.indptr
+                     : chunks_.Upload(a.selected_chunks.data(), a.selected_chunks.size(), stream_);
+    }
+    if (a.token_valid != nullptr) {
+      p.mask_stride = static_cast<int64_t>(a.page_table.size()) * a.page_size;
+      p.token_valid = valid_.Upload(a.token_valid, p.num_kv_heads * p.mask_stride, stream_);
+    }
+    const bool weights = a.attention_sum != nullptr || a.attention_last != nullptr;
+    const size_t weight_count = static_cast<size_t>(p.num_heads) * a.kv_len;
+    if (weights) {
+      p.lse = static_cast<float*>(lse_.Ensure(sizeof(float) * p.n * p.num_heads, stream_));
+      float* w = static_cast<float*>(weights_.Ensure(2 * sizeof(float) * weight_count, stream_));
+      p.attention_sum = w;
+      p.attention_last = w + weight_count;
+      QUEST_CUDA_CHECK(cudaMemsetAsync(w, 0, 2 * sizeof(float) * weight_count, stream_));
+    }
+    QUEST_CUDA_CHECK(cuda::LaunchPagedAttention(type(), p, stream_));
+    if (weights) {
+      QUEST_CUDA_CHECK(cuda::LaunchAttentionWeights(type(), p, stream_));
+      if (a.attention_sum != nullptr) {
+        QUEST_CUDA_CHECK(cudaMemcpyAsync(a.attention_sum, p.attention_sum, sizeof(float) * weight_count,
+                                         cudaMemcpyDeviceToHost, stream_));
+      }
+      if (a.attention_last != nullptr) {
+        QUEST_CUDA_CHECK(cudaMemcpyAsync(a.attention_last, p.attention_last,
+                                         sizeof(float) * weight_count, cudaMemcpyDeviceToHost, stream_));
+      }
+      QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+  }
+
+ private:
+  cuda::ElemType type() const {
+    return dtype_ == DType::kBFloat16 ? cuda::ElemType::kBFloat16 : cuda::ElemType::kFloat16;
+  }
+
+  void CheckCompute(const Tensor& t, const char* what) const {
+    CHECK(t.device() == Device::kCuda && t.dtype() == dtype_)
+        << "cuda backend: " << what << " is " << t.ShapeString() << " on "
+        << (t.device() == Device::kCuda ? "cuda" : "cpu") << ", expected " << DTypeName(dtype_)
+        << " on cuda";
+  }
+
+  GemmPlan& Plan(int64_t m, int64_t n, int64_t k, DType out, bool bias, uint32_t align) {
+    const auto key = std::make_tuple(m, n, k, out, bias, align);
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return it->second;
+    GemmPlan plan;
+    plan.bias_epilogue = bias;
+    QUEST_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    QUEST_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    QUEST_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (bias) {
+      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+      QUEST_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    }
+    const cudaDataType_t in = CudaType(dtype_);
+    QUEST_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.a, in, k, n, k));
+    QUEST_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.b, in, k, m, k));
+    QUEST_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.c, CudaType(out), n, m, n));
+    cublasLtMatmulPreference_t pref = nullptr;
+    QUEST_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = kWorkspaceBytes;
+    QUEST_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+      QUEST_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
+    }
+    cublasLtMatmulHeuristicResult_t result;
+    int returned = 0;
+    QUEST_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, plan.desc, plan.a, plan.b, plan.c, plan.c,
+                                                      pref, 1, &result, &returned));
+    cublasLtMatmulPreferenceDestroy(pref);
+    CHECK_GT(returned, 0) << "cuBLASLt has no algorithm for [" << m << ", " << k << "] x [" << n
+                          << ", " << k << "]^T -> " << DTypeName(out) << " (alignment " << align << ")";
+    plan.algo = result.algo;
+    return plans_.emplace(key, plan).first->second;
+  }
+
+  const int device_;
+  const DType dtype_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<std::tuple<int64_t, int64_t, int64_t, DType, bool, uint32_t>, GemmPlan> plans_;
+  DeviceScratch ids_, positions_, inv_freq_, page_table_, indptr_, chunks_, valid_, lse_, weights_;
+  std::vector<float> inv_freq_host_;
+  const float* inv_freq_dev_ = nullptr;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options) {
+  if (options.dtype != DType::kBFloat16 && options.dtype != DType::kFloat16) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA backend: dtype ", DTypeName(options.dtype),
+                                                   " is not supported (bf16 or f16)"));
+  }
+  int count = 0;
+  if (cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {
+    return absl::FailedPreconditionError(absl::StrCat("CUDA backend: no usable GPU (cudaGetDeviceCount: ",
+                                                      cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")"));
+  }
+  if (count == 0) return absl::FailedPreconditionError("CUDA backend: no usable GPU (no CUDA device found)");
+  if (options.device < 0 || options.device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA backend: device ", options.device, " does not exist (", count, " devices)"));
+  }
+  auto backend = std::make_unique<CudaBackend>(options.device, options.dtype);
+  if (absl::Status s = backend->Init(); !s.ok()) return s;
+  return backend;
+}
+
+}  // namespace quest::ops

@@ -1,0 +1,30 @@
+#ifndef QUEST_OPS_CUDA_CUDA_BACKEND_H_
+#define QUEST_OPS_CUDA_CUDA_BACKEND_H_
+
+// The CUDA backend: activations and KV pages in bf16 (or f16) on one GPU,
+// float32 accumulation everywhere, GEMMs through cuBLASLt. Tensors it makes
+// live on Device::kCuda; the small per-call host arrays of the op set
+// (token ids, positions, page tables, selections, masks) are uploaded per
+// call. Ops are asynchronous on the backend's stream; ToHost synchronises.
+// Every CUDA call is checked: a failed one is a fatal error naming it.
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "runtime/backend.h"
+
+namespace quest::ops {
+
+struct CudaBackendOptions {
+  int device = 0;
+  // kBFloat16 or kFloat16.
+  DType dtype = DType::kBFloat16;
+};
+
+// FAILED_PRECONDITION (naming the CUDA error) when there is no usable GPU;
+// INVALID_ARGUMENT for an unsupported dtype or device index.
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options = {});
+
+}  // namespace quest::ops
+
+#endif  // QUEST_OPS_CUDA_CUDA_BACKEND_H_

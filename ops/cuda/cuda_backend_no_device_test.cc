@@ -1,0 +1,38 @@
+// Creating the CUDA backend on a machine without a usable GPU (CI) is an
+// error status naming the cause, never a crash.
+
+#include <cuda_runtime_api.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ops/cuda/cuda_backend.h"
+
+namespace quest::ops {
+namespace {
+
+using ::testing::HasSubstr;
+
+bool HaveGpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+TEST(CudaBackendNoDeviceTest, CreateFailsWithAClearError) {
+  if (HaveGpu()) GTEST_SKIP() << "a GPU is present; the GPU tests cover this build";
+  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend();
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(b.status().message(), HasSubstr("CUDA backend: no usable GPU"));
+}
+
+TEST(CudaBackendNoDeviceTest, RejectsFloat32BeforeTouchingTheDevice) {
+  CudaBackendOptions o;
+  o.dtype = DType::kFloat32;
+  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(o);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(b.status().message(), HasSubstr("f32"));
+}
+
+}  // namespace
+}  // namespace quest::ops
