@@ -3,9 +3,9 @@
 # CUDA backend does not exist yet; its CPUs are 8x this machine's). The
 # default model travels in two halves, as in run_reference.sh:
 #
-#   here:   tools/gpu/pack.sh //tools/eval:passkey //tools/eval:attention_recall
-#           mkdir -p .gpu/text && cp /usr/share/common-licenses/{GPL-3,GPL-2,LGPL-2.1} .gpu/text/
-#           mkdir -p .gpupack && tar cJf .gpupack/gpu.tar.xz .gpu      # ~20 MB
+#   here:   PACK_DIR=.gpu_eval tools/gpu/pack.sh //tools/eval:passkey //tools/eval:attention_recall
+#           mkdir -p .gpu_eval/text && cp /usr/share/common-licenses/{GPL-3,GPL-2,LGPL-2.1} .gpu_eval/text/
+#           mkdir -p .gpupack && tar cJf .gpupack/gpu.tar.xz --transform 's,^\.gpu_eval,.gpu,' .gpu_eval  # ~20 MB
 #           split -n 3 -d .models/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/gguf.part_
 #           and move part_00/01/02 into .xfer/a, .xfer/b, .xfer/c
 #   call 1 (carry .xfer/a .gpupack): tools/gpu/run_eval.sh stash
