@@ -135,6 +135,7 @@ class LocalEngine final : public Engine {
   }
 
   const ModelInfo& model_info() const override { return info_; }
+  const config::EngineConfig& config() const override { return config_; }
   const Tokenizer* tokenizer() const override { return tokenizer_.get(); }
   std::pair<int, int> kv_pages() const override {
     const cache::CacheStats s = cache_->stats();
@@ -159,7 +160,9 @@ class LocalEngine final : public Engine {
   absl::Mutex run_mu_;  // one Generate at a time (see engine.h)
   cache::SequenceId next_sequence_ ABSL_GUARDED_BY(run_mu_) = 1;
   absl::Mutex cancel_mu_;
+  // Running and queued requests (waiting for run_mu_): both are cancellable.
   absl::flat_hash_map<std::string, bool> active_ ABSL_GUARDED_BY(cancel_mu_);
+  int64_t next_internal_id_ ABSL_GUARDED_BY(cancel_mu_) = 1;
 };
 
 absl::StatusOr<std::vector<int32_t>> LocalEngine::PromptTokens(const api::GenerateRequest& request) const {
@@ -232,36 +235,37 @@ absl::StatusOr<api::GenerateResponse> LocalEngine::Generate(const api::GenerateR
                                               limits.max_context_tokens()));
   }
 
-  absl::MutexLock run_lock(&run_mu_);
-  const cache::SequenceId seq = next_sequence_++;
-  const std::string request_id =
-      request.request_id().empty() ? absl::StrCat("internal-", seq) : request.request_id();
+  // Registered before waiting for run_mu_, so a queued request is
+  // cancellable too (it then skips its prefill).
+  std::string request_id = request.request_id();
   {
     absl::MutexLock lock(&cancel_mu_);
+    if (request_id.empty()) request_id = absl::StrCat("internal-", next_internal_id_++);
     if (!active_.emplace(request_id, false).second) {
       return absl::AlreadyExistsError(absl::StrCat("request_id \"", request_id, "\" is already running"));
     }
   }
-  if (absl::Status s = cache_->AddSequence(seq, request.has_cache() ? &request.cache() : nullptr); !s.ok()) {
-    absl::MutexLock lock(&cancel_mu_);
-    active_.erase(request_id);
-    return s;
-  }
-  // Whatever happens below, the sequence's pages go back to the pool.
-  absl::Cleanup release = [&] {
-    cache_->RemoveSequence(seq);
+  absl::Cleanup unregister = [&] {
     absl::MutexLock lock(&cancel_mu_);
     active_.erase(request_id);
   };
 
+  absl::MutexLock run_lock(&run_mu_);
+  const cache::SequenceId seq = next_sequence_++;
+  if (absl::Status s = cache_->AddSequence(seq, request.has_cache() ? &request.cache() : nullptr); !s.ok()) {
+    return s;
+  }
+  // Whatever happens below, the sequence's pages go back to the pool.
+  absl::Cleanup release = [&] { cache_->RemoveSequence(seq); };
+
   const Clock::time_point start = Clock::now();
   absl::StatusOr<Tensor> logits;
   for (int64_t begin = 0; begin < prompt_len; begin += kPrefillChunk) {
+    if (Cancelled(request_id)) break;
     const int64_t end = std::min<int64_t>(begin + kPrefillChunk, prompt_len);
     const models::SequenceStep step{seq, absl::MakeConstSpan(*prompt).subspan(begin, end - begin)};
     logits = model_->Forward({&step, 1}, *cache_);
     if (!logits.ok()) return logits.status();
-    if (Cancelled(request_id)) break;
   }
 
   api::GenerateResponse response;

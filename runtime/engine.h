@@ -75,6 +75,9 @@ class Engine {
   virtual bool Cancel(absl::string_view request_id) = 0;
 
   virtual const ModelInfo& model_info() const = 0;
+  // The configuration in force: the one given to Create with every default
+  // filled in (limits, cache policy and pool size).
+  virtual const config::EngineConfig& config() const = 0;
   virtual const Tokenizer* tokenizer() const = 0;  // nullptr when the model has none
   // Pages in use / total in the KV pool (for tests and metrics).
   virtual std::pair<int, int> kv_pages() const = 0;

@@ -6,6 +6,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -82,6 +84,36 @@ TEST(EngineTest, CancelStopsAndReturnsPages) {
   EXPECT_EQ(resp->token_ids_size(), 3);
   EXPECT_EQ((*engine)->kv_pages().first, 0);
   EXPECT_FALSE((*engine)->Cancel("req-1")) << "finished requests are not cancellable";
+}
+
+// A request waiting for the engine (it runs one at a time) is cancellable
+// where it waits, and then never prefills.
+TEST(EngineTest, QueuedRequestIsCancellable) {
+  auto engine = Engine::Create(TinyConfig());
+  ASSERT_TRUE(engine.ok());
+  absl::Notification running, queued_cancelled;
+  std::thread first([&] {
+    auto a = (*engine)->Generate(Request({3, 4, 5}, 4), [&](const TokenEvent&) {
+      if (!running.HasBeenNotified()) running.Notify();
+      queued_cancelled.WaitForNotificationWithTimeout(absl::Seconds(10));
+    });
+    EXPECT_TRUE(a.ok());
+  });
+  running.WaitForNotification();  // `first` holds the engine until `queued` is cancelled
+  std::thread canceller([&] {
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (!(*engine)->Cancel("queued") && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+    queued_cancelled.Notify();
+  });
+  api::GenerateRequest r = Request({3, 4, 5}, 4);
+  r.set_request_id("queued");
+  auto queued = (*engine)->Generate(r);
+  first.join();
+  canceller.join();
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  EXPECT_EQ(queued->finish_reason(), api::CANCELLED);
+  EXPECT_EQ(queued->token_ids_size(), 0);
+  EXPECT_EQ((*engine)->kv_pages().first, 0);
 }
 
 TEST(EngineTest, PoolExhaustionIsResourceExhaustedAndLeaksNothing) {
