@@ -33,5 +33,18 @@ TEST(GrpcStatusTest, EveryCanonicalCodeMapsToItsGrpcNamesake) {
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
 }
 
+TEST(GrpcStatusTest, ARequestNamingAnUnknownPolicyIsAnInvalidArgument) {
+  const grpc::Status s =
+      RequestErrorToGrpcStatus(absl::NotFoundError("unknown cache policy \"x\"; known policies: dense"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "unknown cache policy \"x\"; known policies: dense");
+  for (absl::StatusCode code : {absl::StatusCode::kInvalidArgument, absl::StatusCode::kOutOfRange,
+                                absl::StatusCode::kResourceExhausted, absl::StatusCode::kUnavailable}) {
+    EXPECT_EQ(RequestErrorToGrpcStatus(absl::Status(code, "m")).error_code(),
+              static_cast<grpc::StatusCode>(code));
+  }
+  EXPECT_TRUE(RequestErrorToGrpcStatus(absl::OkStatus()).ok());
+}
+
 }  // namespace
 }  // namespace quest::service

@@ -14,6 +14,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev libopenblas-dev nlohmann-json3-dev libicu-dev
+  python3-grpcio python3-protobuf openssl
 )
 
 missing=()
