@@ -38,6 +38,8 @@ ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"64", "12
 ABSL_FLAG(int, trials, 5, "Trials per cell (key and depth drawn from --seed).");
 ABSL_FLAG(uint64_t, seed, 1, "Seed for keys and depths.");
 ABSL_FLAG(std::string, gqa_combine, "default", "Quest GQA score combination: default, max or sum.");
+ABSL_FLAG(int, quest_page_size, 0, "Quest page size (0: the policy's default, the pool page size).");
+ABSL_FLAG(int, quest_dense_layers, -1, "Quest dense_layers (-1: the policy's default).");
 ABSL_FLAG(std::string, csv, "", "Also write the results as CSV here.");
 
 namespace {
@@ -132,6 +134,14 @@ int main(int argc, char** argv) {
         for (int32_t id : prompt->ids) req.mutable_token_ids()->add_ids(id);
         req.mutable_sampling()->set_max_tokens(8);
         *req.mutable_cache() = quest::eval::PolicyWithBudget(rows[r].first, rows[r].second, combine);
+        if (req.cache().has_quest()) {
+          if (absl::GetFlag(FLAGS_quest_page_size) > 0) {
+            req.mutable_cache()->mutable_quest()->set_page_size(absl::GetFlag(FLAGS_quest_page_size));
+          }
+          if (absl::GetFlag(FLAGS_quest_dense_layers) >= 0) {
+            req.mutable_cache()->mutable_quest()->set_dense_layers(absl::GetFlag(FLAGS_quest_dense_layers));
+          }
+        }
         req.mutable_cache()->set_page_size(config->cache().page_size());
         const auto start = std::chrono::steady_clock::now();
         auto resp = (*engine)->Generate(req);
