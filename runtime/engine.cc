@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -23,36 +24,22 @@
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cuda/cuda_backend.h"
 #include "runtime/sampler.h"
+#include "runtime/scheduler.h"
 #include "runtime/tokenizer/sentencepiece_tokenizer.h"
 
 namespace quest {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 constexpr int kDefaultPageSize = 16;
 constexpr int kDefaultMaxNewTokens = 4096;
 constexpr int kDefaultMaxConcurrent = 4;
 // Prompt tokens per forward step: bounds activation memory for long prompts.
 constexpr int kPrefillChunk = 512;
-
-double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-// Longest suffix of `text` that is a proper prefix of some stop string: those
-// bytes may still turn into a stop string, so they are not streamed yet.
-size_t StopHoldback(absl::string_view text, const google::protobuf::RepeatedPtrField<std::string>& stops) {
-  size_t hold = 0;
-  for (const std::string& stop : stops) {
-    for (size_t len = std::min(stop.size() - 1, text.size()); len > hold; --len) {
-      if (absl::EndsWith(text, absl::string_view(stop).substr(0, len))) {
-        hold = len;
-        break;
-      }
-    }
-  }
-  return hold;
-}
+// Requests that may wait for a place in the running batch (bounded queue).
+constexpr int kMinQueued = 64;
+constexpr int kQueuedPerSlot = 8;
 
 struct LoadedModel {
   models::Checkpoint checkpoint;
@@ -115,9 +102,19 @@ class LocalEngine final : public Engine {
         model_(std::move(model)),
         cache_(std::move(cache)),
         tokenizer_(std::move(tokenizer)),
-        info_(std::move(info)) {}
+        info_(std::move(info)) {
+    SchedulerOptions options;
+    options.max_batch = static_cast<int>(config_.limits().max_concurrent_requests());
+    options.max_queued = std::max(kMinQueued, kQueuedPerSlot * options.max_batch);
+    options.prefill_chunk = kPrefillChunk;
+    options.max_context_tokens = config_.limits().max_context_tokens();
+    scheduler_ = std::make_unique<Scheduler>(
+        *model_, *cache_, tokenizer_.get(),
+        tokenizer_ ? tokenizer_->eos_ids() : model_->config().eos_token_ids, options);
+  }
 
   ~LocalEngine() override {
+    scheduler_.reset();  // it drives the model and the cache
     // The cache's pages live on the backend: release them first.
     cache_.reset();
     model_.reset();
@@ -126,13 +123,7 @@ class LocalEngine final : public Engine {
   absl::StatusOr<api::GenerateResponse> Generate(const api::GenerateRequest& request,
                                                  const TokenCallback& on_token) override;
 
-  bool Cancel(absl::string_view request_id) override {
-    absl::MutexLock lock(&cancel_mu_);
-    auto it = active_.find(request_id);
-    if (it == active_.end()) return false;
-    it->second = true;
-    return true;
-  }
+  bool Cancel(absl::string_view request_id) override { return scheduler_->Cancel(request_id); }
 
   const ModelInfo& model_info() const override { return info_; }
   const config::EngineConfig& config() const override { return config_; }
@@ -141,14 +132,10 @@ class LocalEngine final : public Engine {
     const cache::CacheStats s = cache_->stats();
     return {s.pages_in_use, s.total_pages};
   }
+  SchedulerStats scheduler_stats() const override { return scheduler_->stats(); }
 
  private:
   absl::StatusOr<std::vector<int32_t>> PromptTokens(const api::GenerateRequest& request) const;
-  bool Cancelled(const std::string& id) {
-    absl::MutexLock lock(&cancel_mu_);
-    auto it = active_.find(id);
-    return it != active_.end() && it->second;
-  }
 
   const config::EngineConfig config_;
   std::unique_ptr<Backend> backend_;
@@ -157,12 +144,8 @@ class LocalEngine final : public Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   const ModelInfo info_;
 
-  absl::Mutex run_mu_;  // one Generate at a time (see engine.h)
-  cache::SequenceId next_sequence_ ABSL_GUARDED_BY(run_mu_) = 1;
-  absl::Mutex cancel_mu_;
-  // Running and queued requests (waiting for run_mu_): both are cancellable.
-  absl::flat_hash_map<std::string, bool> active_ ABSL_GUARDED_BY(cancel_mu_);
-  int64_t next_internal_id_ ABSL_GUARDED_BY(cancel_mu_) = 1;
+  std::unique_ptr<Scheduler> scheduler_;  // owns the model and cache between Create and destruction
+  std::atomic<int64_t> next_internal_id_{1};
 };
 
 absl::StatusOr<std::vector<int32_t>> LocalEngine::PromptTokens(const api::GenerateRequest& request) const {
@@ -235,103 +218,16 @@ absl::StatusOr<api::GenerateResponse> LocalEngine::Generate(const api::GenerateR
                                               limits.max_context_tokens()));
   }
 
-  // Registered before waiting for run_mu_, so a queued request is
-  // cancellable too (it then skips its prefill).
-  std::string request_id = request.request_id();
-  {
-    absl::MutexLock lock(&cancel_mu_);
-    if (request_id.empty()) request_id = absl::StrCat("internal-", next_internal_id_++);
-    if (!active_.emplace(request_id, false).second) {
-      return absl::AlreadyExistsError(absl::StrCat("request_id \"", request_id, "\" is already running"));
-    }
-  }
-  absl::Cleanup unregister = [&] {
-    absl::MutexLock lock(&cancel_mu_);
-    active_.erase(request_id);
-  };
-
-  absl::MutexLock run_lock(&run_mu_);
-  const cache::SequenceId seq = next_sequence_++;
-  if (absl::Status s = cache_->AddSequence(seq, request.has_cache() ? &request.cache() : nullptr); !s.ok()) {
-    return s;
-  }
-  // Whatever happens below, the sequence's pages go back to the pool.
-  absl::Cleanup release = [&] { cache_->RemoveSequence(seq); };
-
-  const Clock::time_point start = Clock::now();
-  absl::StatusOr<Tensor> logits;
-  for (int64_t begin = 0; begin < prompt_len; begin += kPrefillChunk) {
-    if (Cancelled(request_id)) break;
-    const int64_t end = std::min<int64_t>(begin + kPrefillChunk, prompt_len);
-    const models::SequenceStep step{seq, absl::MakeConstSpan(*prompt).subspan(begin, end - begin)};
-    logits = model_->Forward({&step, 1}, *cache_);
-    if (!logits.ok()) return logits.status();
-  }
-
-  api::GenerateResponse response;
-  std::vector<int32_t> generated;   // ids whose text counts (no EOS)
-  std::string decoded;              // Decode(generated)
-  size_t emitted = 0;               // bytes of `decoded` already streamed
-  Clock::time_point first_token, last_token;
-  const auto& eos = tokenizer_ ? tokenizer_->eos_ids() : model_->config().eos_token_ids;
-  api::FinishReason finish = api::FINISH_REASON_UNSPECIFIED;
-  while (finish == api::FINISH_REASON_UNSPECIFIED) {
-    if (Cancelled(request_id)) {
-      finish = api::CANCELLED;
-      break;
-    }
-    const int32_t token = (*sampler)->Sample(
-        absl::MakeConstSpan(logits->data<float>(), static_cast<size_t>(logits->dim(1))));
-    last_token = Clock::now();
-    if (response.token_ids_size() == 0) first_token = last_token;
-    response.add_token_ids(token);
-
-    size_t safe = emitted;
-    if (std::find(eos.begin(), eos.end(), token) != eos.end()) {
-      finish = api::END_OF_SEQUENCE;
-      safe = decoded.size();
-    } else {
-      generated.push_back(token);
-      if (tokenizer_) decoded = tokenizer_->Decode(generated);
-      size_t stop_at = std::string::npos;
-      for (const std::string& stop : sp.stop()) stop_at = std::min(stop_at, decoded.find(stop));
-      if (stop_at != std::string::npos) {
-        finish = api::STOP;
-        decoded.resize(stop_at);
-        safe = stop_at;
-      } else if (response.token_ids_size() >= sp.max_tokens()) {
-        finish = api::LENGTH;
-        safe = decoded.size();
-      } else if (prompt_len + response.token_ids_size() >= limits.max_context_tokens()) {
-        finish = api::CONTEXT_FULL;
-        safe = decoded.size();
-      } else {
-        const size_t complete = Utf8CompletePrefixLength(decoded);
-        safe = complete - StopHoldback(absl::string_view(decoded).substr(0, complete), sp.stop());
-      }
-    }
-    safe = std::max(safe, emitted);
-    if (on_token) on_token(TokenEvent{token, absl::string_view(decoded).substr(emitted, safe - emitted)});
-    emitted = safe;
-    if (finish != api::FINISH_REASON_UNSPECIFIED) break;
-
-    const models::SequenceStep step{seq, absl::MakeConstSpan(&generated.back(), 1)};
-    logits = model_->Forward({&step, 1}, *cache_);
-    if (!logits.ok()) return logits.status();
-  }
-
-  response.set_text(decoded);
-  response.set_finish_reason(finish);
-  api::Usage* usage = response.mutable_usage();
-  usage->set_prompt_tokens(static_cast<int32_t>(prompt_len));
-  usage->set_generated_tokens(response.token_ids_size());
-  if (response.token_ids_size() > 0) {
-    usage->set_time_to_first_token_ms(Ms(first_token - start));
-    if (response.token_ids_size() > 1) {
-      usage->set_mean_inter_token_ms(Ms(last_token - first_token) / (response.token_ids_size() - 1));
-    }
-  }
-  return response;
+  ScheduledRequest scheduled;
+  scheduled.id = request.request_id().empty() ? absl::StrCat("internal-", next_internal_id_++)
+                                              : request.request_id();
+  scheduled.prompt = *std::move(prompt);
+  scheduled.sampling = sp;
+  scheduled.has_cache = request.has_cache();
+  if (request.has_cache()) scheduled.cache = request.cache();
+  scheduled.sampler = *std::move(sampler);
+  // Queued (cancellable from here on) and run by the scheduler thread.
+  return scheduler_->Run(std::move(scheduled), on_token);
 }
 
 absl::Status FillDefaultsAndValidate(config::EngineConfig& c, const models::LlamaConfig& model) {

@@ -11,10 +11,12 @@
 //     std::cout << e.text << std::flush;                 // streamed deltas
 //   });
 //
-// Thread-safety: every method may be called from any thread. Generate calls
-// run one at a time in this version (continuous batching of concurrent
-// requests is the scheduler's job, a later slice); Cancel may be called
-// while another thread is inside Generate.
+// Thread-safety: every method may be called from any thread. Concurrent
+// Generate calls are batched continuously (runtime/scheduler.h): requests
+// join and leave the running batch between forward steps, first come first
+// served, up to limits.max_concurrent_requests at once; each gets the tokens
+// it would get alone. Cancel may be called while another thread is inside
+// Generate.
 
 #include <cstdint>
 #include <functional>
@@ -51,6 +53,15 @@ struct ModelInfo {
   std::string chat_template;  // empty when the model ships none
 };
 
+// What the scheduler has done so far (for tests and metrics).
+struct SchedulerStats {
+  int64_t steps = 0;     // forward steps
+  int max_batch = 0;     // most sequences in one forward step
+  int64_t admitted = 0;  // requests that joined the running batch
+  int running = 0;       // sequences running now
+  int queued = 0;        // requests waiting now
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -63,7 +74,10 @@ class Engine {
   using TokenCallback = std::function<void(const TokenEvent&)>;
 
   // Runs one request to completion, calling `on_token` (if set) for every
-  // generated token on the calling thread. InvalidArgument / OutOfRange for
+  // generated token. The callback runs on the engine's scheduler thread, not
+  // the calling thread, while other requests wait: keep it short, never block
+  // in it on another request, and never call Generate from it (Cancel is
+  // fine). InvalidArgument / OutOfRange for
   // bad requests (field named); RESOURCE_EXHAUSTED when the KV pool cannot
   // hold the sequence. A cancelled request returns OK with finish_reason
   // CANCELLED and what was generated so far. Pages are returned in every case.
@@ -81,6 +95,7 @@ class Engine {
   virtual const Tokenizer* tokenizer() const = 0;  // nullptr when the model has none
   // Pages in use / total in the KV pool (for tests and metrics).
   virtual std::pair<int, int> kv_pages() const = 0;
+  virtual SchedulerStats scheduler_stats() const { return {}; }
 };
 
 // Reads a text-proto EngineConfig file. Errors name the file and line.

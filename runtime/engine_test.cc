@@ -86,8 +86,9 @@ TEST(EngineTest, CancelStopsAndReturnsPages) {
   EXPECT_FALSE((*engine)->Cancel("req-1")) << "finished requests are not cancellable";
 }
 
-// A request waiting for the engine (it runs one at a time) is cancellable
-// where it waits, and then never prefills.
+// A queued request (the scheduler thread is held inside the first request's
+// token callback, so nothing is admitted) is cancellable where it waits, and
+// then never prefills.
 TEST(EngineTest, QueuedRequestIsCancellable) {
   auto engine = Engine::Create(TinyConfig());
   ASSERT_TRUE(engine.ok());

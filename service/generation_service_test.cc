@@ -240,8 +240,8 @@ TEST_F(ServiceTest, ConcurrentStreamsEachEqualTheirSequentialRun) {
     ASSERT_TRUE(Unary(r, &out).ok());
     sequential.push_back(Ids(out));
   }
-  // Slowed down so that the streams really overlap: they wait for each
-  // other in the engine, which runs one at a time today.
+  // Slowed down so that the streams really overlap (the scheduler batches
+  // them).
   engine_->set_token_delay(absl::Milliseconds(5));
   std::vector<Streamed> concurrent(requests.size());
   std::vector<std::thread> clients;
@@ -298,10 +298,11 @@ TEST_F(ServiceTest, DeadlineExpiryCancelsInTheEngineAndReturnsPages) {
   EXPECT_TRUE(Unary(Request({3, 4, 5}, 4), &out).ok());
 }
 
-// The engine runs one request at a time today: a request waiting behind
-// another is cancelled where it waits and never prefills.
+// With one slot (limits.max_concurrent_requests 1) the engine runs one
+// request at a time: a request waiting behind another is cancelled where it
+// waits and never prefills. (With more slots the scheduler batches them.)
 TEST_F(ServiceTest, DeadlineOfAQueuedRequestCancelsItBeforeItRuns) {
-  StartServer();
+  StartServer(TinyConfig(/*max_concurrent_requests=*/1));
   engine_->set_token_delay(absl::Milliseconds(20));
   grpc::ClientContext long_context;
   auto long_stream = stub_->GenerateStream(&long_context, Request({3, 4, 5}, 60));
@@ -314,7 +315,7 @@ TEST_F(ServiceTest, DeadlineOfAQueuedRequestCancelsItBeforeItRuns) {
   ReadAll(*long_stream);
   ASSERT_TRUE(Drained());
   EXPECT_THAT(engine_->finish_reasons(), ElementsAre(api::CANCELLED, api::CANCELLED));
-  // (They return in either order: both wait for the same engine lock.)
+  // (They return in either order.)
   EXPECT_THAT(engine_->generated_tokens(), UnorderedElementsAre(AllOf(Gt(0), Lt(60)), 0));
 }
 
