@@ -53,6 +53,7 @@ ABSL_FLAG(std::vector<std::string>, policies,
           "Policies (quest:max / quest:sum choose the GQA combination).");
 ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"64", "128", "256", "512"}), "Token budgets.");
 ABSL_FLAG(int, top, 10, "Size of the true top set whose recall is measured.");
+ABSL_FLAG(int, quest_page_size, 0, "Quest page size (0: the policy's default, the pool page size).");
 ABSL_FLAG(std::string, csv, "", "Also write per-layer results as CSV here.");
 
 namespace quest::eval {
@@ -327,7 +328,10 @@ int main(int argc, char** argv) {
     if (parts.size() > 1) combine = parts[1] == "sum" ? config::QuestOptions::SUM : config::QuestOptions::MAX;
     for (int64_t budget : budgets) {
       config::CacheConfig inner = PolicyWithBudget(name, budget, combine);
-      if (name == "quest") inner.mutable_quest()->set_dense_layers(0);  // replayed as layer 0
+      if (name == "quest") {
+        inner.mutable_quest()->set_dense_layers(0);  // replayed as layer 0
+        inner.mutable_quest()->set_page_size(absl::GetFlag(FLAGS_quest_page_size));
+      }
       Metrics all;
       std::string failure;
       for (const auto& [layer, t] : store.traces) {
