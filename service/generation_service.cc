@@ -1,6 +1,7 @@
 #include "service/generation_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <utility>
 
@@ -65,6 +66,35 @@ class GenerationService::Job {
 namespace {
 
 using Job = GenerationService::Job;
+
+const char* StatusCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN";
+  }
+}
+
+constexpr char kRequestsTotal[] = "quest_requests_total";
+constexpr char kRequestsTotalHelp[] = "Generation RPCs (Generate, GenerateStream) by final gRPC status code.";
+constexpr char kRequestsByPolicy[] = "quest_requests_by_policy_total";
+constexpr char kRequestsByPolicyHelp[] =
+    "Generation RPCs by the cache policy they asked for (the default when none; \"unknown\" for unregistered names).";
 
 class UnaryGenerateCall final : public grpc::ServerUnaryReactor {
  public:
@@ -167,7 +197,18 @@ GenerationService::GenerationService(Engine& engine, GenerationServiceOptions op
     : engine_(engine),
       max_concurrent_(static_cast<int>(engine.config().limits().max_concurrent_requests())),
       max_queued_(options.max_queued_requests < 0 ? max_concurrent_ : options.max_queued_requests),
-      capacity_(std::max(1, max_concurrent_ + max_queued_)) {
+      capacity_(std::max(1, max_concurrent_ + max_queued_)),
+      generated_tokens_(metrics_.GetCounter("quest_generated_tokens_total", "Tokens generated for all requests.")),
+      time_to_first_token_(metrics_.GetHistogram(
+          "quest_time_to_first_token_seconds", "Seconds from a generation RPC's arrival to its first token.",
+          {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30})),
+      inter_token_latency_(metrics_.GetHistogram(
+          "quest_inter_token_latency_seconds", "Seconds between consecutive tokens of one request.",
+          {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5})) {
+  // Families present from the start, so a scrape sees every name.
+  metrics_.GetCounter(kRequestsTotal, kRequestsTotalHelp, {{"status", "OK"}});
+  metrics_.GetCounter(kRequestsByPolicy, kRequestsByPolicyHelp, {{"policy", engine.config().cache().policy()}});
+  RenderMetrics();
   workers_.reserve(capacity_);
   for (int i = 0; i < capacity_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
@@ -250,24 +291,83 @@ void GenerationService::WorkerLoop() {
 
 std::string GenerationService::NextRequestId() { return absl::StrCat("rpc-", next_id_.fetch_add(1)); }
 
+void GenerationService::RecordStatus(grpc::StatusCode code) {
+  metrics_.GetCounter(kRequestsTotal, kRequestsTotalHelp, {{"status", StatusCodeName(code)}}).Increment();
+}
+
+void GenerationService::RecordPolicy(const api::GenerateRequest& request) {
+  std::string policy = request.has_cache() && !request.cache().policy().empty() ? request.cache().policy()
+                                                                                 : engine_.config().cache().policy();
+  // Client-chosen strings never become label values: bounded cardinality.
+  const std::vector<std::string> known = cache::CachePolicyRegistry::Global().Names();
+  if (std::find(known.begin(), known.end(), policy) == known.end()) policy = "unknown";
+  metrics_.GetCounter(kRequestsByPolicy, kRequestsByPolicyHelp, {{"policy", policy}}).Increment();
+}
+
+Engine::TokenCallback GenerationService::TimedCallback(Engine::TokenCallback on_token) {
+  using Clock = std::chrono::steady_clock;
+  struct Timing {
+    Clock::time_point last;
+    bool first = true;
+  };
+  auto timing = std::make_shared<Timing>();
+  timing->last = Clock::now();  // the request's arrival
+  return [this, timing, on_token = std::move(on_token)](const TokenEvent& e) {
+    const Clock::time_point now = Clock::now();
+    const double seconds = std::chrono::duration<double>(now - timing->last).count();
+    (timing->first ? time_to_first_token_ : inter_token_latency_).Observe(seconds);
+    timing->first = false;
+    timing->last = now;
+    generated_tokens_.Increment();
+    if (on_token) on_token(e);
+  };
+}
+
+std::string GenerationService::RenderMetrics() {
+  const SchedulerStats stats = engine_.scheduler_stats();
+  const auto [in_use, total] = engine_.kv_pages();
+  metrics_.GetGauge("quest_queue_length", "Requests waiting in the engine for admission to the running batch.")
+      .Set(stats.queued);
+  metrics_.GetGauge("quest_running_sequences", "Sequences in the engine's running batch.").Set(stats.running);
+  metrics_.GetGauge("quest_kv_pages_in_use", "KV cache pages in use.").Set(in_use);
+  metrics_.GetGauge("quest_kv_pages_free", "KV cache pages free.").Set(total - in_use);
+  return metrics_.Render();
+}
+
+grpc::ServerUnaryReactor* GenerationService::GetMetrics(grpc::CallbackServerContext* context,
+                                                        const api::MetricsRequest* /*request*/,
+                                                        api::MetricsResponse* response) {
+  response->set_text(RenderMetrics());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContext* /*context*/,
                                                       const api::GenerateRequest* request,
                                                       api::GenerateResponse* response) {
   auto* call = new UnaryGenerateCall();
+  RecordPolicy(*request);
+  Engine::TokenCallback on_token = TimedCallback(nullptr);
   auto job = std::make_shared<Job>(engine_, request->request_id().empty() ? NextRequestId() : request->request_id());
   if (absl::Status admitted = Admit(job); !admitted.ok()) {
-    call->Finish(ToGrpcStatus(admitted));
+    grpc::Status status = ToGrpcStatus(admitted);
+    RecordStatus(status.error_code());
+    call->Finish(std::move(status));
     return call;
   }
   call->set_job(job);
-  Submit([this, job, call, request, response] {
-    absl::StatusOr<api::GenerateResponse> result = job->Run(*request, nullptr);
+  Submit([this, job, call, request, response, on_token = std::move(on_token)] {
+    absl::StatusOr<api::GenerateResponse> result = job->Run(*request, on_token);
     Release(job);
     if (!result.ok()) {
-      call->Finish(RequestErrorToGrpcStatus(result.status()));
+      grpc::Status status = RequestErrorToGrpcStatus(result.status());
+      RecordStatus(status.error_code());
+      call->Finish(std::move(status));
       return;
     }
     *response = *std::move(result);
+    RecordStatus(grpc::StatusCode::OK);
     call->Finish(grpc::Status::OK);
   });
   return call;
@@ -276,24 +376,31 @@ grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContex
 grpc::ServerWriteReactor<api::GenerateStreamResponse>* GenerationService::GenerateStream(
     grpc::CallbackServerContext* /*context*/, const api::GenerateRequest* request) {
   auto* call = new StreamGenerateCall();
+  RecordPolicy(*request);
+  Engine::TokenCallback on_token = TimedCallback([call](const TokenEvent& e) {
+    api::GenerateStreamResponse message;
+    message.mutable_token()->set_id(e.id);
+    message.mutable_token()->set_text(std::string(e.text));
+    call->Send(std::move(message));
+  });
   auto job = std::make_shared<Job>(engine_, request->request_id().empty() ? NextRequestId() : request->request_id());
   if (absl::Status admitted = Admit(job); !admitted.ok()) {
-    call->Finish(ToGrpcStatus(admitted));
+    grpc::Status status = ToGrpcStatus(admitted);
+    RecordStatus(status.error_code());
+    call->Finish(std::move(status));
     return call;
   }
   call->set_job(job);
-  Submit([this, job, call, request] {
-    absl::StatusOr<api::GenerateResponse> result = job->Run(*request, [call](const TokenEvent& e) {
-      api::GenerateStreamResponse message;
-      message.mutable_token()->set_id(e.id);
-      message.mutable_token()->set_text(std::string(e.text));
-      call->Send(std::move(message));
-    });
+  Submit([this, job, call, request, on_token = std::move(on_token)] {
+    absl::StatusOr<api::GenerateResponse> result = job->Run(*request, on_token);
     Release(job);
     if (!result.ok()) {
-      call->FinishAfterWrites(RequestErrorToGrpcStatus(result.status()));
+      grpc::Status status = RequestErrorToGrpcStatus(result.status());
+      RecordStatus(status.error_code());
+      call->FinishAfterWrites(std::move(status));
       return;
     }
+    RecordStatus(grpc::StatusCode::OK);
     api::GenerateStreamResponse last;
     *last.mutable_final() = *std::move(result);
     call->Send(std::move(last));

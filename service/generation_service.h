@@ -39,6 +39,7 @@
 #include "grpcpp/grpcpp.h"
 #include "proto/generation.grpc.pb.h"
 #include "runtime/engine.h"
+#include "service/metrics.h"
 
 namespace quest::service {
 
@@ -65,6 +66,9 @@ class GenerationService final : public api::Generation::CallbackService {
                                          api::GetModelInfoResponse* response) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const api::TokenizeRequest* request,
                                      api::TokenizeResponse* response) override;
+  // The metrics below, Prometheus text exposition format 0.0.4.
+  grpc::ServerUnaryReactor* GetMetrics(grpc::CallbackServerContext* context, const api::MetricsRequest* request,
+                                       api::MetricsResponse* response) override;
 
   // Shutdown, in steps (GenerationServer::Shutdown drives them).
   // New generation requests are UNAVAILABLE from now on.
@@ -81,6 +85,16 @@ class GenerationService final : public api::Generation::CallbackService {
   // The most that may be in flight at once.
   int capacity() const { return capacity_; }
 
+  // Metrics (GetMetrics renders them; gauges are read from the engine then):
+  //   quest_requests_total{status}         generation RPCs by final gRPC code
+  //   quest_requests_by_policy_total{policy} generation RPCs by cache policy
+  //   quest_generated_tokens_total         tokens streamed or returned
+  //   quest_time_to_first_token_seconds    histogram, from arrival
+  //   quest_inter_token_latency_seconds    histogram, between tokens
+  //   quest_queue_length, quest_running_sequences (scheduler_stats)
+  //   quest_kv_pages_in_use, quest_kv_pages_free (kv_pages)
+  std::string RenderMetrics();
+
   class Job;  // one admitted request (generation_service.cc)
 
  private:
@@ -90,6 +104,11 @@ class GenerationService final : public api::Generation::CallbackService {
   void Submit(std::function<void()> work);
   void WorkerLoop();
   std::string NextRequestId();
+  // Counts a generation RPC's final status / its cache policy.
+  void RecordStatus(grpc::StatusCode code);
+  void RecordPolicy(const api::GenerateRequest& request);
+  // Times and counts one request's tokens; `on_token` is what else to do.
+  Engine::TokenCallback TimedCallback(Engine::TokenCallback on_token);
 
   Engine& engine_;
   const int max_concurrent_;
@@ -103,6 +122,11 @@ class GenerationService final : public api::Generation::CallbackService {
   std::deque<std::function<void()>> pending_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> next_id_{1};
   std::vector<std::thread> workers_;
+
+  MetricsRegistry metrics_;
+  Counter& generated_tokens_;
+  Histogram& time_to_first_token_;
+  Histogram& inter_token_latency_;
 };
 
 }  // namespace quest::service
