@@ -106,6 +106,7 @@ class ObservedEngine final : public Engine {
   const config::EngineConfig& config() const override { return engine_->config(); }
   const Tokenizer* tokenizer() const override { return engine_->tokenizer(); }
   std::pair<int, int> kv_pages() const override { return engine_->kv_pages(); }
+  SchedulerStats scheduler_stats() const override { return engine_->scheduler_stats(); }
 
  private:
   std::unique_ptr<Engine> engine_;
@@ -256,6 +257,65 @@ TEST_F(ServiceTest, ConcurrentStreamsEachEqualTheirSequentialRun) {
     EXPECT_EQ(Ids(*concurrent[i].final), sequential[i]) << i;
   }
   EXPECT_GE(engine_->max_overlap(), 2);
+  EXPECT_TRUE(Drained());
+}
+
+// Sixteen streams at once, with mixed prompt lengths and every built-in cache
+// policy (per-request overrides), through the real service and scheduler:
+// each stream's tokens equal the same request run alone.
+TEST_F(ServiceTest, SixteenConcurrentMixedStreamsEqualTheirSequentialRuns) {
+  StartServer(TinyConfig(/*max_concurrent_requests=*/8));  // 8 running + 8 queued
+  std::vector<api::GenerateRequest> requests;
+  for (int i = 0; i < 16; ++i) {
+    std::vector<int32_t> prompt;
+    for (int j = 0; j < 1 + (i * 7) % 40; ++j) prompt.push_back(3 + (i * 13 + j * 5) % 120);
+    api::GenerateRequest r = Request(prompt, 16);
+    config::CacheConfig& c = *r.mutable_cache();
+    switch (i % 5) {
+      case 0:
+        c.set_policy("dense");
+        break;
+      case 1:
+        c.set_policy("quest");
+        c.mutable_quest()->set_token_budget(8);
+        c.mutable_quest()->set_page_size(2);
+        c.mutable_quest()->set_dense_layers(0);
+        break;
+      case 2:
+        c.set_policy("streaming_llm");
+        c.mutable_streaming_llm()->set_sink_tokens(2);
+        c.mutable_streaming_llm()->set_window_tokens(8);
+        break;
+      case 3:
+        c.set_policy("h2o");
+        c.mutable_h2o()->set_token_budget(12);
+        break;
+      case 4:
+        c.set_policy("tova");
+        c.mutable_tova()->set_token_budget(12);
+        break;
+    }
+    requests.push_back(std::move(r));
+  }
+  std::vector<std::vector<int32_t>> sequential;
+  for (const api::GenerateRequest& r : requests) {
+    api::GenerateResponse out;
+    const grpc::Status status = Unary(r, &out);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    sequential.push_back(Ids(out));
+  }
+  engine_->set_token_delay(absl::Milliseconds(2));  // so the streams overlap
+  std::vector<Streamed> concurrent(requests.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    clients.emplace_back([&, i] { concurrent[i] = Stream(requests[i]); });
+  }
+  for (std::thread& t : clients) t.join();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(concurrent[i].status.ok()) << i << ": " << concurrent[i].status.error_message();
+    EXPECT_EQ(concurrent[i].ids, sequential[i]) << "request " << i << " (" << requests[i].cache().policy() << ")";
+  }
+  EXPECT_GT(engine_->scheduler_stats().max_batch, 1) << "the scheduler batched them";
   EXPECT_TRUE(Drained());
 }
 
