@@ -343,69 +343,66 @@ grpc::ServerUnaryReactor* GenerationService::GetMetrics(grpc::CallbackServerCont
   return reactor;
 }
 
-grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContext* /*context*/,
-                                                      const api::GenerateRequest* request,
-                                                      api::GenerateResponse* response) {
-  auto* call = new UnaryGenerateCall();
-  RecordPolicy(*request);
-  Engine::TokenCallback on_token = TimedCallback(nullptr);
-  auto job = std::make_shared<Job>(engine_, request->request_id().empty() ? NextRequestId() : request->request_id());
+void GenerationService::RunGenerate(const api::GenerateRequest& request, Engine::TokenCallback on_token,
+                                    std::function<void(std::shared_ptr<Job>)> attach,
+                                    std::function<void(grpc::Status, api::GenerateResponse*)> finish) {
+  RecordPolicy(request);
+  on_token = TimedCallback(std::move(on_token));  // starts the clock: the request's arrival
+  auto job = std::make_shared<Job>(engine_, request.request_id().empty() ? NextRequestId() : request.request_id());
   if (absl::Status admitted = Admit(job); !admitted.ok()) {
     grpc::Status status = ToGrpcStatus(admitted);
     RecordStatus(status.error_code());
-    call->Finish(std::move(status));
-    return call;
+    finish(std::move(status), nullptr);
+    return;
   }
-  call->set_job(job);
-  Submit([this, job, call, request, response, on_token = std::move(on_token)] {
-    absl::StatusOr<api::GenerateResponse> result = job->Run(*request, on_token);
+  attach(job);
+  Submit([this, job, &request, on_token = std::move(on_token), finish = std::move(finish)] {
+    absl::StatusOr<api::GenerateResponse> result = job->Run(request, on_token);
     Release(job);
     if (!result.ok()) {
       grpc::Status status = RequestErrorToGrpcStatus(result.status());
       RecordStatus(status.error_code());
-      call->Finish(std::move(status));
+      finish(std::move(status), nullptr);
       return;
     }
-    *response = *std::move(result);
     RecordStatus(grpc::StatusCode::OK);
-    call->Finish(grpc::Status::OK);
+    finish(grpc::Status::OK, &*result);
   });
+}
+
+grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContext* /*context*/,
+                                                      const api::GenerateRequest* request,
+                                                      api::GenerateResponse* response) {
+  auto* call = new UnaryGenerateCall();
+  RunGenerate(
+      *request, nullptr, [call](std::shared_ptr<Job> job) { call->set_job(std::move(job)); },
+      [call, response](grpc::Status status, api::GenerateResponse* result) {
+        if (result != nullptr) *response = std::move(*result);
+        call->Finish(std::move(status));
+      });
   return call;
 }
 
 grpc::ServerWriteReactor<api::GenerateStreamResponse>* GenerationService::GenerateStream(
     grpc::CallbackServerContext* /*context*/, const api::GenerateRequest* request) {
   auto* call = new StreamGenerateCall();
-  RecordPolicy(*request);
-  Engine::TokenCallback on_token = TimedCallback([call](const TokenEvent& e) {
-    api::GenerateStreamResponse message;
-    message.mutable_token()->set_id(e.id);
-    message.mutable_token()->set_text(std::string(e.text));
-    call->Send(std::move(message));
-  });
-  auto job = std::make_shared<Job>(engine_, request->request_id().empty() ? NextRequestId() : request->request_id());
-  if (absl::Status admitted = Admit(job); !admitted.ok()) {
-    grpc::Status status = ToGrpcStatus(admitted);
-    RecordStatus(status.error_code());
-    call->Finish(std::move(status));
-    return call;
-  }
-  call->set_job(job);
-  Submit([this, job, call, request, on_token = std::move(on_token)] {
-    absl::StatusOr<api::GenerateResponse> result = job->Run(*request, on_token);
-    Release(job);
-    if (!result.ok()) {
-      grpc::Status status = RequestErrorToGrpcStatus(result.status());
-      RecordStatus(status.error_code());
-      call->FinishAfterWrites(std::move(status));
-      return;
-    }
-    RecordStatus(grpc::StatusCode::OK);
-    api::GenerateStreamResponse last;
-    *last.mutable_final() = *std::move(result);
-    call->Send(std::move(last));
-    call->FinishAfterWrites(grpc::Status::OK);
-  });
+  RunGenerate(
+      *request,
+      [call](const TokenEvent& e) {
+        api::GenerateStreamResponse message;
+        message.mutable_token()->set_id(e.id);
+        message.mutable_token()->set_text(std::string(e.text));
+        call->Send(std::move(message));
+      },
+      [call](std::shared_ptr<Job> job) { call->set_job(std::move(job)); },
+      [call](grpc::Status status, api::GenerateResponse* result) {
+        if (result != nullptr) {
+          api::GenerateStreamResponse last;
+          *last.mutable_final() = std::move(*result);
+          call->Send(std::move(last));
+        }
+        call->FinishAfterWrites(std::move(status));  // no writes pending: a plain Finish
+      });
   return call;
 }
 

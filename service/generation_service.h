@@ -109,6 +109,13 @@ class GenerationService final : public api::Generation::CallbackService {
   void RecordPolicy(const api::GenerateRequest& request);
   // Times and counts one request's tokens; `on_token` is what else to do.
   Engine::TokenCallback TimedCallback(Engine::TokenCallback on_token);
+  // The path both generation RPCs share: count the policy, admit, run on a
+  // worker, count the final status. `attach` ties the admitted job to the
+  // RPC (for cancellation); `finish` ends the RPC, with the response when
+  // the status is OK (nullptr otherwise). `request` must outlive the RPC.
+  void RunGenerate(const api::GenerateRequest& request, Engine::TokenCallback on_token,
+                   std::function<void(std::shared_ptr<Job>)> attach,
+                   std::function<void(grpc::Status, api::GenerateResponse*)> finish);
 
   Engine& engine_;
   const int max_concurrent_;
