@@ -158,12 +158,6 @@ TEST(CpuBackendTest, PagedAttentionHonoursPerHeadSelection) {
   expect_over(1, {0, 1, 4, 5});
 }
 
-}  // namespace
-}  // namespace quest::ops
-
-namespace quest::ops {
-namespace {
-
 // Chunk-granular selection, an evicted page (-1), a token mask and the
 // attention-weight outputs, checked against a direct softmax over exactly the
 // keys each head may see.
