@@ -19,6 +19,7 @@
 #include "ops/cpu/cpu_backend.h"
 #include "runtime/engine.h"
 #include "runtime/testing/random_tensor.h"
+#include "tests/tiny_model.h"
 
 namespace quest::cache {
 namespace {
@@ -444,9 +445,7 @@ TEST(EvictionCacheDeathTest, ReleasingAPageTwiceOrUnwrittenIsCaught) {
 
 // --- The tiny checkpoint: model, then engine ---------------------------------
 
-std::string TinyModel() {
-  return std::string(std::getenv("TEST_SRCDIR")) + "/quest_runtime/tests/fixtures/hf_tiny/gqa";
-}
+std::string TinyModel() { return fixtures::TinyCheckpointPath(); }
 
 const std::vector<int32_t> kPrompt = {5, 6, 7, 8, 9};
 

@@ -10,22 +10,14 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/tiny_model.h"
 
 namespace quest {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string TinyModel() {
-  return std::string(std::getenv("TEST_SRCDIR")) + "/quest_runtime/tests/fixtures/hf_tiny/gqa";
-}
-
-config::EngineConfig TinyConfig() {
-  config::EngineConfig c;
-  c.mutable_model()->set_path(TinyModel());
-  c.mutable_cache()->set_page_size(4);
-  return c;
-}
+config::EngineConfig TinyConfig() { return fixtures::TinyEngineConfig(); }
 
 api::GenerateRequest Request(std::vector<int32_t> ids, int max_tokens) {
   api::GenerateRequest r;

@@ -13,18 +13,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/engine.h"
+#include "tests/tiny_model.h"
 
 namespace quest {
 namespace {
 
-std::string TinyModel() {
-  return std::string(std::getenv("TEST_SRCDIR")) + "/quest_runtime/tests/fixtures/hf_tiny/gqa";
-}
-
 config::EngineConfig TinyConfig(int max_concurrent) {
-  config::EngineConfig c;
-  c.mutable_model()->set_path(TinyModel());
-  c.mutable_cache()->set_page_size(4);
+  config::EngineConfig c = fixtures::TinyEngineConfig();
   c.mutable_limits()->set_max_concurrent_requests(max_concurrent);
   return c;
 }

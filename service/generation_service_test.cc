@@ -25,6 +25,7 @@
 #include "runtime/engine.h"
 #include "service/server.h"
 #include "service/testdata/health.grpc.pb.h"
+#include "tests/tiny_model.h"
 
 namespace quest::service {
 namespace {
@@ -39,10 +40,7 @@ using ::testing::Lt;
 using ::testing::UnorderedElementsAre;
 
 config::EngineConfig TinyConfig(int max_concurrent_requests = 2) {
-  config::EngineConfig c;
-  c.mutable_model()->set_path(std::string(std::getenv("TEST_SRCDIR")) +
-                              "/quest_runtime/tests/fixtures/hf_tiny/gqa");
-  c.mutable_cache()->set_page_size(4);
+  config::EngineConfig c = fixtures::TinyEngineConfig();
   c.mutable_limits()->set_max_concurrent_requests(max_concurrent_requests);
   return c;
 }

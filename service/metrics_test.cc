@@ -20,6 +20,7 @@
 #include "proto/generation.grpc.pb.h"
 #include "runtime/engine.h"
 #include "service/server.h"
+#include "tests/tiny_model.h"
 
 namespace quest::service {
 namespace {
@@ -176,10 +177,7 @@ api::GenerateRequest Request(int max_tokens) {
 }
 
 TEST(GetMetricsTest, CountsWhatWasSent) {
-  config::EngineConfig config;
-  config.mutable_model()->set_path(std::string(std::getenv("TEST_SRCDIR")) +
-                                   "/quest_runtime/tests/fixtures/hf_tiny/gqa");
-  config.mutable_cache()->set_page_size(4);
+  config::EngineConfig config = fixtures::TinyEngineConfig();
   config.mutable_limits()->set_max_concurrent_requests(2);
   auto engine = Engine::Create(config);
   ASSERT_TRUE(engine.ok()) << engine.status();

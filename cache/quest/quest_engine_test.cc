@@ -8,19 +8,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/engine.h"
+#include "tests/tiny_model.h"
 
 namespace quest {
 namespace {
 
 using ::testing::HasSubstr;
 
-config::EngineConfig TinyConfig() {
-  config::EngineConfig c;
-  c.mutable_model()->set_path(std::string(std::getenv("TEST_SRCDIR")) +
-                              "/quest_runtime/tests/fixtures/hf_tiny/gqa");
-  c.mutable_cache()->set_page_size(4);
-  return c;
-}
+config::EngineConfig TinyConfig() { return fixtures::TinyEngineConfig(); }
 
 api::GenerateRequest Request(int max_tokens, const config::CacheConfig* cache) {
   api::GenerateRequest r;

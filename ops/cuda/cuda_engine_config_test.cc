@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/engine.h"
+#include "tests/tiny_model.h"
 
 namespace quest {
 namespace {
@@ -17,10 +18,7 @@ namespace {
 using ::testing::HasSubstr;
 
 config::EngineConfig TinyCudaConfig() {
-  config::EngineConfig c;
-  c.mutable_model()->set_path(std::string(std::getenv("TEST_SRCDIR")) +
-                              "/quest_runtime/tests/fixtures/hf_tiny/gqa");
-  c.mutable_cache()->set_page_size(4);
+  config::EngineConfig c = fixtures::TinyEngineConfig();
   c.set_backend(config::CUDA);
   return c;
 }

@@ -17,20 +17,17 @@
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cuda/cuda_backend.h"
 #include "runtime/engine.h"
+#include "tests/tiny_model.h"
 
 namespace quest {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string TinyModel() {
-  return std::string(std::getenv("TEST_SRCDIR")) + "/quest_runtime/tests/fixtures/hf_tiny/gqa";
-}
+std::string TinyModel() { return fixtures::TinyCheckpointPath(); }
 
 config::EngineConfig TinyConfig(config::Backend backend) {
-  config::EngineConfig c;
-  c.mutable_model()->set_path(TinyModel());
-  c.mutable_cache()->set_page_size(4);
+  config::EngineConfig c = fixtures::TinyEngineConfig();
   c.set_backend(backend);
   return c;
 }
