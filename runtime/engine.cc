@@ -51,11 +51,12 @@ absl::StatusOr<LoadedModel> LoadModel(const config::ModelConfig& m) {
   }
   LoadedModel out;
   if (fs::is_regular_file(m.path(), ec) && absl::EndsWith(m.path(), ".gguf")) {
-    absl::StatusOr<models::Checkpoint> ckpt = models::LoadGgufCheckpoint(m.path());
-    if (!ckpt.ok()) return ckpt.status();
-    out.checkpoint = *std::move(ckpt);
+    // One mapping of the file serves weights, tokenizer and chat template.
     absl::StatusOr<std::unique_ptr<models::GgufFile>> file = models::GgufFile::Open(m.path());
     if (!file.ok()) return file.status();
+    absl::StatusOr<models::Checkpoint> ckpt = models::LoadGgufCheckpoint(**file);
+    if (!ckpt.ok()) return ckpt.status();
+    out.checkpoint = *std::move(ckpt);
     if (m.tokenizer_path().empty()) {
       absl::StatusOr<std::unique_ptr<Tokenizer>> tok = models::LoadGgufTokenizer(**file);
       if (!tok.ok()) return tok.status();
