@@ -55,14 +55,21 @@ struct SequenceLayerView {
 // page_table.size() * page_size] bytes over logical positions, 0 = evicted
 // for that KV head (PagedAttentionArgs::token_valid). Owned by the policy;
 // it must stay valid until the policy's next call.
+//
+// `table` (instead of indptr/chunks): a selection the backend computed on its
+// own device, [num_kv_heads, per_head] int32 (Backend::SelectTopPages), so a
+// GPU-resident selection never travels through the host. Owned by the
+// policy, valid until its next call.
 struct PageSelection {
   std::vector<int32_t> indptr;
   std::vector<int32_t> chunks;
+  const Tensor* table = nullptr;
   int chunk_size = 0;
   const uint8_t* token_valid = nullptr;
   void Clear() {
     indptr.clear();
     chunks.clear();
+    table = nullptr;
     chunk_size = 0;
     token_valid = nullptr;
   }

@@ -78,6 +78,7 @@ class PagedKVCache final : public KVCache {
     args.page_size = options_.geometry.page_size;
     args.selected_indptr = selection_.indptr;
     args.selected_chunks = selection_.chunks;
+    args.selected_table = selection_.table;
     args.selection_chunk = selection_.chunk_size;
     args.token_valid = selection_.token_valid;
     args.scale = 1.0f / std::sqrt(static_cast<float>(options_.geometry.head_dim));
@@ -139,7 +140,8 @@ class PagedKVCache final : public KVCache {
     if (!(*factory)->RunsOn(backend_.device())) {
       return absl::FailedPreconditionError(absl::StrCat(
           "cache policy ", name, " does not run on the ",
-          backend_.device() == Device::kCuda ? "CUDA" : backend_.name(), " backend yet"));
+          backend_.device() == Device::kCuda ? "CUDA" : backend_.name(),
+          " backend (its factory's RunsOn says host only)"));
     }
     if (c.page_size() != 0 && static_cast<int>(c.page_size()) != options_.geometry.page_size) {
       return absl::InvalidArgumentError(absl::StrCat(

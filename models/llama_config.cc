@@ -295,6 +295,7 @@ const char* TorchDTypeName(DType dtype) {
     case DType::kFloat32: return "float32";
     case DType::kFloat16: return "float16";
     case DType::kBFloat16: return "bfloat16";
+    case DType::kInt32: return "int32";
   }
   return "float32";
 }

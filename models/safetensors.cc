@@ -181,6 +181,7 @@ const char* SafetensorsDTypeName(DType dtype) {
     case DType::kFloat32: return "F32";
     case DType::kFloat16: return "F16";
     case DType::kBFloat16: return "BF16";
+    case DType::kInt32: return "I32";
   }
   return "?";
 }

@@ -27,8 +27,8 @@ namespace quest {
 // [kv_len - n, kv_len); query t sees keys at positions <= its own (causal),
 // so prefill chunks and single-token decode are the same op.
 //
-// Selection: when `selected_indptr` is empty every chunk is attended (dense).
-// Otherwise it is a CSR list per KV head: the query heads of KV head g attend
+// Selection: when `selected_indptr` is empty and `selected_table` is null
+// every chunk is attended (dense). Otherwise it is a CSR list per KV head: the query heads of KV head g attend
 // the chunks selected_chunks[selected_indptr[g] .. selected_indptr[g+1]) only,
 // where chunk c covers positions [c*chunk, (c+1)*chunk) and chunk =
 // selection_chunk (a divisor of page_size; 0 means page_size). Sparse decode
@@ -48,12 +48,39 @@ struct PagedAttentionArgs {
   int selection_chunk = 0;
   const uint8_t* token_valid = nullptr;
   float scale = 1.0f;  // softmax scale, usually 1/sqrt(head_dim)
+  // Or a selection already on the backend's device (Quest's, from
+  // SelectTopPages): [num_kv_heads, per_head] int32 chunk indices, KV head g
+  // attending row g. At most one of selected_indptr / selected_table is set.
+  const Tensor* selected_table = nullptr;
   // Optional outputs for policies that learn from attention (H2O, TOVA),
   // each [num_heads, kv_len] host floats, zero where not attended:
   // the softmax weights summed over the n queries, and those of the last
   // query alone.
   float* attention_sum = nullptr;
   float* attention_last = nullptr;
+};
+
+// Quest page bounds (cache/quest): `bounds` is [capacity, num_kv_heads, 2,
+// head_dim] in the KV dtype; for Quest page p (positions [p * bound_page,
+// (p + 1) * bound_page)) and KV head g, row 0 holds the elementwise min and
+// row 1 the max of the page's Keys. Min and max of stored Keys are exact in
+// the storage dtype.
+struct PageBoundsArgs {
+  const Tensor* k_pages = nullptr;  // one layer's pool, as in PagedAttentionArgs
+  absl::Span<const int32_t> page_table;
+  int page_size = 0;   // pool page
+  int bound_page = 0;  // Quest page, a power of two dividing page_size
+  int64_t begin = 0;   // positions [begin, end) are folded in
+  int64_t end = 0;
+};
+
+// Quest's selection for one decode query.
+struct TopPagesArgs {
+  const Tensor* q = nullptr;       // [1, num_heads, head_dim]
+  const Tensor* bounds = nullptr;  // as in PageBoundsArgs, num_pages <= capacity
+  int64_t num_pages = 0;           // Quest pages of the sequence; the last is current
+  int64_t k = 0;                   // pages to pick besides the current one
+  bool combine_sum = true;         // GQA: sum the group's scores (false: max)
 };
 
 // Rotary embedding parameters for one forward step: y = x*cos + rotate_half(x)*sin
@@ -81,7 +108,8 @@ class Backend {
   virtual Tensor Allocate(DType dtype, std::vector<int64_t> shape) = 0;
   // Zeroed storage (KV pages).
   virtual Tensor AllocateZeros(DType dtype, std::vector<int64_t> shape) = 0;
-  // A float32 host copy of `t` (logits readback, tests).
+  // A float32 host copy of `t` (logits readback, tests); int32 tensors come
+  // back as int32.
   virtual Tensor ToHost(const Tensor& t) = 0;
   // Copies a host tensor's data into a device tensor of the same shape.
   virtual void CopyFromHost(const Tensor& host, Tensor& device_tensor) = 0;
@@ -104,6 +132,18 @@ class Backend {
                             int64_t start, int page_size, Tensor& k_pages, Tensor& v_pages) = 0;
   // out [n, num_heads * head_dim].
   virtual void PagedAttention(const PagedAttentionArgs& args, Tensor& out) = 0;
+
+  // Folds the Keys at positions [args.begin, args.end) into `bounds`: a
+  // position at a Quest page's start resets that page's bounds to its Key,
+  // later ones widen them. Positions in a page-table hole are skipped.
+  virtual void UpdatePageBounds(const PageBoundsArgs& args, Tensor& bounds) = 0;
+  // selected [num_kv_heads, k + 1] int32 on the backend's device. Per KV
+  // head g: every page p < num_pages - 1 is scored with each query head h of
+  // g as sum_d max(q_hd * min_pd, q_hd * max_pd) (>= q_h . k for every Key k
+  // in p), the group's scores summed (or maxed), NaN counting as -inf; row g
+  // holds the k best pages (ties: the lower page) in ascending order, then
+  // num_pages - 1. Requires 0 <= k <= num_pages - 1.
+  virtual void SelectTopPages(const TopPagesArgs& args, Tensor& selected) = 0;
 };
 
 }  // namespace quest

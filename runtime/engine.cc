@@ -283,7 +283,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const config::EngineConfi
         cache::CachePolicyRegistry::Global().Find(c.cache().policy());
     if (policy.ok() && !(*policy)->RunsOn(Device::kCuda)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "cache policy ", c.cache().policy(), " does not run on the CUDA backend yet"));
+          "cache policy ", c.cache().policy(),
+          " does not run on the CUDA backend (its factory's RunsOn says host only)"));
     }
     ops::CudaBackendOptions cuda;
     cuda.dtype = c.dtype() == config::FLOAT16 ? DType::kFloat16 : DType::kBFloat16;

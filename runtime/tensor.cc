@@ -11,7 +11,8 @@ namespace quest {
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return 4;
+    case DType::kFloat32:
+    case DType::kInt32: return 4;
     case DType::kFloat16:
     case DType::kBFloat16: return 2;
   }
@@ -23,6 +24,7 @@ const char* DTypeName(DType dtype) {
     case DType::kFloat32: return "f32";
     case DType::kFloat16: return "f16";
     case DType::kBFloat16: return "bf16";
+    case DType::kInt32: return "i32";
   }
   return "?";
 }
@@ -172,6 +174,7 @@ Tensor Tensor::Clone() const {
 
 Tensor Tensor::ToFloat32() const {
   CHECK(device_ == Device::kCpu);
+  CHECK(dtype_ != DType::kInt32) << "ToFloat32 of an index tensor";
   if (dtype_ == DType::kFloat32) return *this;
   Tensor t = Empty(DType::kFloat32, shape_);
   const uint16_t* src = data<uint16_t>();

@@ -17,7 +17,8 @@
 
 namespace quest {
 
-enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16 };
+// kInt32 holds indices (page selections) only: no math op takes it.
+enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16, kInt32 };
 enum class Device : uint8_t { kCpu, kCuda };
 
 size_t DTypeSize(DType dtype);

@@ -105,6 +105,10 @@ class H2oPolicyFactory final : public CachePolicyFactory {
     const uint32_t recent = o.has_recent_tokens() ? o.recent_tokens() : o.token_budget() / 2;
     return std::make_unique<H2oPolicy>(o.token_budget(), recent, geometry);
   }
+  // The policy reads no K/V or query itself: it learns from the attention
+  // weights the backend returns (copied to the host each layer: correct on
+  // the GPU, not fast) and masks evicted tokens through token_valid.
+  bool RunsOn(Device) const override { return true; }
 };
 
 QUEST_REGISTER_CACHE_POLICY(H2oPolicyFactory);

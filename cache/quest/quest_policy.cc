@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
@@ -13,22 +14,6 @@ namespace {
 constexpr int kDefaultDenseLayers = 2;  // the paper keeps the first two layers dense
 
 bool IsPowerOfTwo(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
-
-// a.b over n floats. Eight independent partial sums let the compiler keep
-// them in one SIMD register (a single running sum would serialise on the
-// float add, which it may not reorder). Consecutive pages' dot products
-// overlap out of order, so this runs near the load-throughput limit: AVX2
-// intrinsics with four accumulators measured no faster.
-inline float Dot(const float* a, const float* b, int n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  }
-  float s = 0.0f;
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
 
 }  // namespace
 
@@ -82,7 +67,7 @@ absl::StatusOr<QuestParams> ResolveQuestParams(const config::CacheConfig& config
 QuestPolicy::QuestPolicy(const QuestParams& params, const CacheGeometry& geometry)
     : params_(params),
       geometry_(geometry),
-      bounds_(static_cast<size_t>(geometry.num_layers) * geometry.num_kv_heads),
+      bounds_(geometry.num_layers),
       covered_(geometry.num_layers, 0) {
   CHECK(IsPowerOfTwo(params.page_size) && geometry.page_size % params.page_size == 0)
       << "Quest page size " << params.page_size << " vs KV page size " << geometry.page_size;
@@ -93,118 +78,70 @@ int64_t QuestPolicy::num_pages(int layer) const {
   return (covered_[layer] + params_.page_size - 1) / params_.page_size;
 }
 
-absl::Span<const float> QuestPolicy::PageBounds(int layer, int kv_head, int64_t page) const {
-  const int d = geometry_.head_dim;
-  const std::vector<float>& b = bounds_[layer * geometry_.num_kv_heads + kv_head];
-  CHECK_LT(page, num_pages(layer));
-  return absl::MakeConstSpan(b.data() + page * 2 * d, 2 * d);
+bool QuestPolicy::EnsureCapacity(const SequenceLayerView& seq, int64_t pages) {
+  Tensor& b = bounds_[seq.layer];
+  if (b.defined() && b.dim(0) >= pages) return false;
+  // Doubling keeps the refolds (each reads the layer's Keys once) to O(log n)
+  // over a sequence's life.
+  const int64_t capacity = std::max<int64_t>({pages, b.defined() ? 2 * b.dim(0) : 0, 64});
+  b = backend_->AllocateZeros(seq.k_pages->dtype(),
+                              {capacity, geometry_.num_kv_heads, 2, geometry_.head_dim});
+  return true;
 }
 
 void QuestPolicy::OnAppend(const SequenceLayerView& seq, int64_t start, int64_t n) {
   if (n <= 0) return;
-  const Tensor& pages = *seq.k_pages;
-  // The metadata is host-side; a device-resident pool needs the CUDA port.
-  CHECK(pages.device() == Device::kCpu)
-      << "quest: metadata from device KV pages is not implemented";
+  if (backend_ == nullptr) backend_ = seq.backend;
+  CHECK(seq.backend == backend_) << "quest: a sequence's layers on two backends";
   const int layer = seq.layer;
-  const int kv_heads = geometry_.num_kv_heads;
-  const int d = geometry_.head_dim;
-  const int64_t pool_page = geometry_.page_size;
   const int64_t qpage = params_.page_size;
-  const int64_t row_elems = static_cast<int64_t>(kv_heads) * d;
-
   const int64_t end = start + n;
-  const int64_t pages_needed = (end + qpage - 1) / qpage;
-  for (int g = 0; g < kv_heads; ++g) {
-    std::vector<float>& b = bounds_[layer * kv_heads + g];
-    if (static_cast<int64_t>(b.size()) < pages_needed * 2 * d) b.resize(pages_needed * 2 * d);
-  }
 
   // Incremental when the new tokens continue the covered prefix (decode, or
   // the next prefill chunk). Otherwise the first page's existing bounds may
   // hold Keys that were overwritten, so it is folded again from its start.
   int64_t from = start;
   if (start % qpage != 0 && covered_[layer] != start) from = start - start % qpage;
+  // New storage holds nothing: fold every Key of the sequence again.
+  if (EnsureCapacity(seq, (end + qpage - 1) / qpage)) from = 0;
 
-  row_.resize(row_elems);
-  for (int64_t pos = from; pos < end; ++pos) {
-    const int32_t phys = seq.page_table[pos / pool_page];
-    if (phys < 0) continue;  // an evicted page has no Keys to read
-    const int64_t offset = (static_cast<int64_t>(phys) * pool_page + pos % pool_page) * row_elems;
-    const float* row;
-    switch (pages.dtype()) {
-      case DType::kFloat32:
-        row = pages.data<float>() + offset;
-        break;
-      case DType::kFloat16:
-        for (int64_t i = 0; i < row_elems; ++i) {
-          row_[i] = HalfToFloat(pages.data<uint16_t>()[offset + i]);
-        }
-        row = row_.data();
-        break;
-      case DType::kBFloat16:
-        for (int64_t i = 0; i < row_elems; ++i) {
-          row_[i] = BFloat16ToFloat(pages.data<uint16_t>()[offset + i]);
-        }
-        row = row_.data();
-        break;
-      default:
-        LOG(FATAL) << "quest: unsupported KV dtype " << DTypeName(pages.dtype());
-    }
-    const int64_t page = pos / qpage;
-    const bool first_of_page = pos % qpage == 0;
-    for (int g = 0; g < kv_heads; ++g) {
-      const float* k = row + g * d;
-      float* lo = bounds_[layer * kv_heads + g].data() + page * 2 * d;
-      float* hi = lo + d;
-      if (first_of_page) {
-        std::copy(k, k + d, lo);
-        std::copy(k, k + d, hi);
-      } else {
-        for (int i = 0; i < d; ++i) {
-          lo[i] = std::min(lo[i], k[i]);
-          hi[i] = std::max(hi[i], k[i]);
-        }
-      }
-    }
-  }
+  PageBoundsArgs args;
+  args.k_pages = seq.k_pages;
+  args.page_table = seq.page_table;
+  args.page_size = geometry_.page_size;
+  args.bound_page = params_.page_size;
+  args.begin = from;
+  args.end = end;
+  backend_->UpdatePageBounds(args, bounds_[layer]);
   covered_[layer] = end;
 }
 
-void QuestPolicy::ScoreInto(int layer, const float* q, int kv_head, int64_t num_pages,
-                            std::vector<float>& scores) const {
+std::vector<float> QuestPolicy::PageBounds(int layer, int kv_head, int64_t page) const {
+  CHECK_LT(page, num_pages(layer));
   const int d = geometry_.head_dim;
-  const int group = geometry_.num_heads / geometry_.num_kv_heads;
-  // max(q_d*max_d, q_d*min_d) = min(q_d,0)*min_d + max(q_d,0)*max_d: the
-  // bound is a plain dot product of [min(q,0) | max(q,0)] with a page's
-  // [min | max] row, with no branch or max in the inner loop.
-  split_q_.resize(static_cast<size_t>(group) * 2 * d);
-  for (int h = 0; h < group; ++h) {
-    const float* qh = q + static_cast<int64_t>(kv_head * group + h) * d;
-    float* s = split_q_.data() + h * 2 * d;
-    for (int i = 0; i < d; ++i) {
-      s[i] = std::min(qh[i], 0.0f);
-      s[d + i] = std::max(qh[i], 0.0f);
-    }
-  }
-  const float* bounds = bounds_[layer * geometry_.num_kv_heads + kv_head].data();
-  const bool sum = params_.gqa_combine == config::QuestOptions::SUM;
-  scores.resize(num_pages);
-  for (int64_t p = 0; p < num_pages; ++p) {
-    const float* page = bounds + p * 2 * d;
-    float combined = Dot(split_q_.data(), page, 2 * d);
-    for (int h = 1; h < group; ++h) {
-      const float s = Dot(split_q_.data() + h * 2 * d, page, 2 * d);
-      combined = sum ? combined + s : std::max(combined, s);
-    }
-    // NaN would break the strict weak order of the top-k comparator.
-    scores[p] = std::isnan(combined) ? -std::numeric_limits<float>::infinity() : combined;
-  }
+  const Tensor host = backend_->ToHost(bounds_[layer]);
+  const float* b = host.data<float>() + (page * geometry_.num_kv_heads + kv_head) * 2 * d;
+  return std::vector<float>(b, b + 2 * d);
 }
 
 std::vector<float> QuestPolicy::PageScores(int layer, const Tensor& q, int kv_head) const {
-  std::vector<float> scores;
-  ScoreInto(layer, q.data<float>(), kv_head, num_pages(layer), scores);
+  const int d = geometry_.head_dim;
+  const int group = geometry_.num_heads / geometry_.num_kv_heads;
+  const bool sum = params_.gqa_combine == config::QuestOptions::SUM;
+  const Tensor host = backend_->ToHost(bounds_[layer]);
+  std::vector<float> scores(num_pages(layer));
+  for (int64_t p = 0; p < num_pages(layer); ++p) {
+    const float* lo = host.data<float>() + (p * geometry_.num_kv_heads + kv_head) * 2 * d;
+    const float* hi = lo + d;
+    float combined = 0.0f;
+    for (int h = 0; h < group; ++h) {
+      const float* qh = q.data<float>() + static_cast<int64_t>(kv_head * group + h) * d;
+      float s = 0.0f;
+      for (int i = 0; i < d; ++i) s += std::max(qh[i] * lo[i], qh[i] * hi[i]);
+      combined = h == 0 ? s : (sum ? combined + s : std::max(combined, s));
+    }
+    scores[p] = std::isnan(combined) ? -std::numeric_limits<float>::infinity() : combined;
+  }
   return scores;
 }
 
@@ -215,47 +152,26 @@ void QuestPolicy::SelectPages(const SequenceLayerView& seq, const Tensor& q,
   if (q.dim(0) != 1 || seq.layer < params_.dense_layers || seq.length <= params_.token_budget) {
     return;
   }
-  CHECK(q.device() == Device::kCpu && q.dtype() == DType::kFloat32)
-      << "quest: scoring device or non-f32 queries is not implemented";
   CHECK_EQ(covered_[seq.layer], seq.length)
       << "quest: SelectPages before OnAppend of the new token";
-
-  const int64_t qpage = params_.page_size;
-  const int64_t pool_page = geometry_.page_size;
-  const int64_t num_pages = (seq.length + qpage - 1) / qpage;
-  const int32_t last = static_cast<int32_t>(num_pages - 1);
-  const int64_t others = params_.page_budget() - 1;  // besides the current page
-
-  // Every page but the current one, minus evicted ones (Quest evicts none;
-  // this keeps the policy correct beside a pool that does).
-  candidates_.clear();
-  for (int32_t p = 0; p < last; ++p) {
-    if (seq.page_table[static_cast<int64_t>(p) * qpage / pool_page] >= 0) candidates_.push_back(p);
+  const int64_t num_pages = (seq.length + params_.page_size - 1) / params_.page_size;
+  // Besides the current page; all of them when fewer are left.
+  const int64_t k = std::min<int64_t>(params_.page_budget() - 1, num_pages - 1);
+  const int64_t kv_heads = geometry_.num_kv_heads;
+  if (!selected_storage_.defined()) {
+    selected_storage_ = backend_->Allocate(DType::kInt32, {kv_heads * params_.page_budget()});
   }
-  const bool take_all = static_cast<int64_t>(candidates_.size()) <= others;
+  selected_ = selected_storage_.Slice(0, kv_heads * (k + 1)).Reshape({kv_heads, k + 1});
 
-  selection.chunk_size = static_cast<int>(qpage);
-  selection.indptr.assign(1, 0);
-  for (int g = 0; g < geometry_.num_kv_heads; ++g) {
-    if (take_all) {
-      selection.chunks.insert(selection.chunks.end(), candidates_.begin(), candidates_.end());
-    } else {
-      ScoreInto(seq.layer, q.data<float>(), g, last, scores_);
-      // Best first; equal scores prefer the lower page so runs reproduce.
-      auto better = [this](int32_t a, int32_t b) {
-        return scores_[a] > scores_[b] || (scores_[a] == scores_[b] && a < b);
-      };
-      // candidates_ is reordered per head but stays the same set.
-      std::nth_element(candidates_.begin(), candidates_.begin() + others, candidates_.end(),
-                       better);
-      // Ascending page order walks the pool front to back.
-      std::sort(candidates_.begin(), candidates_.begin() + others);
-      selection.chunks.insert(selection.chunks.end(), candidates_.begin(),
-                              candidates_.begin() + others);
-    }
-    selection.chunks.push_back(last);
-    selection.indptr.push_back(static_cast<int32_t>(selection.chunks.size()));
-  }
+  TopPagesArgs args;
+  args.q = &q;
+  args.bounds = &bounds_[seq.layer];
+  args.num_pages = num_pages;
+  args.k = k;
+  args.combine_sum = params_.gqa_combine == config::QuestOptions::SUM;
+  backend_->SelectTopPages(args, selected_);
+  selection.chunk_size = params_.page_size;
+  selection.table = &selected_;
 }
 
 namespace {
@@ -273,6 +189,9 @@ class QuestPolicyFactory final : public CachePolicyFactory {
     CHECK(params.ok()) << params.status();  // Validate ran first
     return std::make_unique<QuestPolicy>(*params, geometry);
   }
+  // Metadata and selection are Backend ops, so Quest runs wherever the pool
+  // does.
+  bool RunsOn(Device) const override { return true; }
 };
 
 QUEST_REGISTER_CACHE_POLICY(QuestPolicyFactory);

@@ -18,9 +18,11 @@
 // row), layers below dense_layers, and sequences no longer than the budget.
 // Quest never evicts: every page stays in the pool.
 //
-// Metadata lives on the host, one flat float vector per (layer, KV head),
-// laid out [page][min[head_dim], max[head_dim]] so that a page's bound is one
-// contiguous 2*head_dim dot product (see SelectPages in the .cc).
+// Metadata lives on the backend's device, one tensor per layer,
+// [capacity, num_kv_heads, 2, head_dim] in the KV dtype (Backend::
+// UpdatePageBounds fills it, Backend::SelectTopPages scores and ranks it), so
+// on the GPU neither Keys nor scores ever travel to the host. The selection
+// it hands the cache is the backend-resident table of SelectTopPages.
 
 #include <cstdint>
 #include <vector>
@@ -29,6 +31,7 @@
 #include "absl/types/span.h"
 #include "cache/cache_policy.h"
 #include "proto/engine_config.pb.h"
+#include "runtime/tensor.h"
 
 namespace quest::cache {
 
@@ -63,37 +66,38 @@ class QuestPolicy final : public CachePolicy {
   // Decode (q has one row): per KV head, the last page plus the top
   // page_budget-1 others by combined score (ties: lower page index), sorted
   // ascending; chunk_size = the Quest page size. Otherwise: empty (dense).
+  // Quest never evicts, so its sequences have no page-table holes; were one
+  // there, its page could be picked and then attends nothing.
   void SelectPages(const SequenceLayerView& seq, const Tensor& q,
                    PageSelection& selection) override;
 
-  // --- Inspection (tests, tools) ---
+  // --- Inspection (tests, tools); each copies the layer's bounds to the host ---
   const QuestParams& params() const { return params_; }
   // Quest pages with metadata in `layer`.
   int64_t num_pages(int layer) const;
-  // min[head_dim] followed by max[head_dim] of one page's Keys.
-  absl::Span<const float> PageBounds(int layer, int kv_head, int64_t page) const;
+  // min[head_dim] followed by max[head_dim] of one page's Keys, as float.
+  std::vector<float> PageBounds(int layer, int kv_head, int64_t page) const;
   // The group-combined score of every page of `layer` for the query heads of
-  // `kv_head`; q is [1, num_heads, head_dim]. These are the values
-  // SelectPages ranks.
+  // `kv_head`, computed on the host from the bounds; q is a host f32 [1,
+  // num_heads, head_dim]. These are the values SelectTopPages ranks.
   std::vector<float> PageScores(int layer, const Tensor& q, int kv_head) const;
 
  private:
-  // Combined scores of pages [0, num_pages) into `scores`.
-  void ScoreInto(int layer, const float* q, int kv_head, int64_t num_pages,
-                 std::vector<float>& scores) const;
+  // Makes room for `pages` Quest pages in the layer's bounds; returns true
+  // when it had to reallocate (the bounds are then empty).
+  bool EnsureCapacity(const SequenceLayerView& seq, int64_t pages);
 
   const QuestParams params_;
   const CacheGeometry geometry_;
-  // [layer * num_kv_heads + kv_head] -> [page][2][head_dim].
-  std::vector<std::vector<float>> bounds_;
+  Backend* backend_ = nullptr;  // the pool's backend, from the first OnAppend
+  // [layer] -> [capacity, num_kv_heads, 2, head_dim] on the backend.
+  std::vector<Tensor> bounds_;
   // Tokens of each layer folded into bounds_.
   std::vector<int64_t> covered_;
-
-  // Scratch reused across calls.
-  mutable std::vector<float> split_q_;
-  std::vector<float> scores_;
-  std::vector<int32_t> candidates_;
-  std::vector<float> row_;  // a converted K row for f16/bf16 pools
+  // [num_kv_heads * page_budget] int32 on the backend, and the [num_kv_heads,
+  // k + 1] view of it that the last SelectPages handed out.
+  Tensor selected_storage_;
+  Tensor selected_;
 };
 
 }  // namespace quest::cache

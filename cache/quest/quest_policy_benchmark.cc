@@ -80,10 +80,6 @@ void Run(int64_t length, int heads, int kv_heads, int head_dim, int page, uint32
     policy.SelectPages(view, qs[i++ % qs.size()], s);
   });
 
-  // The scoring part alone (every page, every KV head).
-  const Micros score = Time(201, [&] {
-    for (int g = 0; g < kv_heads; ++g) policy.PageScores(0, qs[i++ % qs.size()], g);
-  });
   PagedAttentionArgs a;
   a.q = &qs[0];
   a.k_pages = &kp;
@@ -94,19 +90,18 @@ void Run(int64_t length, int heads, int kv_heads, int head_dim, int page, uint32
   a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   Tensor out = Tensor::Empty(DType::kFloat32, {1, heads * head_dim});
   const Micros dense = Time(11, [&] { backend->PagedAttention(a, out); });
-  a.selected_indptr = s.indptr;
-  a.selected_chunks = s.chunks;
+  a.selected_table = s.table;
   a.selection_chunk = s.chunk_size;
   const Micros sparse = Time(51, [&] { backend->PagedAttention(a, out); });
 
   std::printf(
       "len %lld, %d q / %d kv heads, d %d, page %d, budget %u, %s (%d chunks per kv head)\n"
-      "  SelectPages  median %7.1f us  min %7.1f us   (scoring alone: median %.1f, min %.1f)\n"
+      "  SelectPages (score + top-k)  median %7.1f us  min %7.1f us\n"
       "  OnAppend     decode median %.2f us; prefill of the whole sequence %.1f ms\n"
       "  CPU attention over the selection median %.0f us, dense median %.0f us\n",
       static_cast<long long>(length + 1), heads, kv_heads, head_dim, page, budget,
-      combine == config::QuestOptions::SUM ? "SUM" : "MAX", s.indptr[1] - s.indptr[0],
-      select.median, select.min, score.median, score.min, append.median, prefill_ms, sparse.median,
+      combine == config::QuestOptions::SUM ? "SUM" : "MAX",
+      static_cast<int>(s.table->dim(1)), select.median, select.min, append.median, prefill_ms, sparse.median,
       dense.median);
 }
 

@@ -76,6 +76,10 @@ class StreamingLlmPolicyFactory final : public CachePolicyFactory {
     const uint32_t sink = o.has_sink_tokens() ? o.sink_tokens() : kDefaultSinkTokens;
     return std::make_unique<StreamingLlmPolicy>(sink, o.window_tokens(), geometry);
   }
+  // The policy reads no K/V or query itself: it learns from the attention
+  // weights the backend returns (copied to the host each layer: correct on
+  // the GPU, not fast) and masks evicted tokens through token_valid.
+  bool RunsOn(Device) const override { return true; }
 };
 
 QUEST_REGISTER_CACHE_POLICY(StreamingLlmPolicyFactory);

@@ -84,6 +84,10 @@ class TovaPolicyFactory final : public CachePolicyFactory {
                                       const CacheGeometry& geometry) const override {
     return std::make_unique<TovaPolicy>(config.tova().token_budget(), geometry);
   }
+  // The policy reads no K/V or query itself: it learns from the attention
+  // weights the backend returns (copied to the host each layer: correct on
+  // the GPU, not fast) and masks evicted tokens through token_valid.
+  bool RunsOn(Device) const override { return true; }
 };
 
 QUEST_REGISTER_CACHE_POLICY(TovaPolicyFactory);

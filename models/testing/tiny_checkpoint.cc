@@ -58,6 +58,7 @@ Tensor RandomTensor(const std::string& name, std::vector<int64_t> shape, DType d
       case DType::kFloat32: t.data<float>()[i] = v; break;
       case DType::kFloat16: t.data<uint16_t>()[i] = FloatToHalf(v); break;
       case DType::kBFloat16: t.data<uint16_t>()[i] = FloatToBFloat16(v); break;
+      case DType::kInt32: t.data<int32_t>()[i] = static_cast<int32_t>(v); break;
     }
   }
   return t;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <vector>
 
 #include "glog/logging.h"
@@ -38,7 +39,9 @@ class CpuBackend final : public Backend {
   Tensor AllocateZeros(DType dtype, std::vector<int64_t> shape) override {
     return Tensor::Zeros(dtype, std::move(shape));
   }
-  Tensor ToHost(const Tensor& t) override { return t.ToFloat32().Clone(); }
+  Tensor ToHost(const Tensor& t) override {
+    return t.dtype() == DType::kInt32 ? t.Clone() : t.ToFloat32().Clone();
+  }
   void CopyFromHost(const Tensor& host, Tensor& device_tensor) override {
     CHECK_EQ(host.nbytes(), device_tensor.nbytes());
     std::memcpy(device_tensor.raw_data(), host.raw_data(), host.nbytes());
@@ -161,7 +164,10 @@ class CpuBackend final : public Backend {
     std::vector<float> kg, vg, qg, s, og;
     for (int64_t g = 0; g < kv_heads; ++g) {
       absl::Span<const int32_t> chunks = all_chunks;
-      if (!a.selected_indptr.empty()) {
+      if (a.selected_table != nullptr) {
+        const int64_t per_head = a.selected_table->dim(1);
+        chunks = absl::MakeConstSpan(a.selected_table->data<int32_t>() + g * per_head, per_head);
+      } else if (!a.selected_indptr.empty()) {
         chunks = a.selected_chunks.subspan(a.selected_indptr[g],
                                            a.selected_indptr[g + 1] - a.selected_indptr[g]);
       }
@@ -232,12 +238,108 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void UpdatePageBounds(const PageBoundsArgs& a, Tensor& bounds) override {
+    const Tensor& pages = *a.k_pages;
+    const int64_t kv_heads = pages.dim(2), d = pages.dim(3), row = kv_heads * d;
+    CHECK(a.bound_page > 0 && a.page_size % a.bound_page == 0)
+        << "page bounds: Quest page " << a.bound_page << " vs pool page " << a.page_size;
+    CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, bounds.dim(0))
+        << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
+    for (int64_t pos = a.begin; pos < a.end; ++pos) {
+      const int32_t phys = a.page_table[pos / a.page_size];
+      if (phys < 0) continue;  // an evicted page has no Keys to read
+      const float* k = pages.data<float>() + (phys * int64_t{a.page_size} + pos % a.page_size) * row;
+      float* page = bounds.data<float>() + pos / a.bound_page * 2 * row;
+      const bool first = pos % a.bound_page == 0;
+      for (int64_t g = 0; g < kv_heads; ++g) {
+        const float* kg = k + g * d;
+        float* lo = page + g * 2 * d;
+        float* hi = lo + d;
+        if (first) {
+          std::copy(kg, kg + d, lo);
+          std::copy(kg, kg + d, hi);
+        } else {
+          for (int64_t i = 0; i < d; ++i) {
+            lo[i] = std::min(lo[i], kg[i]);
+            hi[i] = std::max(hi[i], kg[i]);
+          }
+        }
+      }
+    }
+  }
+
+  void SelectTopPages(const TopPagesArgs& a, Tensor& selected) override {
+    const int64_t heads = a.q->dim(1), d = a.q->dim(2);
+    const int64_t kv_heads = a.bounds->dim(1), group = heads / kv_heads;
+    const int64_t last = a.num_pages - 1;
+    CHECK(a.q->dim(0) == 1 && a.k >= 0 && a.k <= last && a.num_pages <= a.bounds->dim(0))
+        << "select top pages: k " << a.k << " of " << a.num_pages << " pages, q "
+        << a.q->ShapeString() << ", bounds " << a.bounds->ShapeString();
+    CHECK(selected.dtype() == DType::kInt32 && selected.numel() == kv_heads * (a.k + 1))
+        << "select top pages: selected is " << selected.ShapeString();
+    // max(q*max, q*min) = min(q,0)*min + max(q,0)*max: the bound is a plain
+    // dot product of [min(q,0) | max(q,0)] with a page's [min | max] rows.
+    split_q_.resize(group * 2 * d);
+    scores_.resize(last);
+    candidates_.resize(last);
+    int32_t* out = selected.data<int32_t>();
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      for (int64_t h = 0; h < group; ++h) {
+        const float* qh = a.q->data<float>() + (g * group + h) * d;
+        float* s = split_q_.data() + h * 2 * d;
+        for (int64_t i = 0; i < d; ++i) {
+          s[i] = std::min(qh[i], 0.0f);
+          s[d + i] = std::max(qh[i], 0.0f);
+        }
+      }
+      for (int64_t p = 0; p < last; ++p) {
+        const float* page = a.bounds->data<float>() + (p * kv_heads + g) * 2 * d;
+        float combined = Dot(split_q_.data(), page, 2 * d);
+        for (int64_t h = 1; h < group; ++h) {
+          const float s = Dot(split_q_.data() + h * 2 * d, page, 2 * d);
+          combined = a.combine_sum ? combined + s : std::max(combined, s);
+        }
+        // NaN would break the strict weak order of the comparator below.
+        scores_[p] = std::isnan(combined) ? -INFINITY : combined;
+      }
+      std::iota(candidates_.begin(), candidates_.end(), 0);
+      // Best first; equal scores prefer the lower page so runs reproduce.
+      auto better = [this](int32_t x, int32_t y) {
+        return scores_[x] > scores_[y] || (scores_[x] == scores_[y] && x < y);
+      };
+      std::nth_element(candidates_.begin(), candidates_.begin() + a.k, candidates_.end(), better);
+      // Ascending page order walks the pool front to back.
+      std::sort(candidates_.begin(), candidates_.begin() + a.k);
+      int32_t* row = out + g * (a.k + 1);
+      std::copy(candidates_.begin(), candidates_.begin() + a.k, row);
+      row[a.k] = static_cast<int32_t>(last);
+    }
+  }
+
  private:
+  // a.b over n floats. Eight independent partial sums let the compiler keep
+  // them in one SIMD register (a single running sum would serialise on the
+  // float add, which it may not reorder).
+  static float Dot(const float* a, const float* b, int64_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+    }
+    float s = 0.0f;
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  }
+
   // The K (or V) row of logical position `pos`: all KV heads, head_dim each.
   static const float* KeyOrValue(const Tensor& pages, const PagedAttentionArgs& a, int64_t pos, int64_t row) {
     const int64_t phys = a.page_table[pos / a.page_size];
     return pages.data<float>() + (phys * a.page_size + pos % a.page_size) * row;
   }
+
+  // SelectTopPages scratch, reused across calls.
+  std::vector<float> split_q_, scores_;
+  std::vector<int32_t> candidates_;
 };
 
 }  // namespace

@@ -12,7 +12,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
+#include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/kernels.h"
+#include "ops/cuda/quest_kernels.h"
 
 namespace quest::ops {
 namespace {
@@ -65,6 +67,7 @@ cudaDataType_t CudaType(DType t) {
     case DType::kFloat32: return CUDA_R_32F;
     case DType::kFloat16: return CUDA_R_16F;
     case DType::kBFloat16: return CUDA_R_16BF;
+    case DType::kInt32: return CUDA_R_32I;
   }
   return CUDA_R_32F;
 }
@@ -185,19 +188,21 @@ class CudaBackend final : public Backend {
   }
 
   Tensor ToHost(const Tensor& t) override {
-    if (t.device() == Device::kCpu) return t.ToFloat32().Clone();
+    if (t.device() == Device::kCpu) return t.dtype() == DType::kInt32 ? t.Clone() : t.ToFloat32().Clone();
     Tensor host = Tensor::Empty(t.dtype(), t.shape());
     QUEST_CUDA_CHECK(cudaMemcpyAsync(host.raw_data(), t.raw_data(), t.nbytes(),
                                      cudaMemcpyDeviceToHost, stream_));
     QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return host.ToFloat32();
+    return host.dtype() == DType::kInt32 ? host : host.ToFloat32();
   }
 
   void CopyFromHost(const Tensor& host, Tensor& device_tensor) override {
     CHECK(device_tensor.device() == Device::kCuda);
     CHECK_EQ(host.numel(), device_tensor.numel())
         << host.ShapeString() << " -> " << device_tensor.ShapeString();
-    Tensor converted = HostAs(host, device_tensor.dtype());
+    CHECK((host.dtype() == DType::kInt32) == (device_tensor.dtype() == DType::kInt32))
+        << "CopyFromHost between index and float tensors";
+    Tensor converted = host.dtype() == DType::kInt32 ? host : HostAs(host, device_tensor.dtype());
     QUEST_CUDA_CHECK(cudaMemcpyAsync(device_tensor.raw_data(), converted.raw_data(),
                                      converted.nbytes(), cudaMemcpyHostToDevice, stream_));
     QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -321,7 +326,17 @@ class CudaBackend final : public Backend {
     p.scale = a.scale;
     p.out = out.raw_data();
     p.page_table = page_table_.Upload(a.page_table.data(), a.page_table.size(), stream_);
-    if (!a.selected_indptr.empty()) {
+    if (a.selected_table != nullptr) {
+      const Tensor& table = *a.selected_table;
+      CHECK(a.selected_indptr.empty()) << "cuda paged attention: both a CSR and a table selection";
+      CHECK(table.device() == Device::kCuda && table.dtype() == DType::kInt32 && table.rank() == 2 &&
+            table.dim(0) == p.num_kv_heads)
+          << "cuda paged attention: selected_table is " << table.ShapeString()
+          << ", expected [" << p.num_kv_heads << ", per_head] i32 on cuda";
+      p.chunk = a.selection_chunk > 0 ? a.selection_chunk : a.page_size;
+      p.chunks = table.data<int32_t>();
+      p.chunks_per_head = static_cast<int>(table.dim(1));
+    } else if (!a.selected_indptr.empty()) {
       CHECK_EQ(static_cast<int>(a.selected_indptr.size()), p.num_kv_heads + 1);
       p.chunk = a.selection_chunk > 0 ? a.selection_chunk : a.page_size;
       p.indptr = indptr_.Upload(a.selected_indptr.data(), a.selected_indptr.size(), stream_);
@@ -356,6 +371,55 @@ class CudaBackend final : public Backend {
       }
       QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
+  }
+
+  void UpdatePageBounds(const PageBoundsArgs& a, Tensor& bounds) override {
+    CheckCompute(*a.k_pages, "k pages");
+    CheckCompute(bounds, "page bounds");
+    if (a.end <= a.begin) return;
+    cuda::PageBoundsParams p;
+    p.k_pages = a.k_pages->raw_data();
+    p.page_size = a.page_size;
+    p.bound_page = a.bound_page;
+    p.begin = a.begin;
+    p.end = a.end;
+    p.num_kv_heads = static_cast<int>(a.k_pages->dim(2));
+    p.head_dim = static_cast<int>(a.k_pages->dim(3));
+    CHECK(a.bound_page > 0 && a.page_size % a.bound_page == 0)
+        << "page bounds: Quest page " << a.bound_page << " vs pool page " << a.page_size;
+    CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, bounds.dim(0))
+        << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
+    CHECK_LE(a.end, static_cast<int64_t>(a.page_table.size()) * a.page_size);
+    p.page_table = page_table_.Upload(a.page_table.data(), a.page_table.size(), stream_);
+    p.bounds = bounds.raw_data();
+    QUEST_CUDA_CHECK(cuda::LaunchUpdatePageBounds(type(), p, stream_));
+  }
+
+  void SelectTopPages(const TopPagesArgs& a, Tensor& selected) override {
+    CheckCompute(*a.q, "quest query");
+    CheckCompute(*a.bounds, "page bounds");
+    const int kv_heads = static_cast<int>(a.bounds->dim(1));
+    CHECK(selected.device() == Device::kCuda && selected.dtype() == DType::kInt32 &&
+          selected.numel() == kv_heads * (a.k + 1))
+        << "select top pages: selected is " << selected.ShapeString() << ", expected ["
+        << kv_heads << ", " << a.k + 1 << "] i32 on cuda";
+    CHECK(a.num_pages >= 1 && a.k >= 0 && a.k <= a.num_pages - 1 && a.num_pages <= a.bounds->dim(0))
+        << "select top pages: k " << a.k << " of " << a.num_pages << " pages, bounds "
+        << a.bounds->ShapeString();
+    CHECK_EQ(a.q->dim(0), 1) << "select top pages: one decode query";
+    cuda::TopPagesParams p;
+    p.q = a.q->raw_data();
+    p.bounds = a.bounds->raw_data();
+    p.num_pages = a.num_pages;
+    p.k = a.k;
+    p.num_heads = static_cast<int>(a.q->dim(1));
+    p.num_kv_heads = kv_heads;
+    p.head_dim = static_cast<int>(a.q->dim(2));
+    p.combine_sum = a.combine_sum;
+    p.scores = static_cast<float*>(
+        scores_.Ensure(sizeof(float) * static_cast<size_t>(kv_heads) * a.num_pages, stream_));
+    p.selected = selected.data<int32_t>();
+    QUEST_CUDA_CHECK(cuda::LaunchSelectTopPages(type(), p, stream_));
   }
 
  private:
@@ -413,7 +477,8 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
   std::map<std::tuple<int64_t, int64_t, int64_t, DType, bool, uint32_t>, GemmPlan> plans_;
-  DeviceScratch ids_, positions_, inv_freq_, page_table_, indptr_, chunks_, valid_, lse_, weights_;
+  DeviceScratch ids_, positions_, inv_freq_, page_table_, indptr_, chunks_, valid_, lse_, weights_,
+      scores_;
   std::vector<float> inv_freq_host_;
   const float* inv_freq_dev_ = nullptr;
 };

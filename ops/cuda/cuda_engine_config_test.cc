@@ -1,6 +1,6 @@
 // Engine::Create with backend CUDA, on any machine (CI has no GPU): host-only
-// cache policies and FLOAT32 are refused before the GPU is touched, and a
-// missing GPU is a clear error.
+// cache policies (an out-of-tree plugin's) and FLOAT32 are refused before the
+// GPU is touched, and a missing GPU is a clear error.
 
 #include <cuda_runtime_api.h>
 
@@ -23,16 +23,19 @@ config::EngineConfig TinyCudaConfig() {
   return c;
 }
 
-TEST(CudaEngineConfigTest, HostOnlyPoliciesAreRefused) {
-  for (const char* policy : {"quest", "h2o", "tova", "streaming_llm"}) {
-    config::EngineConfig c = TinyCudaConfig();
-    c.mutable_cache()->set_policy(policy);
-    auto e = Engine::Create(c);
-    ASSERT_FALSE(e.ok()) << policy;
-    EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
-    EXPECT_THAT(e.status().message(),
-                HasSubstr(std::string("cache policy ") + policy + " does not run on the CUDA backend yet"));
-  }
+// Every built-in policy runs on the GPU; an out-of-tree policy whose factory
+// keeps the default RunsOn (host only) is refused before the GPU is touched.
+TEST(CudaEngineConfigTest, HostOnlyPluginPolicyIsRefused) {
+  config::EngineConfig c = TinyCudaConfig();
+  c.add_cache_plugins(std::string(std::getenv("TEST_SRCDIR")) +
+                      "/quest_runtime/cache/testdata/libsliding_window_plugin.so");
+  c.mutable_cache()->set_policy("example_recent_pages");
+  (*c.mutable_cache()->mutable_plugin()->mutable_fields())["pages"].set_number_value(2);
+  auto e = Engine::Create(c);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
+  EXPECT_THAT(e.status().message(),
+              HasSubstr("cache policy example_recent_pages does not run on the CUDA backend"));
 }
 
 TEST(CudaEngineConfigTest, Float32IsRefused) {

@@ -22,8 +22,6 @@
 namespace quest {
 namespace {
 
-using ::testing::HasSubstr;
-
 std::string TinyModel() { return fixtures::TinyCheckpointPath(); }
 
 config::EngineConfig TinyConfig(config::Backend backend) {
@@ -141,17 +139,40 @@ TEST(CudaEngineTest, GreedyTokensMatchCpu) {
   EXPECT_EQ((*gpu)->kv_pages().first, 0);
 }
 
-TEST(CudaEngineTest, HostOnlyPolicyPerRequestIsRefused) {
+// Every built-in policy, chosen per request, generates on the GPU the tokens
+// it generates on the CPU. Budgets are small against the 37-token prompt
+// (pages of 4) so that selection and eviction are active from the first
+// decode step.
+TEST(CudaEngineTest, EveryPolicyMatchesCpu) {
+  auto cpu = Engine::Create(TinyConfig(config::CPU));
   auto gpu = Engine::Create(TinyConfig(config::CUDA));
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  api::GenerateRequest r = Request({3, 4}, 2);
-  r.mutable_cache()->set_policy("quest");
-  auto resp = (*gpu)->Generate(r);
-  ASSERT_FALSE(resp.ok());
-  EXPECT_EQ(resp.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(resp.status().message(), HasSubstr("cache policy quest does not run on the CUDA backend yet"));
-  // The engine still serves dense requests afterwards.
-  EXPECT_TRUE((*gpu)->Generate(Request({3, 4}, 2)).ok());
+  std::vector<config::CacheConfig> policies(5);
+  policies[0].set_policy("dense");
+  policies[1].set_policy("quest");
+  policies[1].mutable_quest()->set_token_budget(12);
+  policies[1].mutable_quest()->set_dense_layers(0);
+  policies[2].set_policy("streaming_llm");
+  policies[2].mutable_streaming_llm()->set_window_tokens(8);
+  policies[3].set_policy("h2o");
+  policies[3].mutable_h2o()->set_token_budget(16);
+  policies[4].set_policy("tova");
+  policies[4].mutable_tova()->set_token_budget(16);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 37; ++i) prompt.push_back((i * 37 + 11) % 128);
+  for (const config::CacheConfig& policy : policies) {
+    api::GenerateRequest r = Request(prompt, 16);
+    *r.mutable_cache() = policy;
+    auto a = (*cpu)->Generate(r);
+    auto b = (*gpu)->Generate(r);
+    ASSERT_TRUE(a.ok()) << policy.policy() << ": " << a.status();
+    ASSERT_TRUE(b.ok()) << policy.policy() << ": " << b.status();
+    std::printf("  %-13s cpu %s\n  %13s gpu %s\n", policy.policy().c_str(), Join(Ids(*a)).c_str(), "",
+                Join(Ids(*b)).c_str());
+    EXPECT_EQ(Ids(*a), Ids(*b)) << policy.policy();
+    EXPECT_EQ((*gpu)->kv_pages().first, 0) << policy.policy() << " returned its pages";
+  }
 }
 
 }  // namespace

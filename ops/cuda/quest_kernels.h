@@ -1,0 +1,57 @@
+#ifndef QUEST_OPS_CUDA_QUEST_KERNELS_H_
+#define QUEST_OPS_CUDA_QUEST_KERNELS_H_
+
+// Quest's page metadata and page selection on the GPU (the contract is
+// Backend::UpdatePageBounds / Backend::SelectTopPages in runtime/backend.h;
+// the CPU backend is the reference). Plain C++ launchers over device
+// pointers, like kernels.h.
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "ops/cuda/kernels.h"
+
+namespace quest::ops::cuda {
+
+// Folds the Keys at positions [begin, end) into `bounds` [capacity,
+// num_kv_heads, 2, head_dim] (storage type): row 0 the elementwise min, row 1
+// the max over the Quest page's Keys. A position at a Quest page's start
+// resets that page's bounds to its own Key, others widen them; positions in
+// a page-table hole (-1) are skipped.
+struct PageBoundsParams {
+  const void* k_pages = nullptr;  // [pages, page_size, num_kv_heads, head_dim]
+  const int32_t* page_table = nullptr;
+  int page_size = 0;   // pool page
+  int bound_page = 0;  // Quest page (divides page_size)
+  int64_t begin = 0;
+  int64_t end = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  void* bounds = nullptr;
+};
+cudaError_t LaunchUpdatePageBounds(ElemType type, const PageBoundsParams& p, cudaStream_t stream);
+
+// Per KV head g: scores every Quest page p in [0, num_pages - 1) with the
+// query heads of g combined (sum or max over the group of
+// sum_d max(q_d * min_pd, q_d * max_pd)), NaN counting as -inf, and writes
+// the `k` best (ties: the lower page) in ascending page order, then
+// num_pages - 1 (the current page), to selected[g * (k + 1) ..].
+// 0 <= k <= num_pages - 1.
+struct TopPagesParams {
+  const void* q = nullptr;       // [1, num_heads, head_dim]
+  const void* bounds = nullptr;  // [capacity, num_kv_heads, 2, head_dim]
+  int64_t num_pages = 0;
+  int64_t k = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  bool combine_sum = true;  // false: max over the group
+  float* scores = nullptr;  // scratch [num_kv_heads, num_pages] floats
+  int32_t* selected = nullptr;  // [num_kv_heads, k + 1]
+};
+cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStream_t stream);
+
+}  // namespace quest::ops::cuda
+
+#endif  // QUEST_OPS_CUDA_QUEST_KERNELS_H_
