@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -107,6 +108,19 @@ class DeviceScratch {
   size_t capacity_ = 0;
 };
 
+// The backend's stream, shared with every tensor it allocated: a tensor's
+// memory returns to the pool in the stream's order, so the stream must
+// outlive the backend while such tensors do.
+struct OwnedStream {
+  cudaStream_t stream = nullptr;
+  ~OwnedStream() {
+    if (stream != nullptr) {
+      cudaStreamSynchronize(stream);
+      cudaStreamDestroy(stream);
+    }
+  }
+};
+
 // Everything cuBLASLt needs for one GEMM shape, built once.
 struct GemmPlan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -124,9 +138,26 @@ class CudaBackend final : public Backend {
       return absl::FailedPreconditionError(
           absl::StrCat("CUDA backend: cudaSetDevice(", device_, "): ", cudaGetErrorString(e)));
     }
-    if (cudaError_t e = cudaStreamCreate(&stream_); e != cudaSuccess) {
+    owned_stream_ = std::make_shared<OwnedStream>();
+    if (cudaError_t e = cudaStreamCreate(&owned_stream_->stream); e != cudaSuccess) {
       return absl::FailedPreconditionError(
           absl::StrCat("CUDA backend: cudaStreamCreate: ", cudaGetErrorString(e)));
+    }
+    stream_ = owned_stream_->stream;
+    // Tensors come from the device's stream-ordered pool (cudaMallocAsync).
+    // With no release threshold, freed blocks stay cached in the pool and
+    // later allocations reuse them, so a decode step's dozen activation
+    // buffers cost no cudaMalloc/cudaFree (cudaFree synchronises the device).
+    cudaMemPool_t pool = nullptr;
+    if (cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, device_); e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("CUDA backend: no stream-ordered memory pool: ", cudaGetErrorString(e)));
+    }
+    uint64_t keep_all = UINT64_MAX;
+    if (cudaError_t e = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all);
+        e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("CUDA backend: memory pool threshold: ", cudaGetErrorString(e)));
     }
     if (cublasStatus_t s = cublasLtCreate(&lt_); s != CUBLAS_STATUS_SUCCESS) {
       return absl::FailedPreconditionError(absl::StrCat("CUDA backend: cublasLtCreate: status ", s));
@@ -148,7 +179,7 @@ class CudaBackend final : public Backend {
     }
     if (workspace_ != nullptr) cudaFree(workspace_);
     if (lt_ != nullptr) cublasLtDestroy(lt_);
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    // The stream goes with the last tensor still holding owned_stream_.
   }
 
   Device device() const override { return Device::kCuda; }
@@ -175,9 +206,10 @@ class CudaBackend final : public Backend {
     }
     const size_t bytes = std::max<size_t>(static_cast<size_t>(numel) * DTypeSize(dtype), 1);
     void* p = nullptr;
-    QUEST_CUDA_CHECK(cudaMalloc(&p, bytes));
-    // cudaFree fails harmlessly once the runtime is unloading at exit.
-    std::shared_ptr<void> storage(p, [](void* q) { cudaFree(q); });
+    QUEST_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream_));
+    // Back to the pool once the work queued so far is done; fails harmlessly
+    // once the runtime is unloading at exit.
+    std::shared_ptr<void> storage(p, [owner = owned_stream_](void* q) { cudaFreeAsync(q, owner->stream); });
     return Tensor::Wrap(std::move(storage), p, dtype, std::move(shape), Device::kCuda);
   }
 
@@ -473,7 +505,8 @@ class CudaBackend final : public Backend {
 
   const int device_;
   const DType dtype_;
-  cudaStream_t stream_ = nullptr;
+  std::shared_ptr<OwnedStream> owned_stream_;
+  cudaStream_t stream_ = nullptr;  // owned_stream_->stream
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
   std::map<std::tuple<int64_t, int64_t, int64_t, DType, bool, uint32_t>, GemmPlan> plans_;

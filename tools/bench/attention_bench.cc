@@ -6,9 +6,14 @@
 //     a device-to-device cudaMemcpyAsync of the same bytes in the same run
 //     (a copy's bandwidth counts the bytes it reads plus those it writes);
 //   - "speed-up": dense time / sparse time at the same context, for the
-//     attention kernel alone with the selection given (Quest's scoring and
-//     top-k kernels are not on the GPU yet: end-to-end Quest decode is not
-//     measured here).
+//     attention kernel alone with a selection given ("sparse"), and for
+//     Quest end to end ("quest"): every launch of a decode step of one
+//     layer -- UpdatePageBounds of the new token, SelectTopPages (scoring
+//     and top-k) and PagedAttention over the selected table -- with the
+//     share of each op measured alone;
+//   - GEMMs through Backend::Linear (cuBLASLt): TFLOP/s, to be read beside
+//     torch.matmul on the same shapes in the same GPU run
+//     (tools/bench/torch_reference.py, which also times PyTorch SDPA decode).
 //
 // Timing: the backend keeps its stream private (ops/cuda/cuda_backend.h), so
 // each repeat is cudaDeviceSynchronize, steady_clock, N enqueued calls,
@@ -114,6 +119,18 @@ struct Shape {
   int kv_heads;
 };
 
+struct QuestRow {
+  std::string shape;
+  int64_t context;
+  int budget;
+  double speedup;      // dense b1 / quest step
+  double ideal;        // context / budget
+  double append_pct;   // UpdatePageBounds alone / quest step
+  double select_pct;   // SelectTopPages alone / quest step
+  double attend_pct;   // PagedAttention over the table alone / quest step
+  double select_copy;  // bounds bytes read by SelectTopPages / time, % of copy
+};
+
 struct Row {
   std::string shape;
   int64_t context;
@@ -141,6 +158,33 @@ void FillRandom(void* dst, size_t bytes, std::mt19937& rng) {
   for (size_t off = block; off < bytes; off += block) {
     BENCH_CUDA(cudaMemcpy(d + off, d, std::min(block, bytes - off), cudaMemcpyDeviceToDevice));
   }
+}
+
+// Backend::Linear (cuBLASLt, bf16 in and out, fp32 accumulate) on
+// Llama-2-7B projection shapes, as TFLOP/s; torch_reference.py times
+// torch.matmul on the same shapes in the same GPU run.
+int RunGemms(Backend& backend) {
+  struct Gemm {
+    int64_t m, n, k;
+  };
+  const Gemm gemms[] = {{1, 4096, 4096},    {1, 11008, 4096},   {16, 4096, 4096},
+                        {512, 4096, 4096},  {512, 11008, 4096}, {512, 4096, 11008},
+                        {4096, 4096, 4096}, {4096, 11008, 4096}};
+  std::mt19937 rng(99);
+  std::printf("\nGEMM y[m,n] = x[m,k] w[n,k]^T through Backend::Linear (cuBLASLt), bf16, fp32 accumulate:\n");
+  std::printf("%6s %6s %6s %10s %14s\n", "m", "n", "k", "TFLOP/s", "weight GB/s");
+  for (const Gemm& g : gemms) {
+    Tensor x = backend.Allocate(DType::kBFloat16, {g.m, g.k});
+    Tensor w = backend.Allocate(DType::kBFloat16, {g.n, g.k});
+    Tensor y = backend.Allocate(DType::kBFloat16, {g.m, g.n});
+    FillRandom(x.raw_data(), x.nbytes(), rng);
+    FillRandom(w.raw_data(), w.nbytes(), rng);
+    Timing t = Time([&](int) { backend.Linear(x, w, nullptr, y); });
+    const double flops = 2.0 * g.m * g.n * g.k;
+    std::printf("%6lld %6lld %6lld %10.1f %14.0f\n", static_cast<long long>(g.m), static_cast<long long>(g.n),
+                static_cast<long long>(g.k), flops / t.host_s / 1e12, w.nbytes() / t.host_s / 1e9);
+  }
+  return 0;
 }
 
 int Main() {
@@ -172,6 +216,7 @@ int Main() {
   const int budgets[] = {256, 1024, 2048, 4096};
   std::mt19937 rng(1234);
   std::vector<Row> rows;
+  std::vector<QuestRow> quest_rows;
 
   const auto run_start = std::chrono::steady_clock::now();
   bool cut = false;
@@ -282,13 +327,96 @@ int Main() {
                         dense.host_s / sparse.host_s, static_cast<double>(ctx) / budget,
                         sparse.event_s / sparse.host_s});
       }
+
+      // Quest end to end. Each sequence's page bounds are built once over its
+      // whole context (as prefill does); a decode step of one layer then
+      // folds the newest token in, scores and ranks every page, and attends
+      // the selected table.
+      std::vector<Tensor> bounds;
+      for (int q = 0; q < kSeqs; ++q) {
+        bounds.push_back(backend->AllocateZeros(DType::kBFloat16, {pages_per_seq, s.kv_heads, 2, kHeadDim}));
+        PageBoundsArgs b;
+        b.k_pages = &k;
+        b.page_table = tables[q];
+        b.page_size = kPageSize;
+        b.bound_page = kPageSize;
+        b.begin = 0;
+        b.end = ctx;
+        backend->UpdatePageBounds(b, bounds[q]);
+      }
+      for (int budget : budgets) {
+        if (budget >= ctx) continue;
+        const int64_t k_pages = budget / kPageSize - 1;
+        std::vector<Tensor> selected;
+        for (int q = 0; q < kSeqs; ++q) {
+          selected.push_back(backend->Allocate(DType::kInt32, {s.kv_heads, k_pages + 1}));
+        }
+        auto append = [&](int q) {
+          PageBoundsArgs b;
+          b.k_pages = &k;
+          b.page_table = tables[q];
+          b.page_size = kPageSize;
+          b.bound_page = kPageSize;
+          b.begin = ctx - 1;
+          b.end = ctx;
+          backend->UpdatePageBounds(b, bounds[q]);
+        };
+        auto select = [&](int q) {
+          TopPagesArgs t;
+          t.q = &qs[q];
+          t.bounds = &bounds[q];
+          t.num_pages = pages_per_seq;
+          t.k = k_pages;
+          t.combine_sum = true;
+          backend->SelectTopPages(t, selected[q]);
+        };
+        auto attend_table = [&](int q) {
+          PagedAttentionArgs a;
+          a.q = &qs[q];
+          a.k_pages = &k;
+          a.v_pages = &v;
+          a.page_table = tables[q];
+          a.kv_len = ctx;
+          a.page_size = kPageSize;
+          a.selected_table = &selected[q];
+          a.selection_chunk = kPageSize;
+          a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+          backend->PagedAttention(a, outs[q]);
+        };
+        // Sanity: a selection is k ascending pages, then the current one.
+        select(0);
+        {
+          Tensor h = backend->ToHost(selected[0]);
+          for (int g = 0; g < s.kv_heads; ++g) {
+            const int32_t* row = h.data<int32_t>() + g * (k_pages + 1);
+            bool ok = row[k_pages] == pages_per_seq - 1;
+            for (int64_t j = 0; j < k_pages; ++j) ok = ok && row[j] >= 0 && (j == 0 || row[j] > row[j - 1]) && row[j] < pages_per_seq - 1;
+            if (!ok) {
+              std::fprintf(stderr, "attention_bench: SelectTopPages gave a malformed selection\n");
+              return 1;
+            }
+          }
+        }
+        Timing t_append = Time([&](int i) { append(i % kSeqs); });
+        Timing t_select = Time([&](int i) { select(i % kSeqs); });
+        Timing t_attend = Time([&](int i) { attend_table(i % kSeqs); });
+        Timing t_step = Time([&](int i) {
+          append(i % kSeqs);
+          select(i % kSeqs);
+          attend_table(i % kSeqs);
+        });
+        const double bounds_bytes = static_cast<double>(pages_per_seq) * s.kv_heads * 2 * kHeadDim * 2;
+        quest_rows.push_back({shape_name, ctx, budget, dense.host_s / t_step.host_s,
+                              static_cast<double>(ctx) / budget, 100 * t_append.host_s / t_step.host_s,
+                              100 * t_select.host_s / t_step.host_s, 100 * t_attend.host_s / t_step.host_s,
+                              pct(bounds_bytes, t_select.host_s)});
+      }
       BENCH_CUDA(cudaDeviceSynchronize());
     }
   }
 
   if (cut) std::printf("\nSOME CASES WERE SKIPPED (time limit): see above.\n");
-  std::printf("\nQuest's page scoring and top-k are not yet on the GPU: end-to-end Quest decode is NOT "
-              "measured; sparse rows are the attention kernel alone with the selection given.\n");
+  std::printf("\nsparse rows: the attention kernel alone with a CSR selection given from the host.\n");
   std::printf("%% copy = (K+V bytes read / time) / (D2D cudaMemcpyAsync bytes read+written / time), same "
               "run, same size; speed-up = dense b1 time / sparse time, same context (ideal = ctx/B).\n");
   std::printf("ev/host = event time / host-clock time (near 1: host-side work is not the bottleneck).\n");
@@ -304,7 +432,19 @@ int Main() {
                 static_cast<long long>(r.context / 1024), r.what.c_str(), r.pct_copy, sp, id,
                 r.event_vs_host);
   }
-  return 0;
+  std::printf("\nQuest decode step of one layer (UpdatePageBounds of the new token + SelectTopPages + "
+              "PagedAttention over the selected table), budget B tokens in pages of %d, batch 1, SUM:\n"
+              "speed-up = dense b1 time / quest step time (same run); shares = each op timed alone / the "
+              "step; select %% copy = page-bound bytes scored / select time vs the copy bandwidth.\n",
+              kPageSize);
+  std::printf("%-10s %7s %6s %9s %7s %8s %8s %8s %14s\n", "shape", "context", "B", "speed-up", "ideal",
+              "append", "select", "attend", "select % copy");
+  for (const QuestRow& r : quest_rows) {
+    std::printf("%-10s %6lldK %6d %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%%\n", r.shape.c_str(),
+                static_cast<long long>(r.context / 1024), r.budget, r.speedup, r.ideal, r.append_pct,
+                r.select_pct, r.attend_pct, r.select_copy);
+  }
+  return RunGemms(*backend);
 }
 
 }  // namespace
