@@ -144,6 +144,13 @@ class Backend {
   // holds the k best pages (ties: the lower page) in ascending order, then
   // num_pages - 1. Requires 0 <= k <= num_pages - 1.
   virtual void SelectTopPages(const TopPagesArgs& args, Tensor& selected) = 0;
+
+  // Sampling without copying logits back: the k largest values of each row
+  // of `logits` [rows, n] (f32 on the backend's device) into the host
+  // tensors `ids` [rows, k] (int32) and `values` [rows, k] (f32), best first,
+  // ties in ascending index order (a stable sort's order; NaN ranks lowest).
+  // 1 <= k <= n.
+  virtual void TopK(const Tensor& logits, int k, Tensor& ids, Tensor& values) = 0;
 };
 
 }  // namespace quest

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "glog/logging.h"
 
 namespace quest {
 namespace {
@@ -60,7 +61,10 @@ absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const api::SamplingPara
   const bool greedy = p.temperature() == 0.0f;
   auto sampler = absl::WrapUnique(new Sampler(greedy, p.temperature(), p.seed()));
   if (!greedy) {
-    if (p.top_k() > 0) sampler->steps_.push_back(std::make_unique<TopK>(p.top_k()));
+    if (p.top_k() > 0) {
+      sampler->top_k_ = p.top_k();
+      sampler->steps_.push_back(std::make_unique<TopK>(p.top_k()));
+    }
     if (p.top_p() > 0.0f && p.top_p() < 1.0f) {
       sampler->steps_.push_back(std::make_unique<TopP>(p.top_p(), p.temperature()));
     }
@@ -77,6 +81,21 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   for (size_t i = 0; i < logits.size(); ++i) candidates_[i] = {static_cast<int32_t>(i), logits[i], 0.0f};
   std::stable_sort(candidates_.begin(), candidates_.end(),
                    [](const TokenCandidate& a, const TokenCandidate& b) { return a.logit > b.logit; });
+  return SampleSorted();
+}
+
+int32_t Sampler::SampleTop(absl::Span<const int32_t> ids, absl::Span<const float> logits) {
+  CHECK(TopCandidatesNeeded() > 0 && ids.size() >= static_cast<size_t>(TopCandidatesNeeded()) &&
+        ids.size() == logits.size())
+      << "SampleTop with " << ids.size() << " candidates, needs " << TopCandidatesNeeded();
+  if (greedy_) return ids[0];
+  // Only the first top_k matter: the chain's TopK step would cut the rest.
+  candidates_.resize(top_k_);
+  for (int i = 0; i < top_k_; ++i) candidates_[i] = {ids[i], logits[i], 0.0f};
+  return SampleSorted();
+}
+
+int32_t Sampler::SampleSorted() {
   for (auto& step : steps_) step->Apply(candidates_);
   Softmax(candidates_, temperature_);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);

@@ -1,6 +1,10 @@
 #include "runtime/sampler.h"
 
+#include <algorithm>
 #include <map>
+#include <numeric>
+#include <random>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -61,6 +65,39 @@ TEST(SamplerTest, InvalidParamsNameTheField) {
   EXPECT_THAT(Sampler::Create(Params(-1, 0, 0, 0)).status().message(), ::testing::HasSubstr("sampling.temperature"));
   EXPECT_THAT(Sampler::Create(Params(1, -2, 0, 0)).status().message(), ::testing::HasSubstr("sampling.top_k"));
   EXPECT_THAT(Sampler::Create(Params(1, 0, 1.5f, 0)).status().message(), ::testing::HasSubstr("sampling.top_p"));
+}
+
+// SampleTop over a row's best candidates (what Backend::TopK returns) picks
+// the token Sample picks over the whole row, draw for draw, for every
+// sampler that needs only a few candidates; logits with many exact ties
+// check the tie order.
+TEST(SamplerTest, SampleTopEqualsSampleOverTheWholeRow) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> level(0, 40);
+  for (const api::SamplingParams& p :
+       {Params(0, 0, 0, 1), Params(0.7f, 1, 0, 2), Params(0.7f, 5, 0, 3), Params(1.3f, 40, 0.9f, 4),
+        Params(1.0f, 200, 0.5f, 5)}) {
+    auto full = Sampler::Create(p);
+    auto top = Sampler::Create(p);
+    ASSERT_TRUE(full.ok() && top.ok());
+    const int need = (*top)->TopCandidatesNeeded();
+    ASSERT_GT(need, 0);
+    for (int trial = 0; trial < 200; ++trial) {
+      std::vector<float> logits(1000);
+      for (float& x : logits) x = 0.25f * level(rng);  // few distinct values: ties
+      // The best `need` ids, best first, ties by ascending id.
+      std::vector<int32_t> order(logits.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+      std::vector<int32_t> ids(order.begin(), order.begin() + need);
+      std::vector<float> values;
+      for (int32_t id : ids) values.push_back(logits[id]);
+      ASSERT_EQ((*top)->SampleTop(ids, values), (*full)->Sample(logits))
+          << "temperature " << p.temperature() << " top_k " << p.top_k() << " trial " << trial;
+    }
+  }
+  auto whole = Sampler::Create(Params(1.0f, 0, 0.9f, 1));
+  EXPECT_EQ((*whole)->TopCandidatesNeeded(), 0) << "top-p alone needs the whole softmax";
 }
 
 }  // namespace

@@ -30,6 +30,48 @@ size_t StopHoldback(absl::string_view text, const google::protobuf::RepeatedPtrF
   return hold;
 }
 
+// Largest candidate list fetched from the device per row; a sampler that
+// needs more (or the whole row) gets the logits copied back whole.
+constexpr int kMaxDeviceCandidates = 256;
+
+// Samples the rows of one step's logits (on the backend's device). When every
+// row's sampler needs only its best few candidates (greedy: 1, top-k: k), one
+// Backend::TopK brings just those to the host instead of batch x vocab
+// floats; otherwise the logits come back whole.
+class RowSampler {
+ public:
+  RowSampler(Backend& backend, const Tensor& logits, absl::Span<Sampler* const> samplers) {
+    const int64_t vocab = logits.dim(1);
+    bool whole = false;
+    for (const Sampler* s : samplers) {
+      const int need = s->TopCandidatesNeeded();
+      whole |= need == 0 || need > kMaxDeviceCandidates;
+      k_ = std::max(k_, need);
+    }
+    if (whole || k_ > vocab) {
+      host_ = backend.ToHost(logits);
+      return;
+    }
+    ids_ = Tensor::Empty(DType::kInt32, {logits.dim(0), k_});
+    values_ = Tensor::Empty(DType::kFloat32, {logits.dim(0), k_});
+    backend.TopK(logits, k_, ids_, values_);
+  }
+
+  int32_t operator()(size_t row, Sampler& sampler) {
+    if (host_.defined()) {
+      const int64_t vocab = host_.dim(1);
+      return sampler.Sample(absl::MakeConstSpan(host_.data<float>() + row * vocab, vocab));
+    }
+    return sampler.SampleTop(absl::MakeConstSpan(ids_.data<int32_t>() + row * k_, k_),
+                             absl::MakeConstSpan(values_.data<float>() + row * k_, k_));
+  }
+
+ private:
+  int k_ = 1;
+  Tensor host_;          // whole rows, or
+  Tensor ids_, values_;  // [rows, k_] best candidates
+};
+
 }  // namespace
 
 struct Scheduler::Work {
@@ -249,7 +291,7 @@ void Scheduler::Step() {
   }
   running_ = std::move(still);
   if (!steps.empty()) {
-    absl::StatusOr<Tensor> logits = model_.Forward(steps, cache_);
+    absl::StatusOr<Tensor> logits = model_.ForwardOnDevice(steps, cache_);
     {
       absl::MutexLock lock(&mu_);
       ++stats_.steps;
@@ -261,7 +303,9 @@ void Scheduler::Step() {
         running_.erase(std::find(running_.begin(), running_.end(), w));
       }
     } else {
-      const size_t vocab = static_cast<size_t>(logits->dim(1));
+      std::vector<Sampler*> samplers;
+      for (Work* w : in_step) samplers.push_back(w->req.sampler.get());
+      RowSampler sample(model_.backend(), *logits, samplers);
       for (size_t i = 0; i < in_step.size(); ++i) {
         Work& w = *in_step[i];
         const int64_t prompt_len = static_cast<int64_t>(w.req.prompt.size());
@@ -273,7 +317,7 @@ void Scheduler::Step() {
         if (w.cancelled.load()) {
           finish = api::CANCELLED;
         } else {
-          const int32_t token = w.req.sampler->Sample(absl::MakeConstSpan(logits->data<float>() + i * vocab, vocab));
+          const int32_t token = sample(i, *w.req.sampler);
           w.last_token = Clock::now();
           api::GenerateResponse& response = w.response;
           if (response.token_ids_size() == 0) w.first_token = w.last_token;

@@ -78,6 +78,13 @@ cache::CacheGeometry LlamaModel::CacheGeometryFor(int page_size) const {
 
 absl::StatusOr<Tensor> LlamaModel::Forward(absl::Span<const SequenceStep> batch,
                                            cache::KVCache& cache, LogitsMode mode) {
+  absl::StatusOr<Tensor> logits = ForwardOnDevice(batch, cache, mode);
+  if (!logits.ok()) return logits.status();
+  return backend_.ToHost(*logits);
+}
+
+absl::StatusOr<Tensor> LlamaModel::ForwardOnDevice(absl::Span<const SequenceStep> batch,
+                                                   cache::KVCache& cache, LogitsMode mode) {
   const LlamaConfig& c = config_;
   if (batch.empty()) return absl::InvalidArgumentError("forward: empty batch");
 
@@ -171,7 +178,7 @@ absl::StatusOr<Tensor> LlamaModel::Forward(absl::Span<const SequenceStep> batch,
   }
   Tensor logits = b.Allocate(DType::kFloat32, {rows.dim(0), c.vocab_size});
   b.Linear(rows, lm_head_, nullptr, logits);
-  return b.ToHost(logits);
+  return logits;
 }
 
 }  // namespace quest::models

@@ -47,6 +47,12 @@ class LlamaModel {
   // range, KV pool full) nothing is appended. Returns host f32 logits.
   absl::StatusOr<Tensor> Forward(absl::Span<const SequenceStep> batch, cache::KVCache& cache,
                                  LogitsMode mode = LogitsMode::kLastToken);
+  // The same, with the f32 logits left on the backend's device (the
+  // scheduler samples there through Backend::TopK).
+  absl::StatusOr<Tensor> ForwardOnDevice(absl::Span<const SequenceStep> batch, cache::KVCache& cache,
+                                         LogitsMode mode = LogitsMode::kLastToken);
+
+  Backend& backend() const { return backend_; }
 
  private:
   struct Layer {

@@ -316,6 +316,27 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void TopK(const Tensor& logits, int k, Tensor& ids, Tensor& values) override {
+    const int64_t rows = logits.dim(0), n = logits.dim(1);
+    CHECK(k >= 1 && k <= n && ids.numel() == rows * k && values.numel() == rows * k)
+        << "top-k: k " << k << " of " << logits.ShapeString() << " into " << ids.ShapeString();
+    std::vector<int32_t> order(n);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* x = logits.data<float>() + r * n;
+      std::iota(order.begin(), order.end(), 0);
+      auto better = [x](int32_t a, int32_t b) {
+        const bool na = std::isnan(x[a]), nb = std::isnan(x[b]);
+        if (na != nb) return nb;  // a number beats NaN
+        return (!na && x[a] > x[b]) || ((na || x[a] == x[b]) && a < b);
+      };
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), better);
+      for (int j = 0; j < k; ++j) {
+        ids.data<int32_t>()[r * k + j] = order[j];
+        values.data<float>()[r * k + j] = x[order[j]];
+      }
+    }
+  }
+
  private:
   // a.b over n floats. Eight independent partial sums let the compiler keep
   // them in one SIMD register (a single running sum would serialise on the

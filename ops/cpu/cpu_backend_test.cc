@@ -213,5 +213,32 @@ TEST(CpuBackendTest, ChunksMasksHolesAndAttentionOutputs) {
   }
 }
 
+TEST(CpuBackendTest, TopKIsAStableDescendingSortPrefix) {
+  auto backend = CreateCpuBackend();
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> level(-20, 20);
+  for (int k : {1, 2, 7, 64}) {
+    Tensor logits = Tensor::Empty(DType::kFloat32, {3, 300});
+    for (int64_t i = 0; i < logits.numel(); ++i) logits.data<float>()[i] = 0.5f * level(rng);
+    logits.data<float>()[17] = NAN;  // ranks lowest
+    Tensor ids = Tensor::Empty(DType::kInt32, {3, k});
+    Tensor values = Tensor::Empty(DType::kFloat32, {3, k});
+    backend->TopK(logits, k, ids, values);
+    for (int r = 0; r < 3; ++r) {
+      const float* x = logits.data<float>() + r * 300;
+      std::vector<int32_t> order(300);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+        if (std::isnan(x[a]) || std::isnan(x[b])) return !std::isnan(x[a]) && std::isnan(x[b]);
+        return x[a] > x[b];
+      });
+      for (int j = 0; j < k; ++j) {
+        EXPECT_EQ(ids.data<int32_t>()[r * k + j], order[j]) << "k " << k << " row " << r << " rank " << j;
+        EXPECT_EQ(values.data<float>()[r * k + j], x[order[j]]);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace quest::ops

@@ -16,6 +16,7 @@
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/kernels.h"
 #include "ops/cuda/quest_kernels.h"
+#include "ops/cuda/sampling_kernels.h"
 
 namespace quest::ops {
 namespace {
@@ -454,6 +455,44 @@ class CudaBackend final : public Backend {
     QUEST_CUDA_CHECK(cuda::LaunchSelectTopPages(type(), p, stream_));
   }
 
+  void TopK(const Tensor& logits, int k, Tensor& ids, Tensor& values) override {
+    CHECK(logits.device() == Device::kCuda && logits.dtype() == DType::kFloat32 && logits.rank() == 2)
+        << "top-k: logits " << logits.ShapeString();
+    const int64_t rows = logits.dim(0), n = logits.dim(1);
+    CHECK(k >= 1 && k <= n && ids.device() == Device::kCpu && ids.dtype() == DType::kInt32 &&
+          ids.numel() == rows * k && values.device() == Device::kCpu &&
+          values.dtype() == DType::kFloat32 && values.numel() == rows * k)
+        << "top-k: k " << k << " of " << logits.ShapeString() << " into " << ids.ShapeString()
+        << " / " << values.ShapeString();
+    const size_t count = static_cast<size_t>(rows) * k;
+    char* scratch = static_cast<char*>(topk_.Ensure(count * (sizeof(int32_t) + sizeof(float)), stream_));
+    int32_t* d_ids = reinterpret_cast<int32_t*>(scratch);
+    float* d_values = reinterpret_cast<float*>(scratch + count * sizeof(int32_t));
+    QUEST_CUDA_CHECK(cuda::LaunchRowTopK(logits.data<float>(), rows, n, k, d_ids, d_values, stream_));
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(ids.raw_data(), d_ids, count * sizeof(int32_t),
+                                     cudaMemcpyDeviceToHost, stream_));
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(values.raw_data(), d_values, count * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    // The kernel leaves each row's k winners unordered: best first, ties by
+    // ascending id, NaN last (the contract's order).
+    std::vector<std::pair<float, int32_t>> row(k);
+    for (int64_t r = 0; r < rows; ++r) {
+      int32_t* ri = ids.data<int32_t>() + r * k;
+      float* rv = values.data<float>() + r * k;
+      for (int j = 0; j < k; ++j) row[j] = {rv[j], ri[j]};
+      std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) {
+        const bool na = std::isnan(a.first), nb = std::isnan(b.first);
+        if (na != nb) return nb;
+        return (!na && a.first > b.first) || ((na || a.first == b.first) && a.second < b.second);
+      });
+      for (int j = 0; j < k; ++j) {
+        rv[j] = row[j].first;
+        ri[j] = row[j].second;
+      }
+    }
+  }
+
  private:
   cuda::ElemType type() const {
     return dtype_ == DType::kBFloat16 ? cuda::ElemType::kBFloat16 : cuda::ElemType::kFloat16;
@@ -511,7 +550,7 @@ class CudaBackend final : public Backend {
   void* workspace_ = nullptr;
   std::map<std::tuple<int64_t, int64_t, int64_t, DType, bool, uint32_t>, GemmPlan> plans_;
   DeviceScratch ids_, positions_, inv_freq_, page_table_, indptr_, chunks_, valid_, lse_, weights_,
-      scores_;
+      scores_, topk_;
   std::vector<float> inv_freq_host_;
   const float* inv_freq_dev_ = nullptr;
 };

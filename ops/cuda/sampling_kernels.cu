@@ -1,0 +1,103 @@
+// Row top-k for sampling (see sampling_kernels.h).
+
+#include <cmath>
+
+#include "ops/cuda/sampling_kernels.h"
+
+namespace quest::ops::cuda {
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kWarps = kThreads / 32;
+
+// Order-preserving map of floats to unsigned ints (larger float, larger
+// key); NaN maps to 0, below every number.
+__device__ __forceinline__ uint32_t Key(float f) {
+  if (isnan(f)) return 0u;
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__global__ void __launch_bounds__(kThreads) RowTopKKernel(const float* x, int64_t n, int k,
+                                                          int32_t* ids, float* values) {
+  const float* row = x + blockIdx.x * n;
+  int32_t* out_ids = ids + static_cast<int64_t>(blockIdx.x) * k;
+  float* out_values = values + static_cast<int64_t>(blockIdx.x) * k;
+  __shared__ uint32_t hist[256];
+  __shared__ uint32_t s_prefix, s_remaining, s_written, s_taken;
+  __shared__ uint32_t warp_count[kWarps];
+
+  // Radix select, 8 bits at a time from the top: the key of the k-th
+  // largest value, and how many values equal to it are among the k.
+  uint32_t prefix = 0, mask = 0, remaining = k;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      const uint32_t key = Key(row[i]);
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      uint32_t above = 0;
+      int b = 255;
+      for (; b > 0 && above + hist[b] < remaining; --b) above += hist[b];
+      s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
+      s_remaining = remaining - above;
+    }
+    __syncthreads();
+    prefix = s_prefix;
+    remaining = s_remaining;
+    mask |= 255u << shift;
+  }
+  const uint32_t threshold = prefix;
+
+  // Every value above the threshold is in; of those equal to it, the
+  // `remaining` lowest indices. Chunks go in index order so the equal ones
+  // are ranked by a block-wide prefix count.
+  if (threadIdx.x == 0) {
+    s_written = 0;
+    s_taken = 0;
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int64_t base = 0; base < n; base += blockDim.x) {
+    const int64_t i = base + threadIdx.x;
+    const uint32_t key = i < n ? Key(row[i]) : 0u;
+    const bool above = i < n && key > threshold;
+    const bool equal = i < n && key == threshold;
+    if (above) {
+      const uint32_t slot = atomicAdd(&s_written, 1u);
+      out_ids[slot] = static_cast<int32_t>(i);
+      out_values[slot] = row[i];
+    }
+    const uint32_t ballot = __ballot_sync(0xffffffffu, equal);
+    if (lane == 0) warp_count[warp] = __popc(ballot);
+    __syncthreads();
+    uint32_t rank = s_taken + __popc(ballot & ((1u << lane) - 1u));
+    for (int w = 0; w < warp; ++w) rank += warp_count[w];
+    if (equal && rank < remaining) {
+      const uint32_t slot = atomicAdd(&s_written, 1u);
+      out_ids[slot] = static_cast<int32_t>(i);
+      out_values[slot] = row[i];
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 0; w < kWarps; ++w) s_taken += warp_count[w];
+    }
+    __syncthreads();
+    if (s_written >= static_cast<uint32_t>(k)) break;  // block-uniform: all k found
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchRowTopK(const float* x, int64_t rows, int64_t n, int k, int32_t* ids,
+                          float* values, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (k < 1 || k > n || rows > 65535 * 1024LL) return cudaErrorInvalidValue;
+  RowTopKKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, n, k, ids, values);
+  return cudaGetLastError();
+}
+
+}  // namespace quest::ops::cuda
