@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 STASH=/tmp/quest_ci
-BENCHES=(//tools/bench:attention_bench)
+BENCHES=(//tools/bench:attention_bench //tools/bench:decode_bench)
 
 case "${1:-}" in
   pack)
@@ -77,9 +77,11 @@ case "${1:-}" in
     if [[ "${2:-}" != "--no-bench" ]]; then
       echo "===== //tools/bench:attention_bench"
       .gpu/bin/attention_bench 2>&1 | tee /tmp/attention_bench.log | sed -n '/^shape /,$p' | head -120
+      echo "===== //tools/bench:decode_bench (8 layers, MHA, 32K)"
+      .gpu/bin/decode_bench --layers=8 --contexts=32768 --budgets=512,2048 2>&1 | tee /tmp/decode_bench.log | tail -8
       echo "===== tools/bench/torch_reference.py"
       python3 tools/bench/torch_reference.py 2>&1 | tee /tmp/torch_reference.log
-      [[ -n "${OUT:-}" ]] && cp /tmp/attention_bench.log /tmp/torch_reference.log "$OUT/" || true
+      [[ -n "${OUT:-}" ]] && cp /tmp/attention_bench.log /tmp/decode_bench.log /tmp/torch_reference.log "$OUT/" || true
     fi
     echo
     echo "===== GPU suite summary"

@@ -1,0 +1,183 @@
+// decode_bench: end-to-end decode speed of the engine on the GPU, dense
+// against Quest, at long context, batch 1 -- the paper's "end to end" number.
+//
+// The model is Llama-2-7B-shaped (hidden 4096, 32 heads of 128, MLP 11008,
+// vocab 32000; --kv_heads 8 for the GQA variant) with --layers layers of
+// deterministic random weights (models/testing/tiny_checkpoint), written as a
+// bf16 safetensors checkpoint into --dir and loaded by Engine::Create like any
+// checkpoint. Random weights make attention near uniform, which does not
+// change what is measured: the time per output token of the real code path
+// (scheduler, model, KV cache, policy, kernels). Every layer is identical in
+// cost, so the dense/Quest ratio of a model with fewer layers is that of the
+// full model, except for the embedding and LM head.
+//
+// For each policy: one request with a --context-token random prompt and
+// --decode_steps greedy tokens; the time per output token is the median gap
+// between consecutive streamed tokens (the first token, which ends the
+// prefill, is excluded). Reported as ratios against dense in the same run.
+//
+//   bazel build //tools/bench:decode_bench    (run on the GPU machine;
+//   tools/gpu/gpu_ci.sh runs it)
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "models/testing/tiny_checkpoint.h"
+#include "runtime/engine.h"
+
+ABSL_FLAG(int, layers, 8, "Transformer layers of the Llama-2-7B-shaped model.");
+ABSL_FLAG(int, kv_heads, 32, "KV heads (32: MHA as Llama-2-7B; 8: GQA).");
+ABSL_FLAG(std::vector<std::string>, contexts, (std::vector<std::string>{"32768"}),
+          "Prompt lengths in tokens.");
+ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"2048"}),
+          "Quest token budgets (one Quest run per budget and context).");
+ABSL_FLAG(int, quest_dense_layers, 2, "cache.quest.dense_layers of the Quest runs.");
+ABSL_FLAG(int, decode_steps, 32, "Greedy tokens generated per run.");
+ABSL_FLAG(std::string, dir, "/tmp/quest_decode_bench_model", "Where the checkpoint is written.");
+
+namespace quest {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Run {
+  double tpot_s = 0;     // median time per output token
+  double prefill_s = 0;  // request start to first token
+};
+
+absl::StatusOr<Run> Generate(Engine& engine, const std::vector<int32_t>& prompt,
+                             const config::CacheConfig& cache, int steps) {
+  api::GenerateRequest r;
+  for (int32_t id : prompt) r.mutable_token_ids()->add_ids(id);
+  r.mutable_sampling()->set_max_tokens(steps);
+  *r.mutable_cache() = cache;
+  std::vector<Clock::time_point> stamps;
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<api::GenerateResponse> resp =
+      engine.Generate(r, [&](const TokenEvent&) { stamps.push_back(Clock::now()); });
+  if (!resp.ok()) return resp.status();
+  if (stamps.size() < 3) {
+    return absl::InternalError(absl::StrCat("only ", stamps.size(), " tokens streamed"));
+  }
+  std::vector<double> gaps;
+  for (size_t i = 1; i < stamps.size(); ++i) {
+    gaps.push_back(std::chrono::duration<double>(stamps[i] - stamps[i - 1]).count());
+  }
+  std::sort(gaps.begin(), gaps.end());
+  return Run{gaps[gaps.size() / 2], std::chrono::duration<double>(stamps[0] - start).count()};
+}
+
+std::vector<int64_t> Ints(const std::vector<std::string>& v) {
+  std::vector<int64_t> out;
+  for (const std::string& s : v) {
+    int64_t x = 0;
+    if (!absl::SimpleAtoi(s, &x) || x <= 0) {
+      std::fprintf(stderr, "decode_bench: bad number %s\n", s.c_str());
+      std::exit(2);
+    }
+    out.push_back(x);
+  }
+  return out;
+}
+
+int Main() {
+  const std::vector<int64_t> contexts = Ints(absl::GetFlag(FLAGS_contexts));
+  const std::vector<int64_t> budgets = Ints(absl::GetFlag(FLAGS_budgets));
+  const int steps = absl::GetFlag(FLAGS_decode_steps);
+  const int64_t longest = *std::max_element(contexts.begin(), contexts.end());
+
+  models::TinyCheckpointOptions o;
+  o.vocab = 32000;
+  o.hidden = 4096;
+  o.inter = 11008;
+  o.layers = absl::GetFlag(FLAGS_layers);
+  o.heads = 32;
+  o.kv_heads = absl::GetFlag(FLAGS_kv_heads);
+  o.max_position_embeddings = longest + steps + 64;
+  o.dtype = DType::kBFloat16;
+  const auto t0 = Clock::now();
+  if (absl::Status s = models::WriteTinyLlamaCheckpoint(absl::GetFlag(FLAGS_dir), o); !s.ok()) {
+    std::fprintf(stderr, "decode_bench: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  config::EngineConfig c;
+  c.mutable_model()->set_path(absl::GetFlag(FLAGS_dir));
+  c.set_backend(config::CUDA);
+  c.set_dtype(config::BFLOAT16);
+  c.mutable_limits()->set_max_concurrent_requests(1);
+  c.mutable_limits()->set_max_context_tokens(static_cast<uint32_t>(longest + steps + 16));
+  c.mutable_limits()->set_max_prompt_tokens(static_cast<uint32_t>(longest));
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(c);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "decode_bench: %s\n", std::string(engine.status().message()).c_str());
+    return 1;
+  }
+  std::printf("decode_bench: Llama-2-7B-shaped, %d layers, 32 heads / %d KV heads, head_dim 128, bf16, "
+              "random weights, CUDA backend; checkpoint written and loaded in %.0f s\n",
+              o.layers, o.kv_heads, std::chrono::duration<double>(Clock::now() - t0).count());
+
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> token(3, 31999);
+  struct Row {
+    int64_t context;
+    std::string policy;
+    double speedup;  // dense tpot / this tpot
+    double prefill_ratio;
+  };
+  std::vector<Row> rows;
+  for (int64_t ctx : contexts) {
+    std::vector<int32_t> prompt(ctx);
+    for (int32_t& t : prompt) t = token(rng);
+    config::CacheConfig dense;
+    dense.set_policy("dense");
+    absl::StatusOr<Run> base = Generate(**engine, prompt, dense, steps);
+    if (!base.ok()) {
+      std::fprintf(stderr, "decode_bench: dense at %lld: %s\n", static_cast<long long>(ctx),
+                   std::string(base.status().message()).c_str());
+      return 1;
+    }
+    std::printf("context %lld: dense %.1f output tokens/s (prefill %.1f s)\n", static_cast<long long>(ctx),
+                1 / base->tpot_s, base->prefill_s);
+    rows.push_back({ctx, "dense", 1.0, 1.0});
+    for (int64_t budget : budgets) {
+      if (budget >= ctx) continue;
+      config::CacheConfig quest;
+      quest.set_policy("quest");
+      quest.mutable_quest()->set_token_budget(static_cast<uint32_t>(budget));
+      quest.mutable_quest()->set_dense_layers(absl::GetFlag(FLAGS_quest_dense_layers));
+      absl::StatusOr<Run> q = Generate(**engine, prompt, quest, steps);
+      if (!q.ok()) {
+        std::fprintf(stderr, "decode_bench: quest B=%lld at %lld: %s\n", static_cast<long long>(budget),
+                     static_cast<long long>(ctx), std::string(q.status().message()).c_str());
+        return 1;
+      }
+      rows.push_back({ctx, absl::StrCat("quest B=", budget), base->tpot_s / q->tpot_s,
+                      base->prefill_s / q->prefill_s});
+    }
+  }
+  std::printf("\nend-to-end decode, batch 1, %d greedy tokens; speed-up = dense time per output token / "
+              "this one (median inter-token gap, same run); quest dense_layers %d of %d\n",
+              steps, absl::GetFlag(FLAGS_quest_dense_layers), o.layers);
+  std::printf("%8s %-14s %9s %14s\n", "context", "policy", "speed-up", "prefill ratio");
+  for (const Row& r : rows) {
+    std::printf("%7lldK %-14s %8.2fx %13.2fx\n", static_cast<long long>(r.context / 1024), r.policy.c_str(),
+                r.speedup, r.prefill_ratio);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace quest
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return quest::Main();
+}
