@@ -1,6 +1,9 @@
 // Paged attention kernels (see attention_kernels.h).
 
+#include <algorithm>
 #include <cmath>
+#include <mutex>
+#include <type_traits>
 
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/device_util.cuh"
@@ -160,11 +163,822 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionWeightsKernel(PagedA
   }
 }
 
+
+// ---------------------------------------------------------------------------
+// Split-KV (flash-decoding) attention for head_dim 64, 128, 256.
+//
+// Block (split, g * tiles + z, t): query token t, KV head g, query heads
+// g * group + z * GB .. + GB (masked past the group), candidates
+// [split * split_len, (split + 1) * split_len). kSplitWarps warps each take
+// every kSplitWarps-th tile of kRows(D) candidates. A thread owns 8
+// consecutive dims (16 bytes) of kRowsPerThread rows of a tile: it copies
+// them into shared memory with cp.async, kStages tiles ahead, and later
+// reads back exactly what it copied, so only the tile's validity mask is
+// shared within the warp. Scores are in log2 units (q pre-scaled by
+// scale * log2 e).
+
+constexpr int kSplitWarps = 4;
+constexpr int kStages = 4;
+constexpr int kRowsPerThread = 4;
+constexpr int kMaxSplits = 512;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+template <int D>
+struct SplitGeo {
+  static constexpr int kTpr = D / 8;                  // threads per row
+  static constexpr int kRps = 32 / kTpr;              // rows per warp step
+  static constexpr int kRows = kRps * kRowsPerThread;  // rows per tile (<= 32)
+  static_assert(kRows <= 32, "tile validity is one ballot");
+};
+
+// Shared memory of a split block: the pipelines (later reused for the
+// merges) plus the tiles' validity masks.
+constexpr size_t kPipeElems = static_cast<size_t>(kSplitWarps) * kStages * 2 * 32 * kRowsPerThread * 8;
+constexpr size_t kSplitSmem = kPipeElems * 2 + sizeof(uint32_t) * kSplitWarps * kStages;
+
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool pred) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = pred ? 16 : 0;  // 0: zero-fill, nothing read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+template <typename T>
+__device__ __forceinline__ void Unpack8(const uint4& u, float (&f)[8]);
+template <>
+__device__ __forceinline__ void Unpack8<__nv_bfloat16>(const uint4& u, float (&f)[8]) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+template <>
+__device__ __forceinline__ void Unpack8<__half>(const uint4& u, float (&f)[8]) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    __half2 h;
+    memcpy(&h, &w[i], 4);
+    const float2 x = __half22float2(h);
+    f[2 * i] = x.x;
+    f[2 * i + 1] = x.y;
+  }
+}
+
+// Candidates of KV head g for a query at qpos (the split kernel's count).
+__device__ __forceinline__ int64_t SplitCandidates(const PagedAttentionParams& p, int g, int64_t qpos) {
+  return NumCandidates(p, g, qpos);
+}
+
+// Workspace layout (units = gridDim.y * gridDim.z): the partial outputs
+// [units][splits][GB][D] first (16-byte aligned rows), then (max, sum)
+// pairs [units][splits][GB][2].
+__device__ __forceinline__ float* SplitAcc(const PagedAttentionParams& p, int64_t unit, int split, int gb,
+                                           int d) {
+  return p.workspace + (unit * p.num_splits + split) * gb * d;
+}
+__device__ __forceinline__ float* SplitMl(const PagedAttentionParams& p, int64_t unit, int split, int gb,
+                                          int d) {
+  const int64_t units = static_cast<int64_t>(gridDim.y) * gridDim.z;
+  return p.workspace + units * p.num_splits * gb * d + (unit * p.num_splits + split) * gb * 2;
+}
+
+// Merges the num_splits partial results of `unit` (workspace) into the
+// output; every thread of the block calls it. Uses `smem` for the splits'
+// (max, sum) pairs and weights (3 * num_splits * GB + GB floats).
+template <typename T, int D, int GB>
+__device__ void MergeSplits(const PagedAttentionParams& p, int64_t unit, int t, int h0, int nh,
+                            float* smem) {
+  const int splits = p.num_splits;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float2* sml = reinterpret_cast<float2*>(smem);  // [splits][GB] (max, sum)
+  float* w = smem + 2 * splits * GB;              // [splits][GB]: exp2(m_s - M) / L
+  float* s_l = w + splits * GB;                   // [GB]: L
+  const float2* ml = reinterpret_cast<const float2*>(SplitMl(p, unit, 0, GB, D));
+  for (int i = threadIdx.x; i < splits * GB; i += blockDim.x) sml[i] = __ldcg(ml + i);
+  __syncthreads();
+  for (int h = warp; h < nh; h += kSplitWarps) {
+    float big = -INFINITY;
+    for (int s = lane; s < splits; s += 32) {
+      const float2 x = sml[s * GB + h];
+      if (x.y > 0.0f) big = fmaxf(big, x.x);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
+    float total = 0.0f;
+    for (int s = lane; s < splits; s += 32) {
+      const float2 x = sml[s * GB + h];
+      if (x.y > 0.0f) total += x.y * exp2f(x.x - big);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    for (int s = lane; s < splits; s += 32) {
+      const float2 x = sml[s * GB + h];
+      w[s * GB + h] = x.y > 0.0f ? exp2f(x.x - big) * inv : 0.0f;
+    }
+    if (lane == 0) {
+      s_l[h] = total;
+      if (p.lse != nullptr) {
+        p.lse[static_cast<int64_t>(t) * p.num_heads + h0 + h] =
+            total > 0.0f ? (big + log2f(total)) * kLn2 : -INFINITY;
+      }
+    }
+  }
+  __syncthreads();
+  // Four dims per thread, eight splits' loads in flight (partials of splits
+  // that attended nothing are zeros, weight 0).
+  const float4* acc = reinterpret_cast<const float4*>(SplitAcc(p, unit, 0, GB, D));
+  constexpr int kStride = GB * D / 4;  // float4s per split
+  constexpr int kUnroll = 8;
+  for (int v = threadIdx.x; v < nh * (D / 4); v += blockDim.x) {
+    const int h = v / (D / 4), d4 = v % (D / 4);
+    const float4* src = acc + h * (D / 4) + d4;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    int s = 0;
+    for (; s + kUnroll <= splits; s += kUnroll) {
+      float4 x[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) x[u] = __ldcg(src + (s + u) * kStride);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const float ws = w[(s + u) * GB + h];
+        o.x += ws * x[u].x;
+        o.y += ws * x[u].y;
+        o.z += ws * x[u].z;
+        o.w += ws * x[u].w;
+      }
+    }
+    for (; s < splits; ++s) {
+      const float4 x = __ldcg(src + s * kStride);
+      const float ws = w[s * GB + h];
+      o.x += ws * x.x;
+      o.y += ws * x.y;
+      o.z += ws * x.z;
+      o.w += ws * x.w;
+    }
+    if (!(s_l[h] > 0.0f)) o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(t) * p.num_heads + h0 + h) * D + d4 * 4;
+    out[0] = To<T>(o.x);
+    out[1] = To<T>(o.y);
+    out[2] = To<T>(o.z);
+    out[3] = To<T>(o.w);
+  }
+}
+
+// The block's end: combines the warps' states (wm, wl, wacc in shared
+// memory, [warps][GB](D)) and writes the output (one split) or the split's
+// partial result, then the last block of the unit merges the splits.
+template <typename T, int D, int GB>
+__device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, int t, int h0, int nh,
+                            int split) {
+  const float* wm = reinterpret_cast<const float*>(smem);
+  const float* wl = wm + kSplitWarps * GB;
+  const float* wacc = wl + kSplitWarps * GB;
+  const int64_t unit = static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y;
+  const bool single = p.num_splits == 1;
+  float* ws_ml = single ? nullptr : SplitMl(p, unit, split, GB, D);
+  float* ws_acc = single ? nullptr : SplitAcc(p, unit, split, GB, D);
+  for (int idx = threadIdx.x; idx < nh * D; idx += blockDim.x) {
+    const int h = idx / D, d = idx % D;
+    float big = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kSplitWarps; ++w) {
+      if (wl[w * GB + h] > 0.0f) big = fmaxf(big, wm[w * GB + h]);
+    }
+    float total = 0.0f, o = 0.0f;
+    if (big != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kSplitWarps; ++w) {
+        if (wl[w * GB + h] > 0.0f) {
+          const float e = exp2f(wm[w * GB + h] - big);
+          total += wl[w * GB + h] * e;
+          o += wacc[(w * GB + h) * D + d] * e;
+        }
+      }
+    }
+    if (single) {
+      static_cast<T*>(p.out)[(static_cast<int64_t>(t) * p.num_heads + h0 + h) * D + d] =
+          To<T>(total > 0.0f ? o / total : 0.0f);
+      if (d == 0 && p.lse != nullptr) {
+        p.lse[static_cast<int64_t>(t) * p.num_heads + h0 + h] =
+            total > 0.0f ? (big + log2f(total)) * kLn2 : -INFINITY;
+      }
+    } else {
+      ws_acc[h * D + d] = o;
+      if (d == 0) {
+        ws_ml[h * 2] = total > 0.0f ? big : 0.0f;
+        ws_ml[h * 2 + 1] = total;
+      }
+    }
+  }
+  if (single) return;
+
+  // The last block of the unit to finish merges the splits.
+  __shared__ int s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int prev = atomicAdd(p.counters + unit, 1);
+    s_last = prev == p.num_splits - 1;
+    if (s_last) atomicExch(p.counters + unit, 0);  // ready for the next launch
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  MergeSplits<T, D, GB>(p, unit, t, h0, nh, reinterpret_cast<float*>(smem));
+}
+
+
+template <typename T, int D, int GB>
+__global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(PagedAttentionParams p) {
+  using Geo = SplitGeo<D>;
+  constexpr int kTpr = Geo::kTpr, kRps = Geo::kRps, kRows = Geo::kRows;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int rg = lane / kTpr, tx = lane % kTpr;
+  const int group = p.num_heads / p.num_kv_heads;
+  const int tiles = (group + GB - 1) / GB;
+  const int g = blockIdx.y / tiles, z = blockIdx.y % tiles;
+  const int t = blockIdx.z;
+  const int split = blockIdx.x;
+  const int h0 = g * group + z * GB;
+  const int nh = min(GB, group - z * GB);
+  const int64_t qpos = p.kv_len - p.n + t;
+  const int64_t count = SplitCandidates(p, g, qpos);
+  const int64_t js = static_cast<int64_t>(split) * p.split_len;
+  const int64_t je = min(js + p.split_len, count);
+
+  float q[GB][8];
+  {
+    const float qs = p.scale * kLog2e;
+    const T* qr = static_cast<const T*>(p.q) + (static_cast<int64_t>(t) * p.num_heads + h0) * D + tx * 8;
+#pragma unroll
+    for (int h = 0; h < GB; ++h) {
+      if (h < nh) {
+        const uint4 u = *reinterpret_cast<const uint4*>(qr + h * D);
+        Unpack8<T>(u, q[h]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) q[h][e] *= qs;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) q[h][e] = 0.0f;
+      }
+    }
+  }
+  float m[GB], l[GB], acc[GB][8];
+#pragma unroll
+  for (int h = 0; h < GB; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
+  }
+
+  T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kStages * 2 * kRows * D;
+  uint32_t* smask = reinterpret_cast<uint32_t*>(smem + kPipeElems * sizeof(T)) + warp * kStages;
+  const int64_t ntiles = je > js ? (je - js + kRows - 1) / kRows : 0;
+  const int64_t my_tiles = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+  const T* kbase = static_cast<const T*>(p.k_pages);
+  const T* vbase = static_cast<const T*>(p.v_pages);
+  const int64_t sel_first =
+      p.chunks == nullptr ? 0
+                          : (p.indptr != nullptr ? p.indptr[g] : static_cast<int64_t>(g) * p.chunks_per_head);
+
+  auto issue = [&](int64_t it, int stage) {
+    const int64_t jb = js + (warp + it * kSplitWarps) * kRows;
+    int64_t off = 0;
+    bool valid = false;
+    if (lane < kRows) {
+      const int64_t j = jb + lane;
+      if (j < je) {
+        // Positions and candidate indices fit 32 bits (the caller checks
+        // kv_len), which keeps the divisions cheap.
+        int pos = static_cast<int>(j);
+        if (p.chunks != nullptr) {
+          const int jj = static_cast<int>(j);
+          pos = p.chunks[sel_first + jj / p.chunk] * p.chunk + jj % p.chunk;
+        }
+        if (pos >= 0 && pos < p.kv_len && pos <= qpos) {
+          const int64_t phys = p.page_table[pos / p.page_size];
+          if (phys >= 0 && (p.token_valid == nullptr || p.token_valid[g * p.mask_stride + pos] != 0)) {
+            valid = true;
+            off = ((phys * p.page_size + pos % p.page_size) * p.num_kv_heads + g) * D;
+          }
+        }
+      }
+    }
+    const uint32_t mask = __ballot_sync(0xffffffffu, valid);
+    if (lane == 0) smask[stage] = mask;
+    T* sk = pipe + stage * 2 * kRows * D;
+    T* sv = sk + kRows * D;
+#pragma unroll
+    for (int k = 0; k < kRowsPerThread; ++k) {
+      const int row = k * kRps + rg;
+      const int64_t roff = __shfl_sync(0xffffffffu, off, row);
+      const bool v = (mask >> row) & 1u;
+      CpAsync16(sk + row * D + tx * 8, v ? kbase + roff + tx * 8 : kbase, v);
+      CpAsync16(sv + row * D + tx * 8, v ? vbase + roff + tx * 8 : vbase, v);
+    }
+  };
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < my_tiles) issue(s, s);
+    CpAsyncCommit();
+  }
+  for (int64_t it = 0; it < my_tiles; ++it) {
+    const int64_t next = it + kStages - 1;
+    if (next < my_tiles) issue(next, static_cast<int>(next % kStages));
+    CpAsyncCommit();
+    CpAsyncWait<kStages - 1>();
+    __syncwarp();
+    const int stage = static_cast<int>(it % kStages);
+    const T* sk = pipe + stage * 2 * kRows * D;
+    const T* sv = sk + kRows * D;
+    const uint32_t mask = smask[stage];
+    float s[kRowsPerThread][GB];
+#pragma unroll
+    for (int k = 0; k < kRowsPerThread; ++k) {
+      const uint4 u = *reinterpret_cast<const uint4*>(sk + (k * kRps + rg) * D + tx * 8);
+      float kf[8];
+      Unpack8<T>(u, kf);
+#pragma unroll
+      for (int h = 0; h < GB; ++h) {
+        float a = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) a = fmaf(q[h][e], kf[e], a);
+        s[k][h] = a;
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kRowsPerThread; ++k) {
+#pragma unroll
+      for (int h = 0; h < GB; ++h) {
+#pragma unroll
+        for (int o = kTpr / 2; o > 0; o >>= 1) s[k][h] += __shfl_xor_sync(0xffffffffu, s[k][h], o);
+      }
+      if (((mask >> (k * kRps + rg)) & 1u) == 0) {
+#pragma unroll
+        for (int h = 0; h < GB; ++h) s[k][h] = -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < GB; ++h) {
+      float mx = s[0][h];
+#pragma unroll
+      for (int k = 1; k < kRowsPerThread; ++k) mx = fmaxf(mx, s[k][h]);
+      const float m_new = fmaxf(m[h], mx);
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+      const float corr = exp2f(m[h] - m_use);
+      l[h] *= corr;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] *= corr;
+      m[h] = m_new;
+#pragma unroll
+      for (int k = 0; k < kRowsPerThread; ++k) {
+        s[k][h] = exp2f(s[k][h] - m_use);
+        l[h] += s[k][h];
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kRowsPerThread; ++k) {
+      const uint4 u = *reinterpret_cast<const uint4*>(sv + (k * kRps + rg) * D + tx * 8);
+      float vf[8];
+      Unpack8<T>(u, vf);
+#pragma unroll
+      for (int h = 0; h < GB; ++h) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[h][e] = fmaf(s[k][h], vf[e], acc[h][e]);
+      }
+    }
+    __syncwarp();
+  }
+  CpAsyncWait<0>();
+
+  // Merge the warp's row groups (lanes tx, tx + kTpr, ...).
+#pragma unroll
+  for (int o = kTpr; o < 32; o <<= 1) {
+#pragma unroll
+    for (int h = 0; h < GB; ++h) {
+      const float mo = __shfl_xor_sync(0xffffffffu, m[h], o);
+      const float lo = __shfl_xor_sync(0xffffffffu, l[h], o);
+      const float big = fmaxf(m[h], mo);
+      const float bu = big == -INFINITY ? 0.0f : big;
+      const float a = exp2f(m[h] - bu), b = exp2f(mo - bu);
+      l[h] = l[h] * a + lo * b;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float ao = __shfl_xor_sync(0xffffffffu, acc[h][e], o);
+        acc[h][e] = acc[h][e] * a + ao * b;
+      }
+      m[h] = big;
+    }
+  }
+  __syncthreads();  // every warp is done with its pipeline: reuse it
+  float* wm = reinterpret_cast<float*>(smem);  // [warps][GB]
+  float* wl = wm + kSplitWarps * GB;           // [warps][GB]
+  float* wacc = wl + kSplitWarps * GB;         // [warps][GB][D]
+  if (rg == 0) {
+#pragma unroll
+    for (int h = 0; h < GB; ++h) {
+      if (tx == 0) {
+        wm[warp * GB + h] = m[h];
+        wl[warp * GB + h] = l[h];
+      }
+      float4* dst = reinterpret_cast<float4*>(wacc + (warp * GB + h) * D + tx * 8);
+      dst[0] = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
+      dst[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
+    }
+  }
+  __syncthreads();
+
+  FinishSplit<T, D, GB>(p, smem, t, h0, nh, split);
+}
+
+// ---------------------------------------------------------------------------
+// The same split block on tensor cores, for head groups of 4-8 (GB 4 or 8)
+// and head_dim 64 or 128, where the CUDA-core loop above runs out of issue
+// slots: per warp tile of 16 keys, S = Q K^T (heads padded to 16 rows) and
+// O += P V with mma.sync m16n8k16 (float32 accumulation; P rounded to the
+// storage type, as flash attention does). Tiles are stored with their
+// 16-byte chunks XOR-swizzled by row so ldmatrix reads are conflict-free.
+
+// Groups of 4-8 query heads per block (head_dim <= 128) run on tensor
+// cores; 1-2 heads (and head_dim 256) on CUDA cores, which keep up there.
+template <int D, int GB>
+inline constexpr bool kUseMma = D <= 128 && GB >= 4;
+
+constexpr int kMmaKeys = 16;
+constexpr int kMmaStages = 3;
+
+template <int D>
+__host__ __device__ constexpr size_t MmaPipeElems() {
+  return static_cast<size_t>(kSplitWarps) * kMmaStages * 2 * kMmaKeys * D;
+}
+template <int D>
+__host__ __device__ constexpr size_t MmaSmem() {
+  const size_t pipe = MmaPipeElems<D>() * 2 + sizeof(uint32_t) * kSplitWarps * kMmaStages;
+  const size_t merge = sizeof(float) * (3 * kMaxSplits * 8 + 8);
+  return pipe > merge ? pipe : merge;
+}
+
+template <typename T>
+__device__ __forceinline__ void Mma16816(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void Mma16816<__nv_bfloat16>(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0,
+                                                        uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void Mma16816<__half>(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0,
+                                                 uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void Ldmatrix4(uint32_t (&r)[4], const void* smem) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void Ldmatrix4Trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t Pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t Pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
+}
+template <>
+__device__ __forceinline__ uint32_t Pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
+}
+
+// Element offset of chunk c (8 elements) of row r in a swizzled tile.
+template <int D>
+__device__ __forceinline__ int Swz(int r, int c) {
+  return r * D + ((c ^ (r & 7)) << 3);
+}
+
+template <typename T, int D, int GB>
+__global__ void __launch_bounds__(kSplitWarps * 32) SplitKvMmaKernel(PagedAttentionParams p) {
+  static_assert(kUseMma<D, GB> && (D == 64 || D == 128), "mma split block");
+  constexpr int kChunks = D / 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int gid = lane >> 2, tig = lane & 3;
+  const int group = p.num_heads / p.num_kv_heads;
+  const int tiles = (group + GB - 1) / GB;
+  const int g = blockIdx.y / tiles, z = blockIdx.y % tiles;
+  const int t = blockIdx.z;
+  const int split = blockIdx.x;
+  const int h0 = g * group + z * GB;
+  const int nh = min(GB, group - z * GB);
+  const int64_t qpos = p.kv_len - p.n + t;
+  const int64_t count = SplitCandidates(p, g, qpos);
+  const int64_t js = static_cast<int64_t>(split) * p.split_len;
+  const int64_t je = min(js + p.split_len, count);
+  const float qs = p.scale * kLog2e;
+
+  // Q as the A operand (row gid = head gid; rows 8-15 are zero padding).
+  uint32_t qa[D / 16][2];
+  {
+    const T* qr = static_cast<const T*>(p.q) + (static_cast<int64_t>(t) * p.num_heads + h0 + gid) * D;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      qa[kk][0] = gid < nh ? *reinterpret_cast<const uint32_t*>(qr + kk * 16 + tig * 2) : 0u;
+      qa[kk][1] = gid < nh ? *reinterpret_cast<const uint32_t*>(qr + kk * 16 + 8 + tig * 2) : 0u;
+    }
+  }
+  float o[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m = -INFINITY, l = 0.0f;  // head gid; l is this thread's share until the end
+
+  T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kMmaStages * 2 * kMmaKeys * D;
+  uint32_t* smask = reinterpret_cast<uint32_t*>(smem + MmaPipeElems<D>() * sizeof(T)) + warp * kMmaStages;
+  const int64_t ntiles = je > js ? (je - js + kMmaKeys - 1) / kMmaKeys : 0;
+  const int64_t my_tiles = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+  const T* kbase = static_cast<const T*>(p.k_pages);
+  const T* vbase = static_cast<const T*>(p.v_pages);
+  const int64_t sel_first =
+      p.chunks == nullptr ? 0
+                          : (p.indptr != nullptr ? p.indptr[g] : static_cast<int64_t>(g) * p.chunks_per_head);
+
+  auto issue = [&](int64_t it, int stage) {
+    const int64_t jb = js + (warp + it * kSplitWarps) * kMmaKeys;
+    int64_t off = 0;
+    bool valid = false;
+    if (lane < kMmaKeys) {
+      const int64_t j = jb + lane;
+      if (j < je) {
+        int pos = static_cast<int>(j);
+        if (p.chunks != nullptr) {
+          const int jj = static_cast<int>(j);
+          pos = p.chunks[sel_first + jj / p.chunk] * p.chunk + jj % p.chunk;
+        }
+        if (pos >= 0 && pos < p.kv_len && pos <= qpos) {
+          const int64_t phys = p.page_table[pos / p.page_size];
+          if (phys >= 0 && (p.token_valid == nullptr || p.token_valid[g * p.mask_stride + pos] != 0)) {
+            valid = true;
+            off = ((phys * p.page_size + pos % p.page_size) * p.num_kv_heads + g) * D;
+          }
+        }
+      }
+    }
+    const uint32_t mask = __ballot_sync(0xffffffffu, valid);
+    if (lane == 0) smask[stage] = mask;
+    T* sk = pipe + stage * 2 * kMmaKeys * D;
+    T* sv = sk + kMmaKeys * D;
+#pragma unroll
+    for (int i = 0; i < kMmaKeys * kChunks / 32; ++i) {
+      const int idx = i * 32 + lane;
+      const int key = idx / kChunks, c = idx % kChunks;
+      const int64_t roff = __shfl_sync(0xffffffffu, off, key);
+      const bool v = (mask >> key) & 1u;
+      CpAsync16(sk + Swz<D>(key, c), v ? kbase + roff + c * 8 : kbase, v);
+      CpAsync16(sv + Swz<D>(key, c), v ? vbase + roff + c * 8 : vbase, v);
+    }
+  };
+
+#pragma unroll
+  for (int s = 0; s < kMmaStages - 1; ++s) {
+    if (s < my_tiles) issue(s, s);
+    CpAsyncCommit();
+  }
+  for (int64_t it = 0; it < my_tiles; ++it) {
+    const int64_t next = it + kMmaStages - 1;
+    if (next < my_tiles) issue(next, static_cast<int>(next % kMmaStages));
+    CpAsyncCommit();
+    CpAsyncWait<kMmaStages - 1>();
+    __syncwarp();
+    const int stage = static_cast<int>(it % kMmaStages);
+    const T* sk = pipe + stage * 2 * kMmaKeys * D;
+    const T* sv = sk + kMmaKeys * D;
+    const uint32_t mask = smask[stage];
+
+    // S^(head gid, keys nt * 8 + tig * 2 + {0, 1}) in s[nt][0..1].
+    float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int k2 = 0; k2 < D / 32; ++k2) {
+        uint32_t b[4];
+        const int key = nt * 8 + (lane & 7);
+        Ldmatrix4(b, sk + Swz<D>(key, k2 * 4 + (lane >> 3)));
+        Mma16816<T>(s[nt], qa[2 * k2][0], qa[2 * k2][1], b[0], b[1]);
+        Mma16816<T>(s[nt], qa[2 * k2 + 1][0], qa[2 * k2 + 1][1], b[2], b[3]);
+      }
+    }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = nt * 8 + tig * 2 + e;
+        s[nt][e] = ((mask >> key) & 1u) ? s[nt][e] * qs : -INFINITY;
+        mx = fmaxf(mx, s[nt][e]);
+      }
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m, mx);
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    const float corr = exp2f(m - m_use);
+    m = m_new;
+    l *= corr;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      o[j][0] *= corr;
+      o[j][1] *= corr;
+    }
+    float pr[2][2];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        pr[nt][e] = exp2f(s[nt][e] - m_use);
+        l += pr[nt][e];
+      }
+    }
+    const uint32_t pa0 = Pack2<T>(pr[0][0], pr[0][1]);
+    const uint32_t pa2 = Pack2<T>(pr[1][0], pr[1][1]);
+#pragma unroll
+    for (int dj = 0; dj < D / 16; ++dj) {
+      uint32_t b[4];
+      const int key = ((lane >> 3) & 1) * 8 + (lane & 7);
+      Ldmatrix4Trans(b, sv + Swz<D>(key, dj * 2 + (lane >> 4)));
+      Mma16816<T>(o[2 * dj], pa0, pa2, b[0], b[1]);
+      Mma16816<T>(o[2 * dj + 1], pa0, pa2, b[2], b[3]);
+    }
+    __syncwarp();
+  }
+  CpAsyncWait<0>();
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+
+  __syncthreads();  // every warp is done with its pipeline: reuse it
+  float* wm = reinterpret_cast<float*>(smem);  // [warps][GB]
+  float* wl = wm + kSplitWarps * GB;           // [warps][GB]
+  float* wacc = wl + kSplitWarps * GB;         // [warps][GB][D]
+  if (gid < GB) {
+    if (tig == 0) {
+      wm[warp * GB + gid] = m;
+      wl[warp * GB + gid] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      *reinterpret_cast<float2*>(wacc + (warp * GB + gid) * D + j * 8 + tig * 2) = make_float2(o[j][0], o[j][1]);
+    }
+  }
+  __syncthreads();
+  FinishSplit<T, D, GB>(p, smem, t, h0, nh, split);
+}
+
+int HeadBlock(int group) { return group == 1 ? 1 : group == 2 ? 2 : group <= 4 ? 4 : 8; }
+
+bool SplitEligible(const PagedAttentionParams& p) {
+  if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) return false;
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  if (!aligned(p.q) || !aligned(p.k_pages) || !aligned(p.v_pages)) return false;
+  const int group = p.num_heads / p.num_kv_heads;
+  const int64_t ys = static_cast<int64_t>(p.num_kv_heads) * ((group + HeadBlock(group) - 1) / HeadBlock(group));
+  return ys <= 65535 && p.n <= 65535;
+}
+
+// Calls f(integral_constant D, integral_constant GB) for p's shape.
+template <typename F>
+void DispatchSplit(const PagedAttentionParams& p, F&& f) {
+  const int gb = HeadBlock(p.num_heads / p.num_kv_heads);
+  auto by_gb = [&](auto dc) {
+    switch (gb) {
+      case 1: f(dc, std::integral_constant<int, 1>{}); break;
+      case 2: f(dc, std::integral_constant<int, 2>{}); break;
+      case 4: f(dc, std::integral_constant<int, 4>{}); break;
+      default: f(dc, std::integral_constant<int, 8>{}); break;
+    }
+  };
+  switch (p.head_dim) {
+    case 64: by_gb(std::integral_constant<int, 64>{}); break;
+    case 128: by_gb(std::integral_constant<int, 128>{}); break;
+    default: by_gb(std::integral_constant<int, 256>{}); break;
+  }
+}
+
+// Resident split blocks on the current device for one kernel (SMs x blocks
+// per SM), looked up once per device; the lookup also opts the kernels into
+// their shared memory size there.
+template <typename T, int D, int GB, bool kMma>
+int SplitSlots() {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mu;
+  static int slots[kMaxDevices] = {};
+  int dev = 0;
+  cudaGetDevice(&dev);
+  std::lock_guard<std::mutex> lock(mu);
+  int& s = slots[dev >= 0 && dev < kMaxDevices ? dev : 0];
+  if (s == 0) {
+    const void* kernel;
+    int smem;
+    if constexpr (kMma) {
+      kernel = reinterpret_cast<const void*>(&SplitKvMmaKernel<T, D, GB>);
+      smem = static_cast<int>(MmaSmem<D>());
+    } else {
+      kernel = reinterpret_cast<const void*>(&SplitKvAttentionKernel<T, D, GB>);
+      smem = static_cast<int>(kSplitSmem);
+    }
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    int sms = 0, per_sm = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kSplitWarps * 32, smem);
+    s = std::max(1, sms) * std::max(1, per_sm);
+  }
+  return s;
+}
+
 }  // namespace
+
+PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
+  PagedAttentionPlan plan;
+  p.num_splits = 1;
+  p.split_len = std::max<int64_t>(p.max_candidates, 1);
+  if (p.n == 0 || p.num_heads == 0 || !SplitEligible(p)) return plan;
+  DispatchSplit(p, [&](auto dc, auto gbc) {
+    constexpr int D = decltype(dc)::value, GB = decltype(gbc)::value;
+    int slots = 0;
+    QUEST_DISPATCH(type, slots = SplitSlots<T, D, GB, kUseMma<D, GB>>());
+    const int64_t rows_per_tile = kUseMma<D, GB> ? kMmaKeys : SplitGeo<D>::kRows;
+    const int group = p.num_heads / p.num_kv_heads;
+    const int64_t units = static_cast<int64_t>(p.n) * p.num_kv_heads * ((group + GB - 1) / GB);
+    const int64_t round = kSplitWarps * rows_per_tile;  // rows per block step
+    const int64_t min_len = std::max<int64_t>(256, 2 * round);
+    const int64_t count = p.max_candidates;
+    int64_t splits = slots / units;  // one wave of equal blocks
+    splits = std::min<int64_t>(splits, (count + min_len - 1) / min_len);
+    splits = std::min<int64_t>(std::max<int64_t>(splits, 1), kMaxSplits);
+    if (splits <= 1) return;
+    int64_t len = (count + splits - 1) / splits;
+    len = (len + round - 1) / round * round;
+    splits = (count + len - 1) / len;
+    if (splits <= 1) return;
+    p.num_splits = static_cast<int>(splits);
+    p.split_len = len;
+    plan.workspace_floats = static_cast<size_t>(units) * splits * GB * (D + 2);
+    plan.counters = static_cast<size_t>(units);
+  });
+  return plan;
+}
 
 cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, cudaStream_t stream) {
   if (p.n == 0 || p.num_heads == 0) return cudaSuccess;
   if (p.head_dim > kMaxHeadDim || p.n > 65535) return cudaErrorInvalidValue;
+  if (SplitEligible(p) && p.split_len > 0) {
+    if (p.num_splits > 1 && (p.workspace == nullptr || p.counters == nullptr)) return cudaErrorInvalidValue;
+    if (p.num_splits < 1 || p.num_splits > kMaxSplits) return cudaErrorInvalidValue;
+    cudaError_t err = cudaSuccess;
+    DispatchSplit(p, [&](auto dc, auto gbc) {
+      constexpr int D = decltype(dc)::value, GB = decltype(gbc)::value;
+      const int group = p.num_heads / p.num_kv_heads;
+      const dim3 grid(static_cast<unsigned>(p.num_splits),
+                      static_cast<unsigned>(p.num_kv_heads * ((group + GB - 1) / GB)),
+                      static_cast<unsigned>(p.n));
+      QUEST_DISPATCH(type, {
+        SplitSlots<T, D, GB, kUseMma<D, GB>>();  // sets the shared memory attribute
+        if constexpr (kUseMma<D, GB>) {
+          SplitKvMmaKernel<T, D, GB><<<grid, kSplitWarps * 32, MmaSmem<D>(), stream>>>(p);
+        } else {
+          SplitKvAttentionKernel<T, D, GB><<<grid, kSplitWarps * 32, kSplitSmem, stream>>>(p);
+        }
+      });
+      err = cudaGetLastError();
+    });
+    return err;
+  }
   const dim3 grid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.n));
   QUEST_DISPATCH(type, PagedAttentionKernel<T><<<grid, kAttnWarps * 32, 0, stream>>>(p));
   return cudaGetLastError();

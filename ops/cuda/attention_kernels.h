@@ -47,13 +47,48 @@ struct PagedAttentionParams {
   // [num_heads, kv_len], zeroed by the caller; filled by LaunchAttentionWeights.
   float* attention_sum = nullptr;
   float* attention_last = nullptr;
+
+  // Split-KV (flash-decoding) path. Set by the caller before planning: the
+  // most candidate keys (slots of selected chunks, or kv_len when dense) any
+  // KV head visits for one query token.
+  int64_t max_candidates = 0;
+  // Set by PlanPagedAttention: the number of KV splits per (token, KV head,
+  // head tile) and the candidates each covers (num_splits == 1: no merge).
+  int num_splits = 1;
+  int64_t split_len = 0;
+  // With num_splits > 1: PagedAttentionPlan::workspace_floats floats and
+  // PagedAttentionPlan::counters ints of device memory; the counters must
+  // be zero before the first launch (the kernel leaves them zero again).
+  float* workspace = nullptr;
+  int* counters = nullptr;
 };
 
-// One thread block per (query token, query head), one online softmax per
-// warp over a strided share of the selected keys, merged at the end.
-// TODO(next slice): split-KV (flash-decoding) for decode, where n * heads
-// blocks leave most of the GPU idle on long contexts; a block per
-// (token, KV head) sharing K/V loads across the group's query heads.
+// What LaunchPagedAttention needs beyond the inputs.
+struct PagedAttentionPlan {
+  size_t workspace_floats = 0;
+  size_t counters = 0;
+};
+
+// Picks the split-KV launch for p (needs the shape fields, n, kv_len and
+// max_candidates): sets p.num_splits and p.split_len and returns the
+// workspace to provide. Short work gets one split (no workspace).
+PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p);
+
+// head_dim 64, 128 or 256 (16-byte aligned q and pages): split-KV
+// (flash-decoding), any n (causal). Grid (KV split, KV head x head tile,
+// query token); a block of 4 warps serves up to 8 query heads of its KV
+// head's group (GB = 1, 2, 4 or 8; larger groups take several head tiles),
+// so each K/V row is read once per KV head and tile. Each warp streams its
+// share of the split's candidate rows through a cp.async pipeline in shared
+// memory (16-byte copies, zero-filled for rows not attended) with an online
+// softmax in fp32: on CUDA cores for GB 1-2 and head_dim 256, with
+// mma.sync tensor cores (heads padded to 16 rows) for GB 4-8. The block's
+// warps are merged in shared memory; with several splits the partial
+// results (max, sum, unnormalised output) go to the workspace and the last
+// block of each (token, KV head, tile) to arrive (atomic counter after a
+// __threadfence) merges them. PlanPagedAttention sizes the splits so the
+// grid is one wave of resident blocks, each split at least 256 candidates.
+// Other head_dims: one block per (query token, query head).
 cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, cudaStream_t stream);
 
 // Softmax weights exp(s - lse) of every attended key, summed over the n

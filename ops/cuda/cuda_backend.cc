@@ -15,6 +15,7 @@
 #include "glog/logging.h"
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/kernels.h"
+#include "ops/cuda/prefill_attention.h"
 #include "ops/cuda/quest_kernels.h"
 #include "ops/cuda/sampling_kernels.h"
 
@@ -391,6 +392,38 @@ class CudaBackend final : public Backend {
       p.attention_last = w + weight_count;
       QUEST_CUDA_CHECK(cudaMemsetAsync(w, 0, 2 * sizeof(float) * weight_count, stream_));
     }
+    // Dense prefill chunks run on the tensor-core flash kernel; everything
+    // else (decode, selections, masks, weights) on the split-KV kernel.
+    if (cuda::PrefillAttentionSupported(p)) {
+      QUEST_CUDA_CHECK(cuda::LaunchPrefillAttention(type(), p, stream_));
+      return;
+    }
+    CHECK_LT(a.kv_len, int64_t{1} << 31) << "cuda paged attention: kv_len " << a.kv_len;
+    // The most candidate keys a KV head visits (the split-KV launch is
+    // sized by it).
+    if (a.selected_table != nullptr) {
+      p.max_candidates = static_cast<int64_t>(p.chunks_per_head) * p.chunk;
+    } else if (!a.selected_indptr.empty()) {
+      int64_t most = 0;
+      for (int g = 0; g < p.num_kv_heads; ++g) {
+        most = std::max<int64_t>(most, a.selected_indptr[g + 1] - a.selected_indptr[g]);
+      }
+      p.max_candidates = most * p.chunk;
+    } else {
+      p.max_candidates = a.kv_len;
+    }
+    CHECK_LT(p.max_candidates, int64_t{1} << 31) << "cuda paged attention: too many candidates";
+    const cuda::PagedAttentionPlan plan = cuda::PlanPagedAttention(type(), p);
+    if (plan.workspace_floats > 0) {
+      p.workspace = static_cast<float*>(attn_workspace_.Ensure(sizeof(float) * plan.workspace_floats, stream_));
+      const size_t counter_bytes = sizeof(int) * plan.counters;
+      p.counters = static_cast<int*>(attn_counters_.Ensure(counter_bytes, stream_));
+      if (counter_bytes > attn_counters_zeroed_) {
+        // Fresh counters start at zero; the kernel leaves them zero.
+        QUEST_CUDA_CHECK(cudaMemsetAsync(p.counters, 0, counter_bytes, stream_));
+        attn_counters_zeroed_ = counter_bytes;
+      }
+    }
     QUEST_CUDA_CHECK(cuda::LaunchPagedAttention(type(), p, stream_));
     if (weights) {
       QUEST_CUDA_CHECK(cuda::LaunchAttentionWeights(type(), p, stream_));
@@ -423,7 +456,10 @@ class CudaBackend final : public Backend {
     CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, bounds.dim(0))
         << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
     CHECK_LE(a.end, static_cast<int64_t>(a.page_table.size()) * a.page_size);
-    p.page_table = page_table_.Upload(a.page_table.data(), a.page_table.size(), stream_);
+    // Only the pool pages under [begin, end): one entry per decode step.
+    const int64_t first = a.begin / a.page_size, last = (a.end - 1) / a.page_size;
+    p.page_table = page_table_.Upload(a.page_table.data() + first, last - first + 1, stream_);
+    p.table_base = first;
     p.bounds = bounds.raw_data();
     QUEST_CUDA_CHECK(cuda::LaunchUpdatePageBounds(type(), p, stream_));
   }
@@ -551,6 +587,10 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, DType, bool, uint32_t>, GemmPlan> plans_;
   DeviceScratch ids_, positions_, inv_freq_, page_table_, indptr_, chunks_, valid_, lse_, weights_,
       scores_, topk_;
+  // Split-KV attention: partial results of the splits, and the per-(token,
+  // KV head, head tile) arrival counters (zero between launches).
+  DeviceScratch attn_workspace_, attn_counters_;
+  size_t attn_counters_zeroed_ = 0;
   std::vector<float> inv_freq_host_;
   const float* inv_freq_dev_ = nullptr;
 };

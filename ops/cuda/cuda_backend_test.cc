@@ -7,9 +7,14 @@
 //
 // Needs a GPU (tags = ["gpu"]).
 
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -205,84 +210,128 @@ TEST_F(CudaOpsTest, WriteKvPages) {
   CompareTensors(cpu_v, gpu_v, "v pages after 59 ragged appends", 0.0);
 }
 
+enum class Sel { kDense, kCsr, kTable };
+
 struct AttnCase {
   int heads, kv_heads, head_dim, page_size;
   int64_t kv_len, n;
-  bool select;
-  int chunk_div;  // selection chunk = page_size / chunk_div
-  bool holes, mask, weights;
+  Sel sel = Sel::kDense;
+  int chunk_div = 1;           // selection chunk = page_size / chunk_div
+  bool holes = false;          // page-table holes before the new tokens
+  bool mask = false;           // token_valid, ~80% kept
+  bool weights = false;        // attention_sum / attention_last
+  bool over_context = false;   // selections name chunks past kv_len too
+  bool empty_head = false;     // KV head 0 attends nothing
+  DType dtype = DType::kBFloat16;
 };
 
 std::string Name(const AttnCase& c) {
-  char buf[200];
-  std::snprintf(buf, sizeof(buf), "attn H=%d KV=%d d=%d page=%d kv_len=%lld n=%lld%s%s%s%s",
-                c.heads, c.kv_heads, c.head_dim, c.page_size, static_cast<long long>(c.kv_len),
-                static_cast<long long>(c.n), c.select ? (" sel/" + std::to_string(c.chunk_div)).c_str() : "",
-                c.holes ? " holes" : "", c.mask ? " mask" : "", c.weights ? " weights" : "");
-  return buf;
+  const char* sel = c.sel == Sel::kDense ? "" : c.sel == Sel::kCsr ? " csr/" : " table/";
+  std::string s = "attn H=" + std::to_string(c.heads) + " KV=" + std::to_string(c.kv_heads) +
+                  " d=" + std::to_string(c.head_dim) + " page=" + std::to_string(c.page_size) +
+                  " kv_len=" + std::to_string(c.kv_len) + " n=" + std::to_string(c.n);
+  if (c.sel != Sel::kDense) s += sel + std::to_string(c.chunk_div);
+  if (c.holes) s += " holes";
+  if (c.mask) s += " mask";
+  if (c.weights) s += " weights";
+  if (c.over_context) s += " over";
+  if (c.empty_head) s += " empty0";
+  if (c.dtype != DType::kBFloat16) s += std::string(" ") + DTypeName(c.dtype);
+  return s;
 }
 
-TEST_F(CudaOpsTest, PagedAttention) {
-  const std::vector<AttnCase> cases = {
-      // heads kv  d  page kv_len  n   select div holes mask weights
-      {4, 4, 64, 16, 37, 1, false, 1, false, false, false},     // GQA 1, decode, last page partly filled
-      {8, 2, 64, 16, 100, 100, false, 1, false, false, true},   // GQA 4, whole prefill, causal
-      {16, 2, 128, 16, 300, 1, true, 1, false, false, false},   // GQA 8, Quest-style page selection
-      {8, 1, 8, 4, 23, 5, false, 1, false, false, false},       // tiny head_dim, prefill chunk
-      {32, 8, 128, 16, 1000, 1, false, 1, true, true, true},    // holes + eviction mask + weights
-      {8, 2, 256, 16, 77, 13, true, 4, false, true, true},      // sub-page chunks, mask, chunk
-      {12, 4, 64, 8, 513, 64, true, 2, true, false, true},      // selection over holes, prefill chunk
-      {16, 2, 128, 16, 1, 1, false, 1, false, false, true},     // first token
-      {8, 8, 64, 16, 4096, 1, true, 1, false, false, false},    // long decode, few pages
-  };
-  for (const AttnCase& c : cases) {
+class CudaAttentionTest : public CudaOpsTest {
+ protected:
+  Backend& Gpu(DType dtype) {
+    if (dtype == DType::kBFloat16) return *gpu_;
+    if (gpu_f16_ == nullptr) {
+      CudaBackendOptions options;
+      options.dtype = DType::kFloat16;
+      absl::StatusOr<std::unique_ptr<Backend>> g = CreateCudaBackend(options);
+      EXPECT_TRUE(g.ok()) << g.status();
+      gpu_f16_ = *std::move(g);
+    }
+    return *gpu_f16_;
+  }
+
+  // One PagedAttention call on both backends with fresh random inputs.
+  void Run(const AttnCase& c) {
     SCOPED_TRACE(Name(c));
+    Backend& gpu = Gpu(c.dtype);
     const int64_t logical = (c.kv_len + c.page_size - 1) / c.page_size;
     const int64_t num_pages = logical + 3;
     std::vector<int32_t> table(num_pages);
     std::iota(table.begin(), table.end(), 0);
     std::shuffle(table.begin(), table.end(), rng_);
     table.resize(logical);
-    // Holes: pages wholly before the new tokens, as eviction leaves them.
-    if (c.holes) {
+    if (c.holes) {  // pages wholly before the new tokens, as eviction leaves them
       for (int64_t p = 0; (p + 1) * c.page_size <= c.kv_len - c.n; ++p) {
         if (p % 3 == 1) table[p] = -1;
       }
     }
+    const int chunk = c.sel == Sel::kDense ? 0 : c.page_size / c.chunk_div;
     std::vector<int32_t> indptr, chunks;
-    int chunk = 0;
-    if (c.select) {
-      chunk = c.page_size / c.chunk_div;
+    int64_t per_head = 0;
+    if (c.sel != Sel::kDense) {
       const int64_t num_chunks = (c.kv_len + chunk - 1) / chunk;
+      // Chunk indices to draw from: the context's, and past it when asked.
+      const int64_t range = c.over_context ? num_chunks + 4 : num_chunks;
+      std::uniform_int_distribution<int64_t> frac(1, std::max<int64_t>(1, num_chunks));
+      per_head = c.sel == Sel::kTable ? std::min<int64_t>(range, frac(rng_)) : 0;
       indptr.push_back(0);
       for (int g = 0; g < c.kv_heads; ++g) {
-        std::vector<int32_t> all(num_chunks);
+        std::vector<int32_t> all(range);
         std::iota(all.begin(), all.end(), 0);
-        std::shuffle(all.begin(), all.end() - 1, rng_);
-        // A random subset (varying per KV head) and always the newest chunk.
-        const int64_t keep = std::max<int64_t>(1, (num_chunks * (g + 1)) / (2 * c.kv_heads));
-        std::vector<int32_t> pick(all.begin(), all.begin() + std::min(keep, num_chunks - 1));
-        pick.push_back(static_cast<int32_t>(num_chunks - 1));
-        std::sort(pick.begin(), pick.end());
+        std::vector<int32_t> pick;
+        if (c.empty_head && g == 0) {
+          // Nothing: an empty CSR row, or a table row past the context.
+          for (int64_t i = 0; i < per_head; ++i) pick.push_back(static_cast<int32_t>(num_chunks + i));
+        } else {
+          std::shuffle(all.begin(), all.end(), rng_);
+          const int64_t keep = c.sel == Sel::kTable
+                                   ? per_head
+                                   : std::max<int64_t>(1, std::uniform_int_distribution<int64_t>(1, range)(rng_));
+          pick.assign(all.begin(), all.begin() + keep);
+          if (c.sel == Sel::kCsr && std::find(pick.begin(), pick.end(), num_chunks - 1) == pick.end()) {
+            pick.push_back(static_cast<int32_t>(num_chunks - 1));  // the newest chunk, as Quest keeps it
+          }
+          std::sort(pick.begin(), pick.end());
+        }
         chunks.insert(chunks.end(), pick.begin(), pick.end());
         indptr.push_back(static_cast<int32_t>(chunks.size()));
       }
     }
     std::vector<uint8_t> valid;
-    if (c.mask) {
-      valid.resize(static_cast<size_t>(c.kv_heads) * logical * c.page_size);
+    if (c.mask || c.empty_head) {
+      valid.assign(static_cast<size_t>(c.kv_heads) * logical * c.page_size, 1);
       std::bernoulli_distribution keep(0.8);
-      for (auto& v : valid) v = keep(rng_) ? 1 : 0;
+      for (auto& v : valid) v = !c.mask || keep(rng_) ? 1 : 0;
+      if (c.empty_head && c.sel == Sel::kDense) {
+        std::fill(valid.begin(), valid.begin() + logical * c.page_size, 0);
+      }
+    }
+    Tensor cpu_table, gpu_table;
+    if (c.sel == Sel::kTable) {
+      cpu_table = Tensor::Empty(DType::kInt32, {c.kv_heads, per_head});
+      std::copy(chunks.begin(), chunks.end(), cpu_table.data<int32_t>());
+      gpu_table = gpu.Allocate(DType::kInt32, {c.kv_heads, per_head});
+      gpu.CopyFromHost(cpu_table, gpu_table);
     }
     Tensor q = Random({c.n, c.heads, c.head_dim}, 2.0f);
     Tensor kp = Random({num_pages, c.page_size, c.kv_heads, c.head_dim}, 2.0f);
     Tensor vp = Random({num_pages, c.page_size, c.kv_heads, c.head_dim});
-    Tensor cq = OnCpu(q), ck = OnCpu(kp), cv = OnCpu(vp), gq = OnGpu(q), gk = OnGpu(kp), gv = OnGpu(vp);
+    auto on_gpu = [&](const Tensor& host) {
+      absl::StatusOr<Tensor> t = gpu.UploadWeight(host);
+      EXPECT_TRUE(t.ok()) << t.status();
+      return *t;
+    };
+    Tensor cq = OnCpu(q), ck = OnCpu(kp), cv = OnCpu(vp), gq = on_gpu(q), gk = on_gpu(kp), gv = on_gpu(vp);
 
     const size_t weight_count = static_cast<size_t>(c.heads) * c.kv_len;
     std::vector<float> cpu_sum(weight_count), cpu_last(weight_count);
     std::vector<float> gpu_sum(weight_count, NAN), gpu_last(weight_count, NAN);
-    auto args = [&](const Tensor& qq, const Tensor& kk, const Tensor& vv, float* sum, float* last) {
+    auto args = [&](const Tensor& qq, const Tensor& kk, const Tensor& vv, const Tensor& sel_table, float* sum,
+                    float* last) {
       PagedAttentionArgs a;
       a.q = &qq;
       a.k_pages = &kk;
@@ -290,10 +339,14 @@ TEST_F(CudaOpsTest, PagedAttention) {
       a.page_table = table;
       a.kv_len = c.kv_len;
       a.page_size = c.page_size;
-      a.selected_indptr = indptr;
-      a.selected_chunks = chunks;
+      if (c.sel == Sel::kCsr) {
+        a.selected_indptr = indptr;
+        a.selected_chunks = chunks;
+      } else if (c.sel == Sel::kTable) {
+        a.selected_table = &sel_table;
+      }
       a.selection_chunk = chunk;
-      a.token_valid = c.mask ? valid.data() : nullptr;
+      a.token_valid = valid.empty() ? nullptr : valid.data();
       a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
       if (c.weights) {
         a.attention_sum = sum;
@@ -302,13 +355,170 @@ TEST_F(CudaOpsTest, PagedAttention) {
       return a;
     };
     Tensor cout = cpu_->Allocate(DType::kFloat32, {c.n, c.heads * c.head_dim});
-    cpu_->PagedAttention(args(cq, ck, cv, cpu_sum.data(), cpu_last.data()), cout);
-    Tensor gout = Poisoned(DType::kBFloat16, {c.n, c.heads * c.head_dim});
-    gpu_->PagedAttention(args(gq, gk, gv, gpu_sum.data(), gpu_last.data()), gout);
-    CompareTensors(cout, gout, Name(c));
+    cpu_->PagedAttention(args(cq, ck, cv, cpu_table, cpu_sum.data(), cpu_last.data()), cout);
+    Tensor gout = gpu.Allocate(c.dtype, {c.n, c.heads * c.head_dim});
+    {
+      Tensor nan = Tensor::Empty(DType::kFloat32, {c.n, c.heads * c.head_dim});
+      std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::numeric_limits<float>::quiet_NaN());
+      gpu.CopyFromHost(nan, gout);
+    }
+    gpu.PagedAttention(args(gq, gk, gv, gpu_table, gpu_sum.data(), gpu_last.data()), gout);
+    Tensor want = cpu_->ToHost(cout), got = gpu.ToHost(gout);
+    ASSERT_EQ(want.numel(), got.numel());
+    Compare(want.data<float>(), got.data<float>(), want.numel(), Name(c), kBf16Tol);
+    if (c.empty_head) {  // the group of KV head 0 outputs exact zeros
+      const int64_t group = c.heads / c.kv_heads;
+      for (int64_t t = 0; t < c.n; ++t) {
+        for (int64_t i = 0; i < group * c.head_dim; ++i) {
+          ASSERT_EQ(got.data<float>()[t * c.heads * c.head_dim + i], 0.0f) << "token " << t << " elem " << i;
+        }
+      }
+    }
     if (c.weights) {
       Compare(cpu_sum.data(), gpu_sum.data(), weight_count, "  attention_sum", kBf16Tol);
       Compare(cpu_last.data(), gpu_last.data(), weight_count, "  attention_last", kBf16Tol);
+    }
+  }
+
+  std::unique_ptr<Backend> gpu_f16_;
+};
+
+TEST_F(CudaAttentionTest, FixedShapes) {
+  const std::vector<AttnCase> cases = {
+      // heads kv d page kv_len n sel div holes mask weights
+      {4, 4, 64, 16, 37, 1},                                               // GQA 1, decode, last page partly filled
+      {8, 2, 64, 16, 100, 100, Sel::kDense, 1, false, false, true},        // GQA 4, whole prefill, causal
+      {16, 2, 128, 16, 300, 1, Sel::kCsr},                                 // GQA 8, Quest-style page selection
+      {8, 1, 8, 4, 23, 5},                                                 // tiny head_dim, prefill chunk
+      {32, 8, 128, 16, 1000, 1, Sel::kDense, 1, true, true, true},         // holes + eviction mask + weights
+      {8, 2, 256, 16, 77, 13, Sel::kCsr, 4, false, true, true},            // sub-page chunks, mask, chunk
+      {12, 4, 64, 8, 513, 64, Sel::kCsr, 2, true, false, true},            // selection over holes, group 3
+      {16, 2, 128, 16, 1, 1, Sel::kDense, 1, false, false, true},          // first token
+      {8, 8, 64, 16, 4096, 1, Sel::kCsr},                                  // long decode, few pages
+      {32, 8, 128, 16, 4999, 1, Sel::kTable, 2},                           // device table, chunk 8 in pages of 16
+      {32, 4, 128, 16, 3001, 1, Sel::kTable, 2, true, true, true, true},   // table past the context, holes, mask
+      {32, 8, 128, 16, 2048, 1, Sel::kCsr, 1, false, false, true, false, true},  // KV head 0: empty CSR row
+      {32, 8, 128, 16, 2048, 1, Sel::kTable, 2, false, false, true, false, true},  // KV head 0: table past end
+      {32, 8, 64, 16, 2500, 3, Sel::kDense, 1, false, true, true, false, true},  // KV head 0 fully masked
+      {32, 32, 128, 16, 20000, 1},                                         // MHA, many splits
+      {32, 2, 128, 16, 20011, 1, Sel::kDense, 1, true, true, true},        // GQA 16 (two head tiles), splits
+      {8, 1, 128, 16, 30000, 1, Sel::kCsr, 2, false, true},                // one KV head: the most splits
+      {28, 4, 128, 16, 9000, 1, Sel::kDense, 1, false, false, true},       // group 7 (a masked head)
+      {16, 4, 96, 16, 700, 2},                                             // head_dim 96: simple kernel
+      {32, 8, 128, 16, 5000, 7, Sel::kDense, 1, false, false, true},       // small prefill chunk, long context
+      {16, 4, 256, 16, 6000, 1, Sel::kDense, 1, true},                     // head_dim 256, splits
+  };
+  for (const AttnCase& c : cases) Run(c);
+}
+
+TEST_F(CudaAttentionTest, F16) {
+  const std::vector<AttnCase> cases = {
+      {32, 8, 128, 16, 4100, 1, Sel::kDense, 1, false, false, true},
+      {32, 32, 64, 16, 777, 1, Sel::kCsr, 2, true, true},
+      {16, 2, 128, 16, 3000, 1, Sel::kTable, 2, false, true, false, true},
+      {8, 2, 128, 16, 300, 9, Sel::kDense, 1, false, true, true},
+      {8, 2, 256, 16, 12000, 1},
+  };
+  for (AttnCase c : cases) {
+    c.dtype = DType::kFloat16;
+    Run(c);
+  }
+}
+
+// Random shapes: GQA 1/4/8, head_dim 64/128 (sometimes 256), ragged
+// contexts up to ~5000, decode and small prefill chunks, every selection
+// kind, holes, masks.
+TEST_F(CudaAttentionTest, RandomSweep) {
+  std::uniform_int_distribution<int> pick(0, 1 << 20);
+  auto one_of = [&](std::initializer_list<int> v) { return *(v.begin() + pick(rng_) % v.size()); };
+  std::uniform_real_distribution<double> log_len(0.0, std::log(5000.0));
+  for (int i = 0; i < 90; ++i) {
+    AttnCase c{};
+    const int group = one_of({1, 4, 8});
+    c.kv_heads = group == 1 ? one_of({1, 2, 8, 32}) : one_of({1, 2, 4, 8});
+    c.heads = c.kv_heads * group;
+    c.head_dim = i % 10 == 9 ? 256 : one_of({64, 128});
+    c.page_size = one_of({16, 16, 8, 32});
+    c.kv_len = std::max<int64_t>(1, static_cast<int64_t>(std::exp(log_len(rng_))));
+    c.n = pick(rng_) % 3 == 0 ? 1 + pick(rng_) % std::min<int64_t>(c.kv_len, 24) : 1;
+    c.sel = static_cast<Sel>(pick(rng_) % 3);
+    c.chunk_div = one_of({1, 2});
+    c.holes = pick(rng_) % 4 == 0;
+    c.mask = pick(rng_) % 4 == 0;
+    c.weights = pick(rng_) % 5 == 0;
+    c.over_context = c.sel != Sel::kDense && pick(rng_) % 3 == 0;
+    c.empty_head = pick(rng_) % 10 == 0;
+    Run(c);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// The same backend twice on one shape: the split counters must be left at
+// zero, and the result must not change.
+TEST_F(CudaAttentionTest, RepeatedCallsAgree) {
+  for (int r = 0; r < 3; ++r) Run({32, 8, 128, 16, 16384, 1, Sel::kDense, 1, false, false, true});
+}
+
+// Decode bandwidth of the attention op against a D2D copy of the same
+// bytes (as tools/bench/attention_bench does), only with
+// QUEST_ATTN_BENCH=1: a quick check of the kernel alone on the GPU machine.
+TEST_F(CudaAttentionTest, DecodeBandwidth) {
+  if (std::getenv("QUEST_ATTN_BENCH") == nullptr) GTEST_SKIP() << "set QUEST_ATTN_BENCH=1";
+  constexpr int kSeqs = 8, kPage = 16, kD = 128;
+  struct Shape { const char* name; int heads, kv; };
+  for (const Shape s : {Shape{"MHA 32/32", 32, 32}, Shape{"GQA 32/8", 32, 8}}) {
+    for (int64_t ctx : {4096, 32768, 131072}) {
+      const int64_t pages_per_seq = ctx / kPage, num_pages = pages_per_seq * kSeqs;
+      Tensor k = gpu_->Allocate(DType::kBFloat16, {num_pages, kPage, s.kv, kD});
+      Tensor v = gpu_->Allocate(DType::kBFloat16, {num_pages, kPage, s.kv, kD});
+      ASSERT_EQ(cudaMemset(k.raw_data(), 0x3c, k.nbytes()), cudaSuccess);
+      ASSERT_EQ(cudaMemset(v.raw_data(), 0x3b, v.nbytes()), cudaSuccess);
+      std::vector<Tensor> qs, outs;
+      for (int i = 0; i < kSeqs; ++i) {
+        qs.push_back(OnGpu(Random({1, s.heads, kD})));
+        outs.push_back(gpu_->Allocate(DType::kBFloat16, {1, s.heads * kD}));
+      }
+      std::vector<std::vector<int32_t>> tables(kSeqs, std::vector<int32_t>(pages_per_seq));
+      for (int q = 0; q < kSeqs; ++q) {
+        for (int64_t i = 0; i < pages_per_seq; ++i) tables[q][i] = static_cast<int32_t>(i * kSeqs + q);
+      }
+      const double kv_bytes = static_cast<double>(ctx) * s.kv * kD * 2 * 2;
+      auto time = [&](const std::function<void(int)>& fn) {
+        for (int i = 0; i < 3; ++i) fn(i);
+        cudaDeviceSynchronize();
+        std::vector<double> ts;
+        const int n = ctx >= 131072 ? 10 : 40;
+        for (int r = 0; r < 5; ++r) {
+          const auto a = std::chrono::steady_clock::now();
+          for (int i = 0; i < n; ++i) fn(i);
+          cudaDeviceSynchronize();
+          ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count() / n);
+        }
+        std::sort(ts.begin(), ts.end());
+        return ts[2];
+      };
+      char* base = static_cast<char*>(k.raw_data());
+      const size_t copy_bytes = static_cast<size_t>(kv_bytes);
+      const double copy_s = time([&](int i) {
+        cudaMemcpyAsync(base + (i % 4) * copy_bytes, base + ((i + 2) % 4) * copy_bytes, copy_bytes,
+                        cudaMemcpyDeviceToDevice, 0);
+      });
+      const double attn_s = time([&](int i) {
+        PagedAttentionArgs a;
+        a.q = &qs[i % kSeqs];
+        a.k_pages = &k;
+        a.v_pages = &v;
+        a.page_table = tables[i % kSeqs];
+        a.kv_len = ctx;
+        a.page_size = kPage;
+        a.scale = 1.0f / std::sqrt(static_cast<float>(kD));
+        gpu_->PagedAttention(a, outs[i % kSeqs]);
+      });
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      const double copy_bw = 2 * kv_bytes / copy_s, attn_bw = kv_bytes / attn_s;
+      std::printf("BW %-10s ctx %6lld: copy %5.0f GB/s, attention %5.0f GB/s = %5.1f%% of copy (%.1f us)\n",
+                  s.name, static_cast<long long>(ctx), copy_bw / 1e9, attn_bw / 1e9, 100 * attn_bw / copy_bw,
+                  attn_s * 1e6);
     }
   }
 }

@@ -1,18 +1,704 @@
 // Quest's page bounds and top-k page selection (see quest_kernels.h).
+//
+// UpdatePageBounds: one thread per (Quest page, KV head, 8 dims) folds the
+// page's positions in [begin, end) in order (16-byte loads; a decode step is
+// one tiny launch, a prefill/refold a wide one).
+//
+// SelectTopPages, two launches:
+//  1. scoring: a CTA per (page range, KV head); a page's [min | max] row is
+//     read by a group of lanes with 16-byte loads (one warp per page at
+//     head_dim 128), each lane holding the query coefficients of its
+//     elements in registers: min(q, 0) for the min row, max(q, 0) for the
+//     max row, so the bound is a plain dot product. SUM over the GQA group
+//     folds the group's coefficients into one vector first; MAX keeps up to
+//     8 heads and reduce-scatters them across the lanes. fp32 scores, NaN ->
+//     -inf, to the scratch [num_kv_heads, num_pages].
+//  2. select: a 512-thread CTA per KV head, radix select on the scores'
+//     order-preserving uint32 keys (4 passes of 8 bits, MSB first, over the
+//     keys held in registers; shared-memory histogram with warp-aggregated
+//     atomics, peers found by 8 ballots; stops as soon as a whole bin is
+//     taken),
+//     then a flag per page (above / equal to the k-th key) and one ordered
+//     compaction (block scan of per-thread counts over 16 flags each) that
+//     writes the pages in ascending order, equal keys taken lowest page
+//     first, exactly the reference's tie rule.
+// Variants (TopPagesParams::variant) for measurement: the select fused into
+// the last scoring CTA of each KV head, and a cub::BlockRadixSort select.
+
+#include <cub/block/block_radix_sort.cuh>
 
 #include <cmath>
+#include <cstdint>
 
 #include "ops/cuda/device_util.cuh"
 #include "ops/cuda/quest_kernels.h"
 
 namespace quest::ops::cuda {
+namespace {
 
-cudaError_t LaunchUpdatePageBounds(ElemType, const PageBoundsParams&, cudaStream_t) {
-  return cudaErrorNotSupported;  // being written
+constexpr unsigned kFull = 0xffffffffu;
+
+// ------------------------------------------------------------ page bounds
+
+template <typename T, int VEC>
+__device__ __forceinline__ void LoadVec(const T* src, T (&dst)[VEC]) {
+  if constexpr (VEC == 8) {
+    const uint4 v = *reinterpret_cast<const uint4*>(src);
+    const T* t = reinterpret_cast<const T*>(&v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) dst[i] = t[i];
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) dst[i] = src[i];
+  }
 }
 
-cudaError_t LaunchSelectTopPages(ElemType, const TopPagesParams&, cudaStream_t) {
-  return cudaErrorNotSupported;  // being written
+template <typename T, int VEC>
+__device__ __forceinline__ void StoreVec(T* dst, const T (&src)[VEC]) {
+  if constexpr (VEC == 8) {
+    uint4 v;
+    T* t = reinterpret_cast<T*>(&v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) t[i] = src[i];
+    *reinterpret_cast<uint4*>(dst) = v;
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) dst[i] = src[i];
+  }
+}
+
+// Item i = ((Quest page - first_qpage) * num_kv_heads + g) * (head_dim / VEC) + v.
+template <typename T, int VEC>
+__global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_t items) {
+  const int vecs = p.head_dim / VEC;
+  const int64_t row = int64_t{p.num_kv_heads} * p.head_dim;
+  QUEST_GRID_STRIDE(i, items) {
+    const int v = static_cast<int>(i % vecs);
+    const int64_t r = i / vecs;
+    const int g = static_cast<int>(r % p.num_kv_heads);
+    const int64_t qp = first_qpage + r / p.num_kv_heads;
+    const int64_t start = qp * p.bound_page;
+    const int64_t from = start > p.begin ? start : p.begin;
+    const int64_t to = start + p.bound_page < p.end ? start + p.bound_page : p.end;
+    // A Quest page lies inside one pool page: a hole skips all of it.
+    const int32_t phys = p.page_table[start / p.page_size - p.table_base];
+    if (phys < 0) continue;
+    const T* k = static_cast<const T*>(p.k_pages) +
+                 (int64_t{phys} * p.page_size + from % p.page_size) * row + int64_t{g} * p.head_dim +
+                 v * VEC;
+    T* lo_ptr = static_cast<T*>(p.bounds) + (qp * p.num_kv_heads + g) * 2 * p.head_dim + v * VEC;
+    T* hi_ptr = lo_ptr + p.head_dim;
+    T lo[VEC], hi[VEC];
+    int64_t pos = from;
+    if (from == start) {  // the page's first Key resets it
+      LoadVec<T, VEC>(k, lo);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) hi[j] = lo[j];
+      k += row;
+      ++pos;
+    } else {  // widen what the earlier positions left
+      LoadVec<T, VEC>(lo_ptr, lo);
+      LoadVec<T, VEC>(hi_ptr, hi);
+    }
+    // In position order, with the reference's std::min / std::max rules.
+#pragma unroll 4
+    for (; pos < to; ++pos, k += row) {
+      T x[VEC];
+      LoadVec<T, VEC>(k, x);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        const float xf = F(x[j]);
+        if (xf < F(lo[j])) lo[j] = x[j];
+        if (F(hi[j]) < xf) hi[j] = x[j];
+      }
+    }
+    StoreVec<T, VEC>(lo_ptr, lo);
+    StoreVec<T, VEC>(hi_ptr, hi);
+  }
+}
+
+// ------------------------------------------------------------ scoring
+
+constexpr int kScoreThreads = 256;
+constexpr int kSelectThreads = 512;
+constexpr int kSelectWarps = kSelectThreads / 32;
+constexpr int kFlagRound = 16 * kSelectThreads;  // flags per compaction round
+constexpr int64_t kMaxSelectPages = 192 * 1024;  // flags live in shared memory
+constexpr int kMaxFusedHeads = 1024;
+constexpr int64_t kMaxFusedPages = 16384;
+
+// Query coefficient of element e of a page's [min | max] row (the
+// reference's std::min(q, 0) / std::max(q, 0), NaN kept).
+template <typename T>
+__device__ __forceinline__ float QCoef(const T* q, int d, int e) {
+  if (e < d) {
+    const float x = F(q[e]);
+    return 0.0f < x ? 0.0f : x;
+  }
+  const float x = F(q[e - d]);
+  return x < 0.0f ? 0.0f : x;
+}
+
+template <typename T>
+__device__ __forceinline__ float2 Pair(uint32_t w);
+template <>
+__device__ __forceinline__ float2 Pair<__nv_bfloat16>(uint32_t w) {
+  return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+}
+template <>
+__device__ __forceinline__ float2 Pair<__half>(uint32_t w) {
+  __half2 h;
+  *reinterpret_cast<uint32_t*>(&h) = w;
+  return __half22float2(h);
+}
+
+__device__ __forceinline__ float NanToNegInf(float s) { return isnan(s) ? -INFINITY : s; }
+
+// Reduce-scatter of CNT per-lane values over the lanes of xor offsets OFF,
+// OFF/2, ..., 1: afterwards a[0] holds the total of value `head`.
+template <int CNT, int OFF>
+struct Scatter {
+  static __device__ __forceinline__ void Run(float* a, int lane, int& head) {
+    constexpr int kHalf = CNT / 2;
+    const bool up = (lane & OFF) != 0;
+#pragma unroll
+    for (int i = 0; i < kHalf; ++i) {
+      const float send = up ? a[i] : a[i + kHalf];
+      const float keep = up ? a[i + kHalf] : a[i];
+      a[i] = keep + __shfl_xor_sync(kFull, send, OFF);
+    }
+    if (up) head += kHalf;
+    Scatter<kHalf, OFF / 2>::Run(a, lane, head);
+  }
+};
+template <int OFF>
+struct Scatter<1, OFF> {
+  static __device__ __forceinline__ void Run(float* a, int, int&) {
+#pragma unroll
+    for (int off = OFF; off >= 1; off >>= 1) a[0] += __shfl_xor_sync(kFull, a[0], off);
+  }
+};
+
+// Scores pages [p0, p1) of KV head g into p.scores[g * stride + page].
+// D: head_dim (64/128/256). H == 1: one coefficient vector (SUM over the
+// group, or a group of one); H in {2, 4, 8}: MAX over up to H heads.
+template <typename T, int D, int H, int THREADS>
+__device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64_t p0, int64_t p1,
+                                           int64_t stride) {
+  constexpr int kVpr = 2 * D / 8;                    // 16-byte vectors per [min | max] row
+  constexpr int kLanes = kVpr < 32 ? kVpr : 32;      // lanes per page
+  constexpr int kNv = kVpr / kLanes;                 // vectors per lane
+  constexpr int kPpw = 32 / kLanes;                  // pages per warp
+  constexpr int kWarps = THREADS / 32;
+  constexpr int kUnroll = H * kNv <= 2 ? 4 : 2;      // pages in flight per lane
+  static_assert(H <= kLanes, "heads to scatter exceed the lanes of a page");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane / kLanes, li = lane % kLanes;
+  const int group = p.num_heads / p.num_kv_heads;
+  const T* q = static_cast<const T*>(p.q) + int64_t{g} * group * D;
+
+  float c[H][kNv][8];
+#pragma unroll
+  for (int i = 0; i < kNv; ++i) {
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+      const int e = (li + i * kLanes) * 8 + t;
+      if constexpr (H == 1) {
+        float s = 0.0f;
+        for (int h = 0; h < group; ++h) s += QCoef(q + h * D, D, e);
+        c[0][i][t] = s;
+      } else {
+#pragma unroll
+        for (int h = 0; h < H; ++h) c[h][i][t] = h < group ? QCoef(q + h * D, D, e) : 0.0f;
+      }
+    }
+  }
+
+  const uint4* rows = reinterpret_cast<const uint4*>(static_cast<const T*>(p.bounds) + int64_t{g} * 2 * D);
+  const int64_t page_vecs = int64_t{p.num_kv_heads} * kVpr;  // uint4 stride between pages
+  float* out = p.scores + int64_t{g} * stride;
+  for (int64_t wb = p0 + int64_t{warp} * kPpw; wb < p1; wb += int64_t{kWarps} * kPpw * kUnroll) {
+    uint4 v[kUnroll][kNv];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t pg = wb + u * kWarps * kPpw + sub;
+#pragma unroll
+      for (int i = 0; i < kNv; ++i) {
+        v[u][i] = pg < p1 ? __ldg(rows + pg * page_vecs + li + i * kLanes) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float acc[H];
+#pragma unroll
+      for (int h = 0; h < H; ++h) acc[h] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kNv; ++i) {
+        const uint32_t w[4] = {v[u][i].x, v[u][i].y, v[u][i].z, v[u][i].w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 x = Pair<T>(w[j]);
+#pragma unroll
+          for (int h = 0; h < H; ++h) {
+            acc[h] = fmaf(c[h][i][2 * j], x.x, acc[h]);
+            acc[h] = fmaf(c[h][i][2 * j + 1], x.y, acc[h]);
+          }
+        }
+      }
+      float s;
+      if constexpr (H == 1) {
+#pragma unroll
+        for (int off = kLanes / 2; off >= 1; off >>= 1) acc[0] += __shfl_xor_sync(kFull, acc[0], off);
+        s = acc[0];
+      } else {
+        int head = 0;
+        Scatter<H, kLanes / 2>::Run(acc, lane, head);
+        // The reference's running std::max: a NaN first head poisons the
+        // page, a later NaN head never wins.
+        s = acc[0];
+        s = head >= group ? -INFINITY : (isnan(s) ? (head == 0 ? NAN : -INFINITY) : s);
+#pragma unroll
+        for (int off = kLanes / 2; off >= kLanes / H; off >>= 1) {
+          const float o = __shfl_xor_sync(kFull, s, off);
+          s = (isnan(s) || isnan(o)) ? NAN : fmaxf(s, o);
+        }
+      }
+      const int64_t pg = wb + u * kWarps * kPpw + sub;
+      if (li == 0 && pg < p1) out[pg] = NanToNegInf(s);
+    }
+  }
+}
+
+template <typename T, int D, int H>
+__global__ __launch_bounds__(kScoreThreads) void ScoreKernel(TopPagesParams p, int64_t n, int64_t stride,
+                                                             int64_t per_cta) {
+  const int64_t p0 = blockIdx.x * per_cta;
+  const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
+  ScoreRange<T, D, H, kScoreThreads>(p, blockIdx.y, p0, p1, stride);
+}
+
+// Any head_dim / group: one warp per (page, KV head), the reference's
+// per-head scores and combine.
+template <typename T>
+__global__ void ScoreGenericKernel(TopPagesParams p, int64_t n, int64_t stride) {
+  const int d = p.head_dim, kvh = p.num_kv_heads, group = p.num_heads / kvh;
+  const int lane = threadIdx.x & 31;
+  const int64_t total = n * kvh;
+  const int64_t warps = (int64_t{gridDim.x} * blockDim.x) >> 5;
+  for (int64_t w = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) >> 5; w < total; w += warps) {
+    const int g = static_cast<int>(w % kvh);
+    const int64_t pg = w / kvh;
+    const T* b = static_cast<const T*>(p.bounds) + (pg * kvh + g) * 2 * d;
+    float combined = 0.0f;
+    for (int h = 0; h < group; ++h) {
+      const T* qh = static_cast<const T*>(p.q) + (int64_t{g} * group + h) * d;
+      float acc = 0.0f;
+      for (int e = lane; e < 2 * d; e += 32) acc = fmaf(QCoef(qh, d, e), F(b[e]), acc);
+#pragma unroll
+      for (int off = 16; off >= 1; off >>= 1) acc += __shfl_xor_sync(kFull, acc, off);
+      combined = h == 0 ? acc : (p.combine_sum ? combined + acc : (combined < acc ? acc : combined));
+    }
+    if (lane == 0) p.scores[int64_t{g} * stride + pg] = NanToNegInf(combined);
+  }
+}
+
+// ------------------------------------------------------------ select
+
+// Order-preserving: a > b as floats <=> Key(a) > Key(b); -0 == +0.
+__device__ __forceinline__ uint32_t OrderedKey(float s) {
+  if (isnan(s)) s = -INFINITY;
+  if (s == 0.0f) s = 0.0f;
+  const uint32_t b = __float_as_uint(s);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// flags[0, n_pad) (2: taken, 1: a tie at the k-th key, 0: not) -> out, in
+// ascending index order: every 2, and the first `need` 1s.
+__device__ __forceinline__ void OrderedCompact(const uint8_t* flags, int n_pad, unsigned need,
+                                               int32_t* out) {
+  __shared__ unsigned long long warp_sums[kSelectWarps];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  unsigned long long carry = 0;  // (taken << 32) | ties, over earlier rounds
+  for (int base = 0; base < n_pad; base += kFlagRound) {
+    const uint4 f = reinterpret_cast<const uint4*>(flags + base)[tid];
+    const uint32_t w[4] = {f.x, f.y, f.z, f.w};
+    unsigned gt = 0, eq = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      gt += __popc(w[j] & 0x02020202u);
+      eq += __popc(w[j] & 0x01010101u);
+    }
+    const unsigned long long mine = (static_cast<unsigned long long>(gt) << 32) | eq;
+    unsigned long long incl = mine;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const unsigned long long o = __shfl_up_sync(kFull, incl, off);
+      if (lane >= off) incl += o;
+    }
+    if (lane == 31) warp_sums[warp] = incl;
+    __syncthreads();
+    unsigned long long before = carry + incl - mine, total = 0;
+#pragma unroll
+    for (int i = 0; i < kSelectWarps; ++i) {
+      const unsigned long long s = warp_sums[i];
+      if (i < warp) before += s;
+      total += s;
+    }
+    __syncthreads();  // warp_sums is rewritten by the next round
+    carry += total;
+    if ((gt | eq) == 0) continue;
+    const unsigned gt_before = static_cast<unsigned>(before >> 32);
+    unsigned eq_before = static_cast<unsigned>(before);
+    unsigned pos = gt_before + (eq_before < need ? eq_before : need);
+    const int idx0 = base + tid * 16;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const unsigned b = (w[j >> 2] >> (8 * (j & 3))) & 0xffu;
+      if (b == 2) {
+        out[pos++] = idx0 + j;
+      } else if (b == 1) {
+        if (eq_before < need) out[pos++] = idx0 + j;
+        ++eq_before;
+      }
+    }
+  }
+}
+
+// The k best of scores[0, n) (0 < k < n), ascending, into out[0, k); ties
+// to the lower index. All kSelectThreads threads of the CTA call it; the
+// dynamic shared memory holds RoundUp(n, kFlagRound) flag bytes. E keys per
+// thread stay in registers when n <= kSelectThreads * E, else tiles are
+// reloaded per pass. kCoherent: the scores were written by other CTAs of
+// this kernel (read through L2).
+template <int E, bool kCoherent>
+__device__ __noinline__ void SelectRow(const float* scores, int n, int k, int32_t* out) {
+  __shared__ __align__(16) unsigned hist[256];
+  __shared__ unsigned found[3];
+  extern __shared__ uint4 select_dyn_smem[];
+  uint8_t* flags = reinterpret_cast<uint8_t*>(select_dyn_smem);
+  constexpr int kTile = kSelectThreads * E;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tiles = (n + kTile - 1) / kTile;
+  uint32_t key[E];
+  auto load = [&](int tile) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int idx = tile * kTile + e * kSelectThreads + tid;
+      float s = 0.0f;
+      if (idx < n) s = kCoherent ? __ldcg(scores + idx) : __ldg(scores + idx);
+      key[e] = OrderedKey(s);
+    }
+  };
+  if (tiles == 1) load(0);
+
+  uint32_t prefix = 0, mask = 0;
+  unsigned rem = static_cast<unsigned>(k);  // still to take below the resolved prefix
+  unsigned live = static_cast<unsigned>(n);  // keys matching the prefix
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    if (tid < 256) hist[tid] = 0;
+    __syncthreads();
+    // Adds key e's digit to the histogram if it matches the prefix. The
+    // lanes sharing this lane's digit are found by 8 ballots; their lowest
+    // lane adds the group's count (one atomic per distinct digit per warp).
+    auto count = [&](int e, int idx, unsigned active) {
+      const bool part = idx < n && (key[e] & mask) == prefix;
+      const unsigned d = (key[e] >> shift) & 0xffu;
+      unsigned peers = active;
+#pragma unroll
+      for (int b = 0; b < 8; ++b) {
+        const unsigned bits = __ballot_sync(kFull, (d >> b) & 1u);
+        peers &= ((d >> b) & 1u) ? bits : ~bits;
+      }
+      if (part && lane == __ffs(peers) - 1) atomicAdd(&hist[d], __popc(peers));
+    };
+    for (int tile = 0; tile < tiles; ++tile) {
+      if (tiles > 1) load(tile);
+      if (live * 8 > static_cast<unsigned>(n)) {
+        // Most keys take part: branch-free, so the E keys' ballots overlap
+        // (a branch per key left this pass latency-bound).
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          const int idx = tile * kTile + e * kSelectThreads + tid;
+          count(e, idx, __ballot_sync(kFull, idx < n && (key[e] & mask) == prefix));
+        }
+      } else {
+        // Few do: most warps skip most keys.
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          const int idx = tile * kTile + e * kSelectThreads + tid;
+          const unsigned active = __ballot_sync(kFull, idx < n && (key[e] & mask) == prefix);
+          if (active != 0) count(e, idx, active);  // warp-uniform
+        }
+      }
+    }
+    __syncthreads();
+    if (warp == 0) {  // the digit holding the rem-th largest remaining key
+      const uint4 c0 = reinterpret_cast<const uint4*>(hist)[2 * lane];
+      const uint4 c1 = reinterpret_cast<const uint4*>(hist)[2 * lane + 1];
+      const unsigned c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+      unsigned s = 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s += c[j];
+      unsigned incl = s;  // over this lane's and the higher lanes' digits
+#pragma unroll
+      for (int off = 1; off < 32; off <<= 1) {
+        const unsigned o = __shfl_down_sync(kFull, incl, off);
+        if (lane + off < 32) incl += o;
+      }
+      unsigned above = incl - s;
+      if (above < rem && rem <= incl) {
+#pragma unroll
+        for (int j = 7; j >= 0; --j) {
+          if (above + c[j] >= rem) {
+            found[0] = lane * 8 + j;
+            found[1] = above;
+            found[2] = c[j];
+            break;
+          }
+          above += c[j];
+        }
+      }
+    }
+    __syncthreads();
+    rem -= found[1];
+    prefix |= found[0] << shift;
+    mask |= 0xffu << shift;
+    live = found[2];
+    if (live == rem) break;  // the whole bin is taken: no need to resolve it further
+  }
+
+  const int n_pad = (n + kFlagRound - 1) / kFlagRound * kFlagRound;
+  for (int tile = 0; tile < tiles; ++tile) {
+    if (tiles > 1) load(tile);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int idx = tile * kTile + e * kSelectThreads + tid;
+      if (idx < n) {
+        const uint32_t m = key[e] & mask;
+        flags[idx] = m > prefix ? 2 : (m == prefix ? 1 : 0);
+      }
+    }
+  }
+  for (int idx = n + tid; idx < n_pad; idx += kSelectThreads) flags[idx] = 0;
+  __syncthreads();
+  OrderedCompact(flags, n_pad, rem, out);
+}
+
+template <bool kCoherent>
+__device__ __forceinline__ void SelectRowAnyE(int e, const float* scores, int n, int k, int32_t* out) {
+  switch (e) {
+    case 2: SelectRow<2, kCoherent>(scores, n, k, out); break;
+    case 4: SelectRow<4, kCoherent>(scores, n, k, out); break;
+    case 8: SelectRow<8, kCoherent>(scores, n, k, out); break;
+    case 16: SelectRow<16, kCoherent>(scores, n, k, out); break;
+    default: SelectRow<32, kCoherent>(scores, n, k, out); break;
+  }
+}
+
+__global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scores, int64_t stride, int n,
+                                                               int k, int e, int32_t* selected) {
+  int32_t* out = selected + int64_t{blockIdx.x} * (k + 1);
+  SelectRowAnyE<false>(e, scores + blockIdx.x * stride, n, k, out);
+  if (threadIdx.x == 0) out[k] = n;
+}
+
+// k == 0 (the current page only) or k == n (every page): no scores needed.
+__global__ void FillKernel(int32_t* selected, int64_t total, int n, int k) {
+  QUEST_GRID_STRIDE(i, total) {
+    const int r = static_cast<int>(i % (k + 1));
+    selected[i] = r == k ? n : r;
+  }
+}
+
+// Fused: scoring CTAs, the last one of each KV head (a counter per head,
+// reset by that CTA) selects. One stream at a time may run it.
+__device__ unsigned g_quest_done[kMaxFusedHeads];
+
+template <typename T, int D, int H>
+__global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesParams p, int64_t n, int64_t stride,
+                                                                    int64_t per_cta, int e) {
+  __shared__ bool last;
+  const int g = blockIdx.y;
+  const int64_t p0 = blockIdx.x * per_cta;
+  const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
+  ScoreRange<T, D, H, kSelectThreads>(p, g, p0, p1, stride);
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&g_quest_done[g], 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int k = static_cast<int>(p.k);
+  int32_t* out = p.selected + int64_t{g} * (k + 1);
+  SelectRowAnyE<true>(e, p.scores + g * stride, static_cast<int>(n), k, out);
+  if (threadIdx.x == 0) {
+    out[k] = static_cast<int>(n);
+    g_quest_done[g] = 0;
+  }
+}
+
+// cub::BlockRadixSort of the (key, page) pairs, descending and stable, then
+// flags and the same ordered compaction. n <= kSelectThreads * 16.
+__global__ __launch_bounds__(kSelectThreads) void CubSelectKernel(const float* scores, int64_t stride, int n,
+                                                                  int k, int32_t* selected) {
+  constexpr int E = 16;
+  using Sort = cub::BlockRadixSort<uint32_t, kSelectThreads, E, int32_t>;
+  __shared__ typename Sort::TempStorage temp;
+  extern __shared__ uint4 select_dyn_smem[];
+  uint8_t* flags = reinterpret_cast<uint8_t*>(select_dyn_smem);
+  const int tid = threadIdx.x;
+  const float* row = scores + blockIdx.x * stride;
+  int32_t* out = selected + int64_t{blockIdx.x} * (k + 1);
+  uint32_t keys[E];
+  int32_t vals[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int idx = tid * E + e;
+    keys[e] = idx < n ? OrderedKey(__ldg(row + idx)) : 0u;  // 0: below every real key
+    vals[e] = idx;
+  }
+  Sort(temp).SortDescending(keys, vals);
+  const int n_pad = (n + kFlagRound - 1) / kFlagRound * kFlagRound;
+  for (int idx = tid; idx < n_pad; idx += kSelectThreads) flags[idx] = 0;
+  __syncthreads();
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    if (tid * E + e < k) flags[vals[e]] = 2;
+  }
+  __syncthreads();
+  OrderedCompact(flags, n_pad, 0, out);
+  if (tid == 0) out[k] = n;
+}
+
+// Measured on an H100 (quest_kernels_test, CUDA graph timing): the
+// unfused radix select is fastest; fusing it into the last scoring CTA
+// costs scoring occupancy (the select's 128 registers x 512 threads) and
+// BlockRadixSort sorts far more than a select needs.
+constexpr int kDefaultVariant = 1;
+
+bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+cudaError_t SetDynamicSmem(const void* kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+// Pages per scoring CTA: a multiple of what one pass of the CTA covers,
+// aiming at a few CTAs per SM over all KV heads.
+int64_t PagesPerCta(int64_t n, int kv_heads, int unit, int64_t target_ctas) {
+  int64_t per = (n * kv_heads + target_ctas - 1) / target_ctas;
+  per = (per + unit - 1) / unit * unit;
+  return per < unit ? unit : per;
+}
+
+template <typename T, int D, int H>
+cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, int e, size_t flag_bytes,
+                    cudaStream_t stream) {
+  constexpr int kVpr = 2 * D / 8;
+  constexpr int kLanes = kVpr < 32 ? kVpr : 32;
+  constexpr int kNv = kVpr / kLanes;
+  constexpr int kUnroll = H * kNv <= 2 ? 4 : 2;
+  const int64_t stride = p.num_pages;
+  if (variant == 2) {
+    const int unit = kSelectThreads / kLanes * kUnroll;
+    const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 4);
+    const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
+    const void* kernel = reinterpret_cast<const void*>(&ScoreSelectKernel<T, D, H>);
+    if (cudaError_t err = SetDynamicSmem(kernel, flag_bytes); err != cudaSuccess) return err;
+    ScoreSelectKernel<T, D, H><<<grid, kSelectThreads, flag_bytes, stream>>>(p, n, stride, per, e);
+    return cudaGetLastError();
+  }
+  const int unit = kScoreThreads / kLanes * kUnroll;
+  const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 8);
+  const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
+  ScoreKernel<T, D, H><<<grid, kScoreThreads, 0, stream>>>(p, n, stride, per);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, int64_t n, int e,
+                       size_t flag_bytes, cudaStream_t stream) {
+  if (fast) {
+    switch (p.head_dim * 16 + h) {
+      case 64 * 16 + 1: return RunFast<T, 64, 1>(p, variant, n, e, flag_bytes, stream);
+      case 64 * 16 + 2: return RunFast<T, 64, 2>(p, variant, n, e, flag_bytes, stream);
+      case 64 * 16 + 4: return RunFast<T, 64, 4>(p, variant, n, e, flag_bytes, stream);
+      case 64 * 16 + 8: return RunFast<T, 64, 8>(p, variant, n, e, flag_bytes, stream);
+      case 128 * 16 + 1: return RunFast<T, 128, 1>(p, variant, n, e, flag_bytes, stream);
+      case 128 * 16 + 2: return RunFast<T, 128, 2>(p, variant, n, e, flag_bytes, stream);
+      case 128 * 16 + 4: return RunFast<T, 128, 4>(p, variant, n, e, flag_bytes, stream);
+      case 128 * 16 + 8: return RunFast<T, 128, 8>(p, variant, n, e, flag_bytes, stream);
+      case 256 * 16 + 1: return RunFast<T, 256, 1>(p, variant, n, e, flag_bytes, stream);
+      case 256 * 16 + 2: return RunFast<T, 256, 2>(p, variant, n, e, flag_bytes, stream);
+      case 256 * 16 + 4: return RunFast<T, 256, 4>(p, variant, n, e, flag_bytes, stream);
+      default: break;
+    }
+  }
+  const int64_t warps = n * p.num_kv_heads;
+  const int64_t blocks64 = (warps * 32 + kThreads - 1) / kThreads;
+  const unsigned blocks = static_cast<unsigned>(blocks64 < 65536 ? blocks64 : 65536);
+  ScoreGenericKernel<T><<<blocks, kThreads, 0, stream>>>(p, n, p.num_pages);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t LaunchUpdatePageBounds(ElemType type, const PageBoundsParams& p, cudaStream_t stream) {
+  if (p.end <= p.begin) return cudaSuccess;
+  if (p.bound_page <= 0 || p.page_size % p.bound_page != 0 || p.num_kv_heads <= 0 || p.head_dim <= 0 ||
+      p.begin < 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t first = p.begin / p.bound_page, last = (p.end - 1) / p.bound_page;
+  const bool vec8 = p.head_dim % 8 == 0 && Aligned16(p.k_pages) && Aligned16(p.bounds);
+  const int64_t items = (last - first + 1) * p.num_kv_heads * (vec8 ? p.head_dim / 8 : p.head_dim);
+  QUEST_DISPATCH(type, {
+    if (vec8) {
+      PageBoundsKernel<T, 8><<<Blocks(items), kThreads, 0, stream>>>(p, first, items);
+    } else {
+      PageBoundsKernel<T, 1><<<Blocks(items), kThreads, 0, stream>>>(p, first, items);
+    }
+  });
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStream_t stream) {
+  const int64_t n = p.num_pages - 1, k = p.k;
+  if (p.num_pages < 1 || k < 0 || k > n || p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0 ||
+      p.head_dim <= 0 || n > kMaxSelectPages) {
+    return cudaErrorInvalidValue;
+  }
+  if (k == 0 || k == n) {
+    const int64_t total = int64_t{p.num_kv_heads} * (k + 1);
+    FillKernel<<<Blocks(total), kThreads, 0, stream>>>(p.selected, total, static_cast<int>(n),
+                                                       static_cast<int>(k));
+    return cudaGetLastError();
+  }
+  const int group = p.num_heads / p.num_kv_heads;
+  const int h = (p.combine_sum || group == 1) ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : group <= 8 ? 8 : 0;
+  const int d = p.head_dim;
+  const bool fast = (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(p.bounds);
+  const int e = n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32;
+  const size_t flag_bytes = static_cast<size_t>((n + kFlagRound - 1) / kFlagRound * kFlagRound);
+  int variant = p.variant == 0 ? kDefaultVariant : p.variant;
+  if (variant == 2 && (!fast || p.num_kv_heads > kMaxFusedHeads || n > kMaxFusedPages)) variant = 1;
+  if (variant == 3 && n > kSelectThreads * 16) variant = 1;
+  if (variant < 1 || variant > 4) variant = 1;
+
+  cudaError_t err = cudaSuccess;
+  QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, e, flag_bytes, stream); });
+  if (err != cudaSuccess || variant == 2 || variant == 4) return err;
+  if (variant == 3) {
+    CubSelectKernel<<<p.num_kv_heads, kSelectThreads, flag_bytes, stream>>>(
+        p.scores, p.num_pages, static_cast<int>(n), static_cast<int>(k), p.selected);
+    return cudaGetLastError();
+  }
+  if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectKernel), flag_bytes)) != cudaSuccess) {
+    return err;
+  }
+  SelectKernel<<<p.num_kv_heads, kSelectThreads, flag_bytes, stream>>>(
+      p.scores, p.num_pages, static_cast<int>(n), static_cast<int>(k), e, p.selected);
+  return cudaGetLastError();
 }
 
 }  // namespace quest::ops::cuda

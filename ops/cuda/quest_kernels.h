@@ -21,7 +21,10 @@ namespace quest::ops::cuda {
 // a page-table hole (-1) are skipped.
 struct PageBoundsParams {
   const void* k_pages = nullptr;  // [pages, page_size, num_kv_heads, head_dim]
+  // page_table[i] is the physical page of logical pool page table_base + i
+  // (a slice covering [begin, end) is enough).
   const int32_t* page_table = nullptr;
+  int64_t table_base = 0;
   int page_size = 0;   // pool page
   int bound_page = 0;  // Quest page (divides page_size)
   int64_t begin = 0;
@@ -49,6 +52,12 @@ struct TopPagesParams {
   bool combine_sum = true;  // false: max over the group
   float* scores = nullptr;  // scratch [num_kv_heads, num_pages] floats
   int32_t* selected = nullptr;  // [num_kv_heads, k + 1]
+  // Implementation (benchmarks and tests; every one gives the same output):
+  // 0 the default, 1 scoring + radix-select kernels, 2 scoring with the
+  // select fused into the last CTA of each KV head, 3 scoring + a
+  // cub::BlockRadixSort select (falls back to 1 above 8192 scored pages),
+  // 4 the scoring pass alone (timing only: `selected` is not written).
+  int variant = 0;
 };
 cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStream_t stream);
 

@@ -11,10 +11,10 @@ constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 
 // Order-preserving map of floats to unsigned ints (larger float, larger
-// key); NaN maps to 0, below every number.
+// key); NaN maps to 0, below every number, and -0 to +0 (they compare equal).
 __device__ __forceinline__ uint32_t Key(float f) {
   if (isnan(f)) return 0u;
-  const uint32_t u = __float_as_uint(f);
+  const uint32_t u = f == 0.0f ? 0u : __float_as_uint(f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 

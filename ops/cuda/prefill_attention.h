@@ -1,0 +1,38 @@
+#ifndef QUEST_OPS_CUDA_PREFILL_ATTENTION_H_
+#define QUEST_OPS_CUDA_PREFILL_ATTENTION_H_
+
+// Flash-attention-style prefill over the paged KV cache (n > 1 queries, the
+// sequence's newest n tokens at positions [kv_len - n, kv_len), causal).
+// Tiles of query rows of one query head against K/V tiles gathered from the
+// pages into shared memory (cp.async), S = Q K^T and O += P V on tensor cores
+// (mma.sync m16n8k16, fp32 accumulate), online softmax in fp32; no n x kv
+// matrix in memory. Covers the dense case only; everything else stays with
+// LaunchPagedAttention (attention_kernels.h).
+
+#include <cuda_runtime_api.h>
+
+#include "ops/cuda/attention_kernels.h"
+
+namespace quest::ops::cuda {
+
+// The one dispatch predicate: true when LaunchPrefillAttention handles `p`:
+// n >= 2, head_dim 64 or 128, a power-of-two page_size, dense (no
+// selection, no token_valid mask), no lse / attention weights requested,
+// scale > 0, 16-byte aligned q, pages and out. Page-table holes (-1) are
+// allowed (those keys are skipped, as in the reference).
+bool PrefillAttentionSupported(const PagedAttentionParams& p);
+
+// cudaErrorNotSupported when !PrefillAttentionSupported(p) (nothing is
+// launched then); else the launch's error.
+cudaError_t LaunchPrefillAttention(ElemType type, const PagedAttentionParams& p,
+                                   cudaStream_t stream);
+
+// For tests and benchmarks: one tile configuration, `warps` warps of
+// 16 * `row_tiles` query rows each (supported: 4x1, 4x2, 8x1).
+// LaunchPrefillAttention picks one of these.
+cudaError_t LaunchPrefillAttentionConfig(ElemType type, const PagedAttentionParams& p, int warps,
+                                         int row_tiles, cudaStream_t stream);
+
+}  // namespace quest::ops::cuda
+
+#endif  // QUEST_OPS_CUDA_PREFILL_ATTENTION_H_

@@ -1,0 +1,587 @@
+// Quest's ops on the GPU (ops/cuda/quest_kernels.cu) against the CPU
+// reference (ops/cpu) on fresh random inputs:
+//  - UpdatePageBounds: bit-identical bounds (bf16-representable Keys; min
+//    and max are exact) after a prefill, 1-token appends, re-appends from
+//    mid-page over overwritten Keys, with page-table holes and Quest pages
+//    smaller than pool pages. Stale random bounds are there beforehand.
+//  - SelectTopPages: rows ascending, no duplicates, the current page last;
+//    the same pages as the CPU except where fp32 summation order flips a
+//    near-tie: every page picked by one side only must score (float64
+//    reference) within 1e-3 of the score scale of the k-th best. With
+//    integer-valued inputs (exact sums) the selection must match exactly,
+//    ties included. Outputs are poisoned before each run.
+//  - Every select implementation (TopPagesParams::variant) gives the same
+//    rows; a timing printout (not asserted) against a device-to-device copy
+//    of the same bounds bytes.
+//
+// Needs a GPU (tags = ["gpu"]).
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "ops/cpu/cpu_backend.h"
+#include "ops/cuda/cuda_backend.h"
+#include "ops/cuda/quest_kernels.h"
+
+namespace quest::ops {
+namespace {
+
+#define CUDA_OK(expr)                                                              \
+  do {                                                                             \
+    const cudaError_t err_ = (expr);                                               \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_);     \
+  } while (0)
+
+float Bf16(float x) { return BFloat16ToFloat(FloatToBFloat16(x)); }
+
+class QuestKernelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cpu_ = CreateCpuBackend({/*num_threads=*/4});
+    absl::StatusOr<std::unique_ptr<Backend>> g = CreateCudaBackend();
+    ASSERT_TRUE(g.ok()) << g.status();
+    gpu_ = *std::move(g);
+    ASSERT_EQ(gpu_->activation_dtype(), DType::kBFloat16);
+  }
+
+  // Uniform in [-scale, scale], rounded to bf16 values.
+  Tensor Random(std::vector<int64_t> shape, float scale = 1.0f) {
+    Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
+    std::uniform_real_distribution<float> dist(-scale, scale);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = Bf16(dist(rng_));
+    return t;
+  }
+  Tensor OnCpu(const Tensor& host) { return *cpu_->UploadWeight(host); }
+  Tensor OnGpu(const Tensor& host) {
+    absl::StatusOr<Tensor> t = gpu_->UploadWeight(host);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return *t;
+  }
+  // Device int32 storage filled with a value no output may hold.
+  Tensor PoisonedIndices(std::vector<int64_t> shape) {
+    Tensor t = gpu_->Allocate(DType::kInt32, shape);
+    Tensor host = Tensor::Empty(DType::kInt32, shape);
+    std::fill(host.data<int32_t>(), host.data<int32_t>() + host.numel(), -77);
+    gpu_->CopyFromHost(host, t);
+    return t;
+  }
+
+  // Exact equality of two float tensors' values (both read back).
+  void ExpectBitIdentical(const Tensor& cpu_t, const Tensor& gpu_t, const std::string& what) {
+    Tensor want = cpu_->ToHost(cpu_t), got = gpu_->ToHost(gpu_t);
+    ASSERT_EQ(want.numel(), got.numel());
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      if (std::memcmp(&want.data<float>()[i], &got.data<float>()[i], sizeof(float)) != 0) {
+        if (first < 0) first = i;
+        ++bad;
+      }
+    }
+    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << want.numel() << " differ, first at " << first
+                      << " (cpu " << want.data<float>()[std::max<int64_t>(first, 0)] << ", gpu "
+                      << got.data<float>()[std::max<int64_t>(first, 0)] << ")";
+  }
+
+  std::mt19937 rng_{20240612};
+  std::unique_ptr<Backend> cpu_, gpu_;
+};
+
+// ---------------------------------------------------------------- bounds
+
+struct BoundsCase {
+  int page_size, bound_page, kv_heads, head_dim;
+  int64_t len;
+  bool holes;
+};
+
+TEST_F(QuestKernelsTest, UpdatePageBounds) {
+  const std::vector<BoundsCase> cases = {
+      {16, 16, 8, 128, 1000, false},  // Llama-style
+      {16, 8, 2, 64, 777, true},      // Quest page 8 inside pool pages of 16, holes
+      {32, 16, 4, 128, 300, true},
+      {16, 16, 1, 36, 100, false},    // head_dim not a multiple of 8 (scalar path)
+      {16, 4, 3, 256, 129, true},
+      {16, 16, 8, 128, 32768 - 5, false},  // a long prefill (the wide launch)
+  };
+  for (const BoundsCase& c : cases) {
+    const std::string name = "bounds page=" + std::to_string(c.page_size) + " quest=" +
+                             std::to_string(c.bound_page) + " kv=" + std::to_string(c.kv_heads) +
+                             " d=" + std::to_string(c.head_dim) + " len=" + std::to_string(c.len) +
+                             (c.holes ? " holes" : "");
+    SCOPED_TRACE(name);
+    const int64_t total = c.len + 40;  // room for the appends
+    const int64_t logical = (total + c.page_size - 1) / c.page_size;
+    const int64_t physical = logical + 3;
+    std::vector<int32_t> table(physical);
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), rng_);
+    table.resize(logical);
+    if (c.holes) {
+      for (int64_t p = 1; p + 2 < logical; p += 3) table[p] = -1;
+    }
+    Tensor keys = Random({physical, c.page_size, c.kv_heads, c.head_dim}, 2.0f);
+    const int64_t capacity = (total + c.bound_page - 1) / c.bound_page + 2;
+    Tensor stale = Random({capacity, c.kv_heads, 2, c.head_dim}, 3.0f);
+    Tensor ck = OnCpu(keys), gk = OnGpu(keys), cb = OnCpu(stale), gb = OnGpu(stale);
+    auto fold = [&](int64_t begin, int64_t end, const std::string& what) {
+      PageBoundsArgs a;
+      a.page_table = table;
+      a.page_size = c.page_size;
+      a.bound_page = c.bound_page;
+      a.begin = begin;
+      a.end = end;
+      a.k_pages = &ck;
+      cpu_->UpdatePageBounds(a, cb);
+      a.k_pages = &gk;
+      gpu_->UpdatePageBounds(a, gb);
+      ExpectBitIdentical(cb, gb, name + ": " + what + " [" + std::to_string(begin) + ", " +
+                                     std::to_string(end) + ")");
+    };
+    fold(0, c.len, "prefill");
+    int64_t len = c.len;
+    for (int t = 0; t < 20; ++t, ++len) fold(len, len + 1, "1-token append");
+    // Overwrite Keys from mid-page on and fold them again from there (a
+    // widen of the page's earlier Keys), then from the page start.
+    int64_t s = len - 13;
+    if (s % c.bound_page == 0) ++s;
+    {
+      const int64_t row = int64_t{c.kv_heads} * c.head_dim;
+      std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
+      for (int64_t pos = s; pos < len; ++pos) {
+        const int32_t phys = table[pos / c.page_size];
+        if (phys < 0) continue;
+        float* k = keys.data<float>() + (int64_t{phys} * c.page_size + pos % c.page_size) * row;
+        for (int64_t i = 0; i < row; ++i) k[i] = Bf16(dist(rng_));
+      }
+      ck = OnCpu(keys);
+      gk = OnGpu(keys);
+    }
+    fold(s, len, "re-append from mid-page");
+    fold(s - s % c.bound_page, len, "refold from the page start");
+    for (int t = 0; t < 20; ++t, ++len) fold(len, len + 1, "1-token append after refold");
+    // A prefill chunk that starts mid-page.
+    const int64_t mid = c.len / 2 + 3;
+    fold(mid, mid + 50 < len ? mid + 50 : len, "chunk from mid-page");
+  }
+}
+
+// ---------------------------------------------------------------- select
+
+struct SelectCase {
+  int64_t num_pages;
+  int heads, kv_heads, head_dim;
+};
+
+std::string Name(const SelectCase& c, int64_t k, bool sum) {
+  return "select pages=" + std::to_string(c.num_pages) + " k=" + std::to_string(k) + " H=" +
+         std::to_string(c.heads) + " KV=" + std::to_string(c.kv_heads) + " d=" +
+         std::to_string(c.head_dim) + (sum ? " sum" : " max");
+}
+
+// float64 scores [kv_heads][num_pages - 1] and the score scale (the largest
+// sum of |terms| of a page).
+void ReferenceScores(const Tensor& q, const Tensor& bounds, const SelectCase& c, bool sum,
+                     std::vector<std::vector<double>>* scores, double* scale) {
+  const int d = c.head_dim, group = c.heads / c.kv_heads;
+  const int64_t n = c.num_pages - 1;
+  scores->assign(c.kv_heads, std::vector<double>(n));
+  *scale = 0.0;
+  for (int g = 0; g < c.kv_heads; ++g) {
+    for (int64_t p = 0; p < n; ++p) {
+      const float* lo = bounds.data<float>() + (p * c.kv_heads + g) * 2 * d;
+      const float* hi = lo + d;
+      double combined = 0.0, mag = 0.0;
+      bool nan_first = false;
+      for (int h = 0; h < group; ++h) {
+        const float* qh = q.data<float>() + (int64_t{g} * group + h) * d;
+        double s = 0.0;
+        for (int i = 0; i < d; ++i) {
+          s += std::max(double{qh[i]} * lo[i], double{qh[i]} * hi[i]);
+          if (std::isfinite(lo[i]) && std::isfinite(hi[i])) {
+            mag += std::abs(double{qh[i]}) * std::max(std::abs(lo[i]), std::abs(hi[i]));
+          }
+        }
+        if (h == 0) {
+          combined = s;
+          nan_first = std::isnan(s);
+        } else if (sum) {
+          combined += s;
+        } else if (!std::isnan(s)) {
+          combined = std::max(combined, s);
+        }
+      }
+      if (std::isnan(combined) || nan_first) combined = -INFINITY;
+      (*scores)[g][p] = combined;
+      *scale = std::max(*scale, mag);
+    }
+  }
+}
+
+// Checks one GPU selection against the CPU's; returns the pages that
+// differ (near-ties).
+int64_t CheckSelection(const int32_t* cpu_rows, const int32_t* gpu_rows, const SelectCase& c, int64_t k,
+                       const std::vector<std::vector<double>>& ref, double scale, bool exact,
+                       const std::string& what) {
+  const int64_t n = c.num_pages - 1;
+  int64_t flips = 0;
+  for (int g = 0; g < c.kv_heads; ++g) {
+    const int32_t* cr = cpu_rows + g * (k + 1);
+    const int32_t* gr = gpu_rows + g * (k + 1);
+    EXPECT_EQ(gr[k], n) << what << " head " << g << ": last entry";
+    bool ordered = true;
+    for (int64_t i = 0; i < k; ++i) {
+      if (gr[i] < 0 || gr[i] >= n || (i > 0 && gr[i] <= gr[i - 1])) ordered = false;
+    }
+    EXPECT_TRUE(ordered) << what << " head " << g << ": not ascending distinct pages in [0, " << n << ")";
+    if (!ordered) return -1;
+    std::vector<int32_t> only_cpu, only_gpu;
+    std::set_difference(cr, cr + k, gr, gr + k, std::back_inserter(only_cpu));
+    std::set_difference(gr, gr + k, cr, cr + k, std::back_inserter(only_gpu));
+    if (only_cpu.empty()) continue;
+    EXPECT_FALSE(exact) << what << " head " << g << ": " << only_cpu.size()
+                        << " pages differ from the CPU's (exact sums must match exactly)";
+    // The k-th best reference score.
+    std::vector<double> sorted = ref[g];
+    std::nth_element(sorted.begin(), sorted.begin() + (k - 1), sorted.end(), std::greater<double>());
+    const double kth = sorted[k - 1];
+    for (const std::vector<int32_t>* side : {&only_cpu, &only_gpu}) {
+      for (int32_t p : *side) {
+        const double s = ref[g][p];
+        const bool near = s == kth || std::abs(s - kth) <= 1e-3 * scale;
+        EXPECT_TRUE(near) << what << " head " << g << ": page " << p << " (score " << s
+                          << ") picked by the " << (side == &only_cpu ? "cpu" : "gpu")
+                          << " only, k-th score " << kth << ", scale " << scale;
+      }
+    }
+    flips += static_cast<int64_t>(only_cpu.size());
+  }
+  return flips;
+}
+
+class SelectTest : public QuestKernelsTest {
+ protected:
+  enum class Fill { kRandom, kIntegers, kConstant };
+
+  // [capacity, kv_heads, 2, d] bounds with min <= max; random ones get
+  // duplicated pages (exact ties) and NaN pages.
+  Tensor MakeBounds(const SelectCase& c, int64_t capacity, Fill fill) {
+    const int d = c.head_dim;
+    Tensor b = Tensor::Empty(DType::kFloat32, {capacity, c.kv_heads, 2, d});
+    std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+    std::uniform_int_distribution<int> ints(-2, 2);
+    for (int64_t row = 0; row < capacity * c.kv_heads; ++row) {
+      float* lo = b.data<float>() + row * 2 * d;
+      for (int i = 0; i < d; ++i) {
+        float x, y;
+        if (fill == Fill::kRandom) {
+          x = Bf16(dist(rng_));
+          y = Bf16(dist(rng_));
+        } else if (fill == Fill::kIntegers) {
+          x = static_cast<float>(ints(rng_));
+          y = static_cast<float>(ints(rng_));
+        } else {
+          x = -1.0f;
+          y = 1.0f;
+        }
+        lo[i] = std::min(x, y);
+        lo[d + i] = std::max(x, y);
+      }
+    }
+    const int64_t n = c.num_pages - 1;
+    if (fill != Fill::kConstant && n >= 8) {
+      std::uniform_int_distribution<int64_t> page(0, n - 1);
+      const int64_t per_page = int64_t{c.kv_heads} * 2 * d;
+      for (int i = 0; i < 1 + n / 50; ++i) {  // duplicates: ties at any rank
+        const int64_t from = page(rng_), to = page(rng_);
+        std::copy_n(b.data<float>() + from * per_page, per_page, b.data<float>() + to * per_page);
+      }
+      for (int i = 0; i < 2; ++i) {  // NaN pages (-inf scores)
+        float* p = b.data<float>() + page(rng_) * per_page;
+        std::fill(p, p + per_page, std::numeric_limits<float>::quiet_NaN());
+      }
+    }
+    return b;
+  }
+
+  // Runs every k over the case on both backends; returns the near-tie flips.
+  int64_t RunCase(const SelectCase& c, bool sum, Fill fill, std::vector<int64_t> ks) {
+    const int64_t n = c.num_pages - 1;
+    Tensor q = fill == Fill::kIntegers ? Tensor::Empty(DType::kFloat32, {1, c.heads, c.head_dim})
+                                       : Random({1, c.heads, c.head_dim});
+    if (fill == Fill::kIntegers) {
+      std::uniform_int_distribution<int> ints(-3, 3);
+      for (int64_t i = 0; i < q.numel(); ++i) q.data<float>()[i] = static_cast<float>(ints(rng_));
+    }
+    Tensor bounds = MakeBounds(c, c.num_pages + 5, fill);
+    std::vector<std::vector<double>> ref;
+    double scale = 0.0;
+    ReferenceScores(q, bounds, c, sum, &ref, &scale);
+    Tensor cq = OnCpu(q), gq = OnGpu(q), cb = OnCpu(bounds), gb = OnGpu(bounds);
+    std::sort(ks.begin(), ks.end());
+    ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
+    int64_t flips = 0;
+    for (int64_t k : ks) {
+      if (k < 0 || k > n) continue;
+      const std::string what = Name(c, k, sum);
+      SCOPED_TRACE(what);
+      TopPagesArgs a;
+      a.num_pages = c.num_pages;
+      a.k = k;
+      a.combine_sum = sum;
+      a.q = &cq;
+      a.bounds = &cb;
+      Tensor cs = cpu_->Allocate(DType::kInt32, {c.kv_heads, k + 1});
+      cpu_->SelectTopPages(a, cs);
+      a.q = &gq;
+      a.bounds = &gb;
+      Tensor gs = PoisonedIndices({c.kv_heads, k + 1});
+      gpu_->SelectTopPages(a, gs);
+      Tensor want = cpu_->ToHost(cs), got = gpu_->ToHost(gs);
+      const int64_t f = CheckSelection(want.data<int32_t>(), got.data<int32_t>(), c, k, ref, scale,
+                                       fill != Fill::kRandom, what);
+      if (f < 0) return f;
+      flips += f;
+    }
+    return flips;
+  }
+};
+
+TEST_F(SelectTest, MatchesCpuOverShapes) {
+  std::vector<SelectCase> cases;
+  for (int64_t pages : {1, 2, 3, 17, 130, 1025, 2049, 4097, 8193, 9000}) {
+    for (auto [h, kv] : std::vector<std::pair<int, int>>{{4, 4}, {16, 4}, {16, 2}}) {  // groups 1/4/8
+      for (int d : {64, 128}) cases.push_back({pages, h, kv, d});
+    }
+  }
+  // The generic scorer and the other fast-path shapes.
+  for (int64_t pages : {5, 300, 3000}) {
+    cases.push_back({pages, 10, 2, 128});  // group 5
+    cases.push_back({pages, 32, 2, 64});   // group 16
+    cases.push_back({pages, 8, 2, 256});   // head_dim 256
+    cases.push_back({pages, 16, 2, 256});  // head_dim 256, group 8
+    cases.push_back({pages, 8, 2, 96});    // head_dim 96
+  }
+  int64_t runs = 0, flips = 0;
+  for (const SelectCase& c : cases) {
+    const int64_t n = c.num_pages - 1;
+    for (bool sum : {true, false}) {
+      const int64_t f = RunCase(c, sum, Fill::kRandom, {0, 1, 2, 7, 15, 127, 255, 511, n / 2, n - 1, n});
+      ASSERT_GE(f, 0);
+      flips += f;
+      ++runs;
+    }
+  }
+  std::printf("  select vs cpu: %lld shapes x ks, %lld near-tie pages differ in all\n",
+              static_cast<long long>(runs), static_cast<long long>(flips));
+}
+
+TEST_F(SelectTest, ExactTiesMatchExactly) {
+  // Integer inputs: every sum is exact on both sides, so the selections must
+  // be identical, ties (many) resolved to the lower page.
+  for (int64_t pages : {2, 40, 1000, 5000, 9000}) {
+    for (auto [h, kv] : std::vector<std::pair<int, int>>{{4, 4}, {16, 2}}) {
+      for (bool sum : {true, false}) {
+        const SelectCase c{pages, h, kv, 128};
+        const int64_t n = pages - 1;
+        EXPECT_EQ(RunCase(c, sum, Fill::kIntegers, {1, 3, 100, 300, n / 3, n - 1}), 0);
+        EXPECT_EQ(RunCase(c, sum, Fill::kConstant, {1, 5, 200, n - 1}), 0);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- variants and timing
+
+class SelectLaunchTest : public QuestKernelsTest {
+ protected:
+  void SetUp() override {
+    QuestKernelsTest::SetUp();
+    CUDA_OK(cudaStreamCreate(&stream_));
+  }
+  void TearDown() override {
+    for (void* p : buffers_) cudaFree(p);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+  void* Buffer(size_t bytes) {
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, bytes), cudaSuccess);
+    buffers_.push_back(p);
+    return p;
+  }
+  std::vector<int32_t> Run(cuda::TopPagesParams p, int variant) {
+    p.variant = variant;
+    std::vector<int32_t> rows(static_cast<size_t>(p.num_kv_heads) * (p.k + 1));
+    EXPECT_EQ(cudaMemsetAsync(p.selected, 0xff, rows.size() * sizeof(int32_t), stream_), cudaSuccess);
+    EXPECT_EQ(cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_), cudaSuccess);
+    EXPECT_EQ(cudaMemcpyAsync(rows.data(), p.selected, rows.size() * sizeof(int32_t),
+                              cudaMemcpyDeviceToHost, stream_),
+              cudaSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+    return rows;
+  }
+  // Mean microseconds of `iters` launches of fn on stream_; with `graph`,
+  // of the launches captured in one CUDA graph (GPU time without the host's
+  // launch overhead, as a captured decode step runs).
+  template <typename Fn>
+  double TimeUs(Fn fn, bool graph = false, int iters = 50) {
+    for (int i = 0; i < 3; ++i) fn();
+    cudaGraphExec_t exec = nullptr;
+    if (graph) {
+      cudaGraph_t g = nullptr;
+      EXPECT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+      for (int i = 0; i < iters; ++i) fn();
+      EXPECT_EQ(cudaStreamEndCapture(stream_, &g), cudaSuccess);
+      EXPECT_EQ(cudaGraphInstantiate(&exec, g, 0), cudaSuccess);
+      cudaGraphDestroy(g);
+      cudaGraphLaunch(exec, stream_);  // warm-up
+    }
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    cudaEventRecord(a, stream_);
+    if (graph) {
+      cudaGraphLaunch(exec, stream_);
+    } else {
+      for (int i = 0; i < iters; ++i) fn();
+    }
+    cudaEventRecord(b, stream_);
+    cudaEventSynchronize(b);
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, a, b);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    return 1000.0 * ms / iters;
+  }
+
+  cudaStream_t stream_ = nullptr;
+  std::vector<void*> buffers_;
+};
+
+TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
+  const int d = 128, max_kv = 32, heads = 32;
+  const int64_t max_pages = 131072 / 16;
+  // One random bf16 bounds buffer, read as [pages, kv_heads, 2, d] for every shape.
+  Tensor host = Tensor::Empty(DType::kFloat32, {max_pages, max_kv, 2, d});
+  {
+    std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+    float* b = host.data<float>();
+    for (int64_t row = 0; row < max_pages * max_kv; ++row, b += 2 * d) {
+      for (int i = 0; i < d; ++i) {
+        const float x = Bf16(dist(rng_)), y = Bf16(dist(rng_));
+        b[i] = std::min(x, y);
+        b[d + i] = std::max(x, y);
+      }
+    }
+  }
+  Tensor bounds = OnGpu(host);
+  Tensor q = OnGpu(Random({1, heads, d}));
+  const size_t max_bytes = static_cast<size_t>(max_pages) * max_kv * 2 * d * 2;
+  void* copy_dst = Buffer(max_bytes);
+  float* scores = static_cast<float*>(Buffer(sizeof(float) * max_pages * max_kv));
+  int32_t* selected = static_cast<int32_t*>(Buffer(sizeof(int32_t) * max_kv * 1024));
+
+  std::printf("  SelectTopPages, bf16, head_dim 128, 16-token pages, times per call in a CUDA graph of 50\n"
+              "  calls; a D2D copy of the same bounds bytes moves 2x them (read + write); bw = bounds\n"
+              "  bytes / time; 'x copy' = copy time / time\n");
+  for (int64_t ctx : {32768, 131072}) {
+    for (int kv : {32, 8}) {
+      const int64_t pages = ctx / 16;
+      cuda::TopPagesParams p;
+      p.q = q.raw_data();
+      p.bounds = bounds.raw_data();
+      p.num_pages = pages;
+      p.num_heads = heads;
+      p.num_kv_heads = kv;
+      p.head_dim = d;
+      p.combine_sum = true;
+      p.scores = scores;
+      p.selected = selected;
+      const size_t bytes = static_cast<size_t>(pages) * kv * 2 * d * 2;
+      const double copy_us = TimeUs(
+          [&] { cudaMemcpyAsync(copy_dst, bounds.raw_data(), bytes, cudaMemcpyDeviceToDevice, stream_); },
+          /*graph=*/true);
+      std::printf("  ctx %6lld heads %d/%d: bounds %.1f MB, D2D copy %.2f us (%.0f GB/s read+write)\n",
+                  static_cast<long long>(ctx), heads, kv, bytes / 1e6, copy_us, 2.0 * bytes / copy_us / 1e3);
+      for (int64_t budget : {128, 256}) {
+        p.k = budget - 1;
+        for (bool sum : {true, false}) {
+          p.combine_sum = sum;
+          const std::vector<int32_t> want = Run(p, 1);
+          std::string line;
+          for (int variant : {1, 2, 3, 4}) {
+            if (variant != 4) {
+              EXPECT_EQ(Run(p, variant), want) << "variant " << variant << " ctx " << ctx << " kv " << kv
+                                               << " k+1 " << budget;
+            }
+            const double us = TimeUs(
+                [&] {
+                  p.variant = variant;
+                  cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_);
+                },
+                /*graph=*/true);
+            char buf[160];
+            std::snprintf(buf, sizeof(buf), "  %s %.2f us (%.0f GB/s, %.2fx copy)",
+                          variant == 1   ? "radix"
+                          : variant == 2 ? "fused"
+                          : variant == 3 ? "cub"
+                                         : "[scoring only]",
+                          us, bytes / us / 1e3, copy_us / us);
+            line += buf;
+          }
+          p.variant = 0;
+          const double stream_us = TimeUs([&] { cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_); });
+          std::printf("    k+1=%lld %s:%s | default, stream-launched: %.2f us\n", static_cast<long long>(budget),
+                      sum ? "sum" : "max", line.c_str(), stream_us);
+        }
+      }
+    }
+  }
+  CUDA_OK(cudaStreamSynchronize(stream_));
+  CUDA_OK(cudaGetLastError());
+}
+
+TEST_F(SelectLaunchTest, UpdatePageBoundsTiming) {
+  // A decode step's fold (one token) and a 32K-token refold, 8 KV heads x 128.
+  const int kv = 8, d = 128, page = 16;
+  const int64_t len = 32768;
+  Tensor keys = OnGpu(Random({len / page + 1, page, kv, d}));
+  Tensor bounds = gpu_->AllocateZeros(DType::kBFloat16, {len / page + 1, kv, 2, d});
+  std::vector<int32_t> table(len / page + 1);
+  std::iota(table.begin(), table.end(), 0);
+  int32_t* dev_table = static_cast<int32_t*>(Buffer(table.size() * sizeof(int32_t)));
+  CUDA_OK(cudaMemcpy(dev_table, table.data(), table.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  cuda::PageBoundsParams p;
+  p.k_pages = keys.raw_data();
+  p.page_table = dev_table;
+  p.page_size = page;
+  p.bound_page = page;
+  p.num_kv_heads = kv;
+  p.head_dim = d;
+  p.bounds = bounds.raw_data();
+  for (int64_t n : {int64_t{1}, len}) {
+    p.begin = len - n;
+    p.end = len;
+    const double us = TimeUs([&] { cuda::LaunchUpdatePageBounds(cuda::ElemType::kBFloat16, p, stream_); },
+                             /*graph=*/true);
+    const double bytes = static_cast<double>(n) * kv * d * 2;
+    std::printf("  UpdatePageBounds %lld tokens x %d KV heads x %d: %.2f us (%.0f GB/s of Keys)\n",
+                static_cast<long long>(n), kv, d, us, bytes / us / 1e3);
+  }
+  CUDA_OK(cudaStreamSynchronize(stream_));
+  CUDA_OK(cudaGetLastError());
+}
+
+}  // namespace
+}  // namespace quest::ops
