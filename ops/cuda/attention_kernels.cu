@@ -936,7 +936,9 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
     const int group = p.num_heads / p.num_kv_heads;
     const int64_t units = static_cast<int64_t>(p.n) * p.num_kv_heads * ((group + GB - 1) / GB);
     const int64_t round = kSplitWarps * rows_per_tile;  // rows per block step
-    const int64_t min_len = std::max<int64_t>(256, 2 * round);
+    // Short candidate lists (Quest's selections, short contexts) still
+    // split down to one block step, so that a few KV heads fill the GPU.
+    const int64_t min_len = std::max<int64_t>(64, round);
     const int64_t count = p.max_candidates;
     int64_t splits = slots / units;  // one wave of equal blocks
     splits = std::min<int64_t>(splits, (count + min_len - 1) / min_len);

@@ -102,12 +102,29 @@ class DeviceScratch {
     if (count > 0) {
       QUEST_CUDA_CHECK(cudaMemcpyAsync(p, host, count * sizeof(T), cudaMemcpyHostToDevice, stream));
     }
+    uploaded_.clear();
     return static_cast<const T*>(p);
+  }
+  // Upload, skipped when the buffer already holds these bytes from the
+  // previous UploadIfChanged: a decode step's layers all pass the same page
+  // table, so it crosses the bus once per step instead of a few times per
+  // layer (a host compare is cheaper than a pageable copy).
+  template <typename T>
+  const T* UploadIfChanged(const T* host, size_t count, cudaStream_t stream) {
+    const size_t bytes = count * sizeof(T);
+    if (ptr_ != nullptr && uploaded_.size() == bytes && std::memcmp(uploaded_.data(), host, bytes) == 0) {
+      return static_cast<const T*>(ptr_);
+    }
+    const T* p = Upload(host, count, stream);
+    const char* h = reinterpret_cast<const char*>(host);
+    uploaded_.assign(h, h + bytes);
+    return p;
   }
 
  private:
   void* ptr_ = nullptr;
   size_t capacity_ = 0;
+  std::vector<char> uploaded_;  // what UploadIfChanged last put there
 };
 
 // The backend's stream, shared with every tensor it allocated: a tensor's
@@ -332,7 +349,7 @@ class CudaBackend final : public Backend {
     if (n == 0) return;
     const int64_t row = k.numel() / n;
     CHECK_LE(start + n, static_cast<int64_t>(page_table.size()) * page_size);
-    const int32_t* d_table = page_table_.Upload(page_table.data(), page_table.size(), stream_);
+    const int32_t* d_table = page_table_.UploadIfChanged(page_table.data(), page_table.size(), stream_);
     QUEST_CUDA_CHECK(cuda::LaunchWriteKvPages(type(), k.raw_data(), v.raw_data(), d_table, start, n,
                                               row, page_size, k_pages.raw_data(), v_pages.raw_data(),
                                               stream_));
@@ -359,7 +376,7 @@ class CudaBackend final : public Backend {
     p.kv_len = a.kv_len;
     p.scale = a.scale;
     p.out = out.raw_data();
-    p.page_table = page_table_.Upload(a.page_table.data(), a.page_table.size(), stream_);
+    p.page_table = page_table_.UploadIfChanged(a.page_table.data(), a.page_table.size(), stream_);
     if (a.selected_table != nullptr) {
       const Tensor& table = *a.selected_table;
       CHECK(a.selected_indptr.empty()) << "cuda paged attention: both a CSR and a table selection";
@@ -458,7 +475,7 @@ class CudaBackend final : public Backend {
     CHECK_LE(a.end, static_cast<int64_t>(a.page_table.size()) * a.page_size);
     // Only the pool pages under [begin, end): one entry per decode step.
     const int64_t first = a.begin / a.page_size, last = (a.end - 1) / a.page_size;
-    p.page_table = page_table_.Upload(a.page_table.data() + first, last - first + 1, stream_);
+    p.page_table = bounds_table_.Upload(a.page_table.data() + first, last - first + 1, stream_);
     p.table_base = first;
     p.bounds = bounds.raw_data();
     QUEST_CUDA_CHECK(cuda::LaunchUpdatePageBounds(type(), p, stream_));
@@ -586,7 +603,7 @@ class CudaBackend final : public Backend {
   void* workspace_ = nullptr;
   std::map<std::tuple<int64_t, int64_t, int64_t, DType, bool, uint32_t>, GemmPlan> plans_;
   DeviceScratch ids_, positions_, inv_freq_, page_table_, indptr_, chunks_, valid_, lse_, weights_,
-      scores_, topk_;
+      scores_, topk_, bounds_table_;
   // Split-KV attention: partial results of the splits, and the per-(token,
   // KV head, head tile) arrival counters (zero between launches).
   DeviceScratch attn_workspace_, attn_counters_;

@@ -65,9 +65,10 @@ case "${1:-}" in
       rc=$?
       set -e
       ms=$(( ($(date +%s%N) - start) / 1000000 ))
-      passed=$(grep -c '^\[       OK \]' "/tmp/$name.log" || true)
-      failed=$(grep -c '^\[  FAILED  \] .*\.' "/tmp/$name.log" || true)
-      skipped=$(grep -c '^\[  SKIPPED \] .*\.' "/tmp/$name.log" || true)
+      # One line per test, with its time: "[  FAILED  ] Suite.Test (12 ms)".
+      passed=$(grep -cE '^\[       OK \] .* \([0-9]+ ms\)$' "/tmp/$name.log" || true)
+      failed=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "/tmp/$name.log" || true)
+      skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "/tmp/$name.log" || true)
       status=PASS && [[ $rc -ne 0 ]] && status="FAIL(rc=$rc)"
       echo "===== $label: $status"
       grep -E '^\[  (FAILED|SKIPPED) |Failure|^  ' "/tmp/$name.log" | head -60 || true
