@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 STASH=/tmp/quest_ci
-BENCHES=(//tools/bench:attention_bench //tools/bench:decode_bench)
+BENCHES=(//tools/bench:attention_bench //tools/bench:decode_bench //tools/eval:passkey)
 
 case "${1:-}" in
   pack)
@@ -80,9 +80,22 @@ case "${1:-}" in
       .gpu/bin/attention_bench 2>&1 | tee /tmp/attention_bench.log | sed -n '/^shape /,$p' | head -120
       echo "===== //tools/bench:decode_bench (8 layers, MHA, 32K)"
       .gpu/bin/decode_bench --layers=8 --contexts=32768 --budgets=512,2048 2>&1 | tee /tmp/decode_bench.log | tail -8
+      if [[ -e "$rf/default_model/$GGUF" ]]; then
+        # Quest's page size at the default model's longest context (8K), on
+        # the GPU: 16 (the paper's) against 8 (better at 2K on the CPU).
+        for qpage in 16 8; do
+          echo "===== //tools/eval:passkey, 8000 tokens, quest page $qpage"
+          .gpu/bin/passkey --config=tools/configs/cuda.textproto --model="$rf/default_model/$GGUF" \
+              --context_lengths=8000 --policies=quest --budgets=256,512,1024 --trials=20 --seed=11 \
+              --quest_page_size=$qpage 2>&1 | tee "/tmp/passkey_q$qpage.log" | tail -6
+        done
+        echo "===== //tools/eval:passkey, 8000 tokens, dense"
+        .gpu/bin/passkey --config=tools/configs/cuda.textproto --model="$rf/default_model/$GGUF" \
+            --context_lengths=8000 --policies=dense --trials=20 --seed=11 2>&1 | tee /tmp/passkey_dense.log | tail -4
+      fi
       echo "===== tools/bench/torch_reference.py"
       python3 tools/bench/torch_reference.py 2>&1 | tee /tmp/torch_reference.log
-      [[ -n "${OUT:-}" ]] && cp /tmp/attention_bench.log /tmp/decode_bench.log /tmp/torch_reference.log "$OUT/" || true
+      [[ -n "${OUT:-}" ]] && cp /tmp/attention_bench.log /tmp/decode_bench.log /tmp/torch_reference.log /tmp/passkey_*.log "$OUT/" || true
     fi
     echo
     echo "===== GPU suite summary"
