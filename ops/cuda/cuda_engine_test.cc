@@ -44,6 +44,24 @@ std::string Join(const std::vector<int32_t>& v) {
   return s;
 }
 
+// Every built-in policy, with small budgets so that each is active: Quest
+// attends `budget` tokens (no dense layers), StreamingLLM a window of 8 after
+// its sinks, H2O and TOVA keep `evict_budget` tokens.
+std::vector<config::CacheConfig> EveryPolicy(int budget, int evict_budget) {
+  std::vector<config::CacheConfig> p(5);
+  p[0].set_policy("dense");
+  p[1].set_policy("quest");
+  p[1].mutable_quest()->set_token_budget(budget);
+  p[1].mutable_quest()->set_dense_layers(0);
+  p[2].set_policy("streaming_llm");
+  p[2].mutable_streaming_llm()->set_window_tokens(8);
+  p[3].set_policy("h2o");
+  p[3].mutable_h2o()->set_token_budget(evict_budget);
+  p[4].set_policy("tova");
+  p[4].mutable_tova()->set_token_budget(evict_budget);
+  return p;
+}
+
 // Teacher forced through prefill (11 tokens, last page partly filled) and 16
 // decode steps, under every built-in policy with budgets small enough to be
 // active from the first decode step. Dense, Quest and StreamingLLM decide
@@ -59,17 +77,7 @@ TEST(CudaModelTest, LogitsMatchCpuUnderEveryPolicyTeacherForced) {
   std::unique_ptr<Backend> cpu = ops::CreateCpuBackend();
   absl::StatusOr<std::unique_ptr<Backend>> gpu = ops::CreateCudaBackend();
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  std::vector<config::CacheConfig> policies(5);
-  policies[0].set_policy("dense");
-  policies[1].set_policy("quest");
-  policies[1].mutable_quest()->set_token_budget(8);
-  policies[1].mutable_quest()->set_dense_layers(0);
-  policies[2].set_policy("streaming_llm");
-  policies[2].mutable_streaming_llm()->set_window_tokens(8);
-  policies[3].set_policy("h2o");
-  policies[3].mutable_h2o()->set_token_budget(12);
-  policies[4].set_policy("tova");
-  policies[4].mutable_tova()->set_token_budget(12);
+  const std::vector<config::CacheConfig> policies = EveryPolicy(/*budget=*/8, /*evict_budget=*/12);
   const std::vector<int32_t> prompt = {1, 17, 42, 5, 99, 23, 7, 64, 3, 120, 11};
   for (const config::CacheConfig& policy : policies) {
     auto steps = testing::CompareTeacherForced(*ckpt, *cpu, **gpu, prompt, 16, policy, /*page_size=*/4);
@@ -128,17 +136,7 @@ TEST(CudaEngineTest, EveryPolicyMatchesCpu) {
   auto gpu = Engine::Create(TinyConfig(config::CUDA));
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  std::vector<config::CacheConfig> policies(5);
-  policies[0].set_policy("dense");
-  policies[1].set_policy("quest");
-  policies[1].mutable_quest()->set_token_budget(12);
-  policies[1].mutable_quest()->set_dense_layers(0);
-  policies[2].set_policy("streaming_llm");
-  policies[2].mutable_streaming_llm()->set_window_tokens(8);
-  policies[3].set_policy("h2o");
-  policies[3].mutable_h2o()->set_token_budget(16);
-  policies[4].set_policy("tova");
-  policies[4].mutable_tova()->set_token_budget(16);
+  const std::vector<config::CacheConfig> policies = EveryPolicy(/*budget=*/12, /*evict_budget=*/16);
   std::vector<int32_t> prompt;
   for (int i = 0; i < 37; ++i) prompt.push_back((i * 37 + 11) % 128);
   for (const config::CacheConfig& policy : policies) {

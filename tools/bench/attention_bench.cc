@@ -259,7 +259,10 @@ int Main() {
       });
       const double copy_bw = 2.0 * copy_bytes / copy.host_s;  // read + write
 
-      auto attend = [&](int q, absl::Span<const int32_t> indptr, absl::Span<const int32_t> chunks) {
+      // Decode attention of sequence q: dense, over a host CSR selection, or
+      // over a device table (Quest's).
+      auto attend = [&](int q, absl::Span<const int32_t> indptr, absl::Span<const int32_t> chunks,
+                        const Tensor* table = nullptr) {
         PagedAttentionArgs a;
         a.q = &qs[q];
         a.k_pages = &k;
@@ -269,6 +272,8 @@ int Main() {
         a.page_size = kPageSize;
         a.selected_indptr = indptr;
         a.selected_chunks = chunks;
+        a.selected_table = table;
+        a.selection_chunk = kPageSize;
         a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
         backend->PagedAttention(a, outs[q]);
       };
@@ -370,19 +375,7 @@ int Main() {
           t.combine_sum = true;
           backend->SelectTopPages(t, selected[q]);
         };
-        auto attend_table = [&](int q) {
-          PagedAttentionArgs a;
-          a.q = &qs[q];
-          a.k_pages = &k;
-          a.v_pages = &v;
-          a.page_table = tables[q];
-          a.kv_len = ctx;
-          a.page_size = kPageSize;
-          a.selected_table = &selected[q];
-          a.selection_chunk = kPageSize;
-          a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
-          backend->PagedAttention(a, outs[q]);
-        };
+        auto attend_table = [&](int q) { attend(q, {}, {}, &selected[q]); };
         // Sanity: a selection is k ascending pages, then the current one.
         select(0);
         {
