@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 STASH=/tmp/quest_ci
-BENCHES=(//tools/bench:attention_bench //tools/bench:decode_bench //tools/eval:passkey)
+BENCHES=(//tools/bench:attention_bench //tools/bench:decode_bench //tools/eval:passkey //tools/generate)
 
 case "${1:-}" in
   pack)
@@ -81,6 +81,11 @@ case "${1:-}" in
       echo "===== //tools/bench:decode_bench (8 layers, MHA, 32K)"
       .gpu/bin/decode_bench --layers=8 --contexts=32768 --budgets=512,2048 2>&1 | tee /tmp/decode_bench.log | tail -8
       if [[ -e "$rf/default_model/$GGUF" ]]; then
+        echo "===== //tools/generate on the GPU (greedy, then top-k sampling picked on the device)"
+        .gpu/bin/generate --config=tools/configs/cuda.textproto --model="$rf/default_model/$GGUF" \
+            --prompt="What is the capital of France?" --max_tokens=48 2>&1 | tail -3
+        .gpu/bin/generate --config=tools/configs/cuda.textproto --model="$rf/default_model/$GGUF" \
+            --prompt="Write a haiku about the sea." --max_tokens=48 --temperature=0.8 --top_k=40 --seed=3 2>&1 | tail -3
         # Quest's page size at the default model's longest context (8K), on
         # the GPU: 16 (the paper's) against 8 (better at 2K on the CPU).
         for qpage in 16 8; do
