@@ -181,6 +181,7 @@ constexpr int kSplitWarps = 4;
 constexpr int kStages = 4;
 constexpr int kRowsPerThread = 4;
 constexpr int kMaxSplits = 512;
+constexpr int kMergeRedFloats = kSplitWarps * 32 * 4;  // MergeSplits' group sums
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -196,6 +197,7 @@ struct SplitGeo {
 // merges) plus the tiles' validity masks.
 constexpr size_t kPipeElems = static_cast<size_t>(kSplitWarps) * kStages * 2 * 32 * kRowsPerThread * 8;
 constexpr size_t kSplitSmem = kPipeElems * 2 + sizeof(uint32_t) * kSplitWarps * kStages;
+static_assert(kSplitSmem >= sizeof(float) * (3 * kMaxSplits * 8 + 8 + 4 + kMergeRedFloats), "merge fits");
 
 __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool pred) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -205,6 +207,17 @@ __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool pre
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Programmatic dependent launch: the split kernels are launched allowed to
+// start before the previous kernel in the stream ends (launch and block
+// setup overlap its tail), so each first waits for that kernel to complete
+// (griddepcontrol.wait: completion and its memory visible; a no-op without
+// a prerequisite), before any global memory access, and then lets the next
+// launch begin early in turn (its blocks wait the same way for this grid).
+__device__ __forceinline__ void WaitPreviousGrid() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
 
 template <typename T>
 __device__ __forceinline__ void Unpack8(const uint4& u, float (&f)[8]);
@@ -235,6 +248,44 @@ __device__ __forceinline__ int64_t SplitCandidates(const PagedAttentionParams& p
   return NumCandidates(p, g, qpos);
 }
 
+// A lane's candidate row of a tile, looked up one step before its copy is
+// issued: the selection's chunk id and the page-table entry (and mask byte)
+// are loads whose values are only used when the copy is issued, so a tile's
+// index chain overlaps the work on earlier tiles instead of stalling the
+// pipeline (and the prologue's tiles look theirs up together).
+struct RowIdx {
+  int slot = 0;   // pos % page_size
+  int phys = -1;  // -1: not attended (out of range, causal, or a hole)
+  int tv = 1;     // the token mask's byte
+};
+
+// Positions and candidate indices fit 32 bits (the caller checks kv_len),
+// which keeps the divisions cheap.
+__device__ __forceinline__ void RowLookup(const PagedAttentionParams& p, int g, int sel_first, int j, int je,
+                                          int qpos, RowIdx& r) {
+  r.phys = -1;
+  r.tv = 1;
+  r.slot = 0;
+  if (j < je) {
+    int pos = j;
+    if (p.chunks != nullptr) pos = p.chunks[sel_first + j / p.chunk] * p.chunk + j % p.chunk;
+    if (pos >= 0 && pos < p.kv_len && pos <= qpos) {
+      r.slot = pos % p.page_size;
+      r.phys = p.page_table[pos / p.page_size];
+      if (p.token_valid != nullptr) r.tv = p.token_valid[g * p.mask_stride + pos];
+    }
+  }
+}
+
+// The row's element offset in the pools; false when it is not attended
+// (a page-table hole, masked, or out of range).
+template <int D>
+__device__ __forceinline__ bool RowResolve(const PagedAttentionParams& p, int g, const RowIdx& r, int64_t& off) {
+  const bool valid = r.phys >= 0 && r.tv != 0;
+  off = valid ? ((static_cast<int64_t>(r.phys) * p.page_size + r.slot) * p.num_kv_heads + g) * D : 0;
+  return valid;
+}
+
 // Workspace layout (units = gridDim.y * gridDim.z): the partial outputs
 // [units][splits][GB][D] first (16-byte aligned rows), then (max, sum)
 // pairs [units][splits][GB][2].
@@ -248,9 +299,20 @@ __device__ __forceinline__ float* SplitMl(const PagedAttentionParams& p, int64_t
   return p.workspace + units * p.num_splits * gb * d + (unit * p.num_splits + split) * gb * 2;
 }
 
+// Writes four output dims of head h0 + h (query token t).
+template <typename T, int D>
+__device__ __forceinline__ void Store4(const PagedAttentionParams& p, int t, int h0, int h, int d4, float4 o) {
+  T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(t) * p.num_heads + h0 + h) * D + d4 * 4;
+  out[0] = To<T>(o.x);
+  out[1] = To<T>(o.y);
+  out[2] = To<T>(o.z);
+  out[3] = To<T>(o.w);
+}
+
 // Merges the num_splits partial results of `unit` (workspace) into the
 // output; every thread of the block calls it. Uses `smem` for the splits'
-// (max, sum) pairs and weights (3 * num_splits * GB + GB floats).
+// (max, sum) pairs and weights (3 * num_splits * GB + GB floats, rounded up
+// to 4) and the thread groups' sums (kMergeRedFloats floats).
 template <typename T, int D, int GB>
 __device__ void MergeSplits(const PagedAttentionParams& p, int64_t unit, int t, int h0, int nh,
                             float* smem) {
@@ -259,28 +321,53 @@ __device__ void MergeSplits(const PagedAttentionParams& p, int64_t unit, int t, 
   float2* sml = reinterpret_cast<float2*>(smem);  // [splits][GB] (max, sum)
   float* w = smem + 2 * splits * GB;              // [splits][GB]: exp2(m_s - M) / L
   float* s_l = w + splits * GB;                   // [GB]: L
+
+  // Four dims per thread; when the block has more threads than the unit
+  // has float4s (small head groups), the splits are shared among thread
+  // groups too and their sums added in shared memory. Up to kUnroll
+  // splits' loads in flight per thread, the first batch issued before the
+  // (max, sum) pairs are read (partials of splits that attended nothing are
+  // zeros, weight 0).
+  const float4* acc = reinterpret_cast<const float4*>(SplitAcc(p, unit, 0, GB, D));
+  constexpr int kStride = GB * D / 4;  // float4s per split
+  constexpr int kUnroll = 16;
+  const int items = nh * (D / 4);
+  const int groups = max(1, min(static_cast<int>(blockDim.x) / items, splits));
+  float4* red = reinterpret_cast<float4*>(smem + ((3 * splits * GB + GB + 3) & ~3));  // [groups][items]
+  float4 x[kUnroll];
+  {
+    const int v = threadIdx.x;
+    const int grp = v / items, item = v % items;
+    const float4* src = acc + (item / (D / 4)) * (D / 4) + item % (D / 4);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int s = grp + u * groups;
+      x[u] = v < groups * items && s < splits ? __ldcg(src + s * kStride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  }
+
   const float2* ml = reinterpret_cast<const float2*>(SplitMl(p, unit, 0, GB, D));
   for (int i = threadIdx.x; i < splits * GB; i += blockDim.x) sml[i] = __ldcg(ml + i);
   __syncthreads();
   for (int h = warp; h < nh; h += kSplitWarps) {
     float big = -INFINITY;
     for (int s = lane; s < splits; s += 32) {
-      const float2 x = sml[s * GB + h];
-      if (x.y > 0.0f) big = fmaxf(big, x.x);
+      const float2 y = sml[s * GB + h];
+      if (y.y > 0.0f) big = fmaxf(big, y.x);
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
     float total = 0.0f;
     for (int s = lane; s < splits; s += 32) {
-      const float2 x = sml[s * GB + h];
-      if (x.y > 0.0f) total += x.y * exp2f(x.x - big);
+      const float2 y = sml[s * GB + h];
+      if (y.y > 0.0f) total += y.y * exp2f(y.x - big);
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;
     for (int s = lane; s < splits; s += 32) {
-      const float2 x = sml[s * GB + h];
-      w[s * GB + h] = x.y > 0.0f ? exp2f(x.x - big) * inv : 0.0f;
+      const float2 y = sml[s * GB + h];
+      w[s * GB + h] = y.y > 0.0f ? exp2f(y.x - big) * inv : 0.0f;
     }
     if (lane == 0) {
       s_l[h] = total;
@@ -291,43 +378,46 @@ __device__ void MergeSplits(const PagedAttentionParams& p, int64_t unit, int t, 
     }
   }
   __syncthreads();
-  // Four dims per thread, eight splits' loads in flight (partials of splits
-  // that attended nothing are zeros, weight 0).
-  const float4* acc = reinterpret_cast<const float4*>(SplitAcc(p, unit, 0, GB, D));
-  constexpr int kStride = GB * D / 4;  // float4s per split
-  constexpr int kUnroll = 8;
-  for (int v = threadIdx.x; v < nh * (D / 4); v += blockDim.x) {
-    const int h = v / (D / 4), d4 = v % (D / 4);
+
+  for (int v = threadIdx.x; v < groups * items; v += blockDim.x) {
+    const int grp = v / items, item = v % items;
+    const int h = item / (D / 4), d4 = item % (D / 4);
     const float4* src = acc + h * (D / 4) + d4;
     float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    int s = 0;
-    for (; s + kUnroll <= splits; s += kUnroll) {
-      float4 x[kUnroll];
+    for (int s = grp; s < splits; s += kUnroll * groups) {
+      if (v != threadIdx.x || s != grp) {  // the first batch is already loaded
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) x[u] = __ldcg(src + (s + u) * kStride);
+        for (int u = 0; u < kUnroll; ++u) {
+          const int su = s + u * groups;
+          x[u] = su < splits ? __ldcg(src + su * kStride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+      }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const float ws = w[(s + u) * GB + h];
+        const int su = s + u * groups;
+        const float ws = su < splits ? w[su * GB + h] : 0.0f;
         o.x += ws * x[u].x;
         o.y += ws * x[u].y;
         o.z += ws * x[u].z;
         o.w += ws * x[u].w;
       }
     }
-    for (; s < splits; ++s) {
-      const float4 x = __ldcg(src + s * kStride);
-      const float ws = w[s * GB + h];
-      o.x += ws * x.x;
-      o.y += ws * x.y;
-      o.z += ws * x.z;
-      o.w += ws * x.w;
+    if (groups > 1) red[v] = o;
+    if (groups == 1) Store4<T, D>(p, t, h0, h, d4, s_l[h] > 0.0f ? o : make_float4(0.0f, 0.0f, 0.0f, 0.0f));
+  }
+  if (groups == 1) return;
+  __syncthreads();
+  for (int item = threadIdx.x; item < items; item += blockDim.x) {
+    const int h = item / (D / 4), d4 = item % (D / 4);
+    float4 o = red[item];
+    for (int grp = 1; grp < groups; ++grp) {
+      const float4 y = red[grp * items + item];
+      o.x += y.x;
+      o.y += y.y;
+      o.z += y.z;
+      o.w += y.w;
     }
-    if (!(s_l[h] > 0.0f)) o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(t) * p.num_heads + h0 + h) * D + d4 * 4;
-    out[0] = To<T>(o.x);
-    out[1] = To<T>(o.y);
-    out[2] = To<T>(o.z);
-    out[3] = To<T>(o.w);
+    Store4<T, D>(p, t, h0, h, d4, s_l[h] > 0.0f ? o : make_float4(0.0f, 0.0f, 0.0f, 0.0f));
   }
 }
 
@@ -397,6 +487,7 @@ __device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, 
 
 template <typename T, int D, int GB>
 __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(PagedAttentionParams p) {
+  WaitPreviousGrid();
   using Geo = SplitGeo<D>;
   constexpr int kTpr = Geo::kTpr, kRps = Geo::kRps, kRows = Geo::kRows;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -442,37 +533,20 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
 
   T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kStages * 2 * kRows * D;
   uint32_t* smask = reinterpret_cast<uint32_t*>(smem + kPipeElems * sizeof(T)) + warp * kStages;
-  const int64_t ntiles = je > js ? (je - js + kRows - 1) / kRows : 0;
-  const int64_t my_tiles = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+  const int ntiles = je > js ? static_cast<int>((je - js + kRows - 1) / kRows) : 0;
+  const int my_tiles = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+  // 32-bit candidate indices and positions (the caller checks both).
+  const int js32 = static_cast<int>(js), je32 = static_cast<int>(je), qpos32 = static_cast<int>(qpos);
   const T* kbase = static_cast<const T*>(p.k_pages);
   const T* vbase = static_cast<const T*>(p.v_pages);
-  const int64_t sel_first =
-      p.chunks == nullptr ? 0
-                          : (p.indptr != nullptr ? p.indptr[g] : static_cast<int64_t>(g) * p.chunks_per_head);
+  const int sel_first = p.chunks == nullptr ? 0 : (p.indptr != nullptr ? p.indptr[g] : g * p.chunks_per_head);
 
-  auto issue = [&](int64_t it, int stage) {
-    const int64_t jb = js + (warp + it * kSplitWarps) * kRows;
+  auto lookup = [&](int it, RowIdx& r) {
+    if (lane < kRows) RowLookup(p, g, sel_first, js32 + (warp + it * kSplitWarps) * kRows + lane, je32, qpos32, r);
+  };
+  auto copy = [&](const RowIdx& r, int stage) {
     int64_t off = 0;
-    bool valid = false;
-    if (lane < kRows) {
-      const int64_t j = jb + lane;
-      if (j < je) {
-        // Positions and candidate indices fit 32 bits (the caller checks
-        // kv_len), which keeps the divisions cheap.
-        int pos = static_cast<int>(j);
-        if (p.chunks != nullptr) {
-          const int jj = static_cast<int>(j);
-          pos = p.chunks[sel_first + jj / p.chunk] * p.chunk + jj % p.chunk;
-        }
-        if (pos >= 0 && pos < p.kv_len && pos <= qpos) {
-          const int64_t phys = p.page_table[pos / p.page_size];
-          if (phys >= 0 && (p.token_valid == nullptr || p.token_valid[g * p.mask_stride + pos] != 0)) {
-            valid = true;
-            off = ((phys * p.page_size + pos % p.page_size) * p.num_kv_heads + g) * D;
-          }
-        }
-      }
-    }
+    const bool valid = lane < kRows && RowResolve<D>(p, g, r, off);
     const uint32_t mask = __ballot_sync(0xffffffffu, valid);
     if (lane == 0) smask[stage] = mask;
     T* sk = pipe + stage * 2 * kRows * D;
@@ -487,15 +561,25 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
     }
   };
 
+  {
+    RowIdx pre[kStages - 1];
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < my_tiles) issue(s, s);
-    CpAsyncCommit();
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < my_tiles) lookup(s, pre[s]);
+    }
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < my_tiles) copy(pre[s], s);
+      CpAsyncCommit();
+    }
   }
-  for (int64_t it = 0; it < my_tiles; ++it) {
-    const int64_t next = it + kStages - 1;
-    if (next < my_tiles) issue(next, static_cast<int>(next % kStages));
+  RowIdx ahead;
+  if (kStages - 1 < my_tiles) lookup(kStages - 1, ahead);
+  for (int it = 0; it < my_tiles; ++it) {
+    const int next = it + kStages - 1;
+    if (next < my_tiles) copy(ahead, static_cast<int>(next % kStages));
     CpAsyncCommit();
+    if (next + 1 < my_tiles) lookup(next + 1, ahead);
     CpAsyncWait<kStages - 1>();
     __syncwarp();
     const int stage = static_cast<int>(it % kStages);
@@ -624,7 +708,7 @@ __host__ __device__ constexpr size_t MmaPipeElems() {
 template <int D>
 __host__ __device__ constexpr size_t MmaSmem() {
   const size_t pipe = MmaPipeElems<D>() * 2 + sizeof(uint32_t) * kSplitWarps * kMmaStages;
-  const size_t merge = sizeof(float) * (3 * kMaxSplits * 8 + 8);
+  const size_t merge = sizeof(float) * (3 * kMaxSplits * 8 + 8 + 4 + kMergeRedFloats);
   return pipe > merge ? pipe : merge;
 }
 
@@ -686,7 +770,8 @@ __device__ __forceinline__ int Swz(int r, int c) {
 }
 
 template <typename T, int D, int GB>
-__global__ void __launch_bounds__(kSplitWarps * 32) SplitKvMmaKernel(PagedAttentionParams p) {
+__global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAttentionParams p) {
+  WaitPreviousGrid();
   static_assert(kUseMma<D, GB> && (D == 64 || D == 128), "mma split block");
   constexpr int kChunks = D / 8;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -722,35 +807,20 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvMmaKernel(PagedAttent
 
   T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kMmaStages * 2 * kMmaKeys * D;
   uint32_t* smask = reinterpret_cast<uint32_t*>(smem + MmaPipeElems<D>() * sizeof(T)) + warp * kMmaStages;
-  const int64_t ntiles = je > js ? (je - js + kMmaKeys - 1) / kMmaKeys : 0;
-  const int64_t my_tiles = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+  const int ntiles = je > js ? static_cast<int>((je - js + kMmaKeys - 1) / kMmaKeys) : 0;
+  const int my_tiles = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+  // 32-bit candidate indices and positions (the caller checks both).
+  const int js32 = static_cast<int>(js), je32 = static_cast<int>(je), qpos32 = static_cast<int>(qpos);
   const T* kbase = static_cast<const T*>(p.k_pages);
   const T* vbase = static_cast<const T*>(p.v_pages);
-  const int64_t sel_first =
-      p.chunks == nullptr ? 0
-                          : (p.indptr != nullptr ? p.indptr[g] : static_cast<int64_t>(g) * p.chunks_per_head);
+  const int sel_first = p.chunks == nullptr ? 0 : (p.indptr != nullptr ? p.indptr[g] : g * p.chunks_per_head);
 
-  auto issue = [&](int64_t it, int stage) {
-    const int64_t jb = js + (warp + it * kSplitWarps) * kMmaKeys;
+  auto lookup = [&](int it, RowIdx& r) {
+    if (lane < kMmaKeys) RowLookup(p, g, sel_first, js32 + (warp + it * kSplitWarps) * kMmaKeys + lane, je32, qpos32, r);
+  };
+  auto copy = [&](const RowIdx& r, int stage) {
     int64_t off = 0;
-    bool valid = false;
-    if (lane < kMmaKeys) {
-      const int64_t j = jb + lane;
-      if (j < je) {
-        int pos = static_cast<int>(j);
-        if (p.chunks != nullptr) {
-          const int jj = static_cast<int>(j);
-          pos = p.chunks[sel_first + jj / p.chunk] * p.chunk + jj % p.chunk;
-        }
-        if (pos >= 0 && pos < p.kv_len && pos <= qpos) {
-          const int64_t phys = p.page_table[pos / p.page_size];
-          if (phys >= 0 && (p.token_valid == nullptr || p.token_valid[g * p.mask_stride + pos] != 0)) {
-            valid = true;
-            off = ((phys * p.page_size + pos % p.page_size) * p.num_kv_heads + g) * D;
-          }
-        }
-      }
-    }
+    const bool valid = lane < kMmaKeys && RowResolve<D>(p, g, r, off);
     const uint32_t mask = __ballot_sync(0xffffffffu, valid);
     if (lane == 0) smask[stage] = mask;
     T* sk = pipe + stage * 2 * kMmaKeys * D;
@@ -766,15 +836,25 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvMmaKernel(PagedAttent
     }
   };
 
+  {
+    RowIdx pre[kMmaStages - 1];
 #pragma unroll
-  for (int s = 0; s < kMmaStages - 1; ++s) {
-    if (s < my_tiles) issue(s, s);
-    CpAsyncCommit();
+    for (int s = 0; s < kMmaStages - 1; ++s) {
+      if (s < my_tiles) lookup(s, pre[s]);
+    }
+#pragma unroll
+    for (int s = 0; s < kMmaStages - 1; ++s) {
+      if (s < my_tiles) copy(pre[s], s);
+      CpAsyncCommit();
+    }
   }
-  for (int64_t it = 0; it < my_tiles; ++it) {
-    const int64_t next = it + kMmaStages - 1;
-    if (next < my_tiles) issue(next, static_cast<int>(next % kMmaStages));
+  RowIdx ahead;
+  if (kMmaStages - 1 < my_tiles) lookup(kMmaStages - 1, ahead);
+  for (int it = 0; it < my_tiles; ++it) {
+    const int next = it + kMmaStages - 1;
+    if (next < my_tiles) copy(ahead, static_cast<int>(next % kMmaStages));
     CpAsyncCommit();
+    if (next + 1 < my_tiles) lookup(next + 1, ahead);
     CpAsyncWait<kMmaStages - 1>();
     __syncwarp();
     const int stage = static_cast<int>(it % kMmaStages);
@@ -937,9 +1017,16 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
     const int64_t units = static_cast<int64_t>(p.n) * p.num_kv_heads * ((group + GB - 1) / GB);
     const int64_t round = kSplitWarps * rows_per_tile;  // rows per block step
     // Short candidate lists (Quest's selections, short contexts) still
-    // split down to one block step, so that a few KV heads fill the GPU.
-    const int64_t min_len = std::max<int64_t>(64, round);
+    // split, so that a few KV heads fill the GPU, but each warp keeps the
+    // pipeline's prologue full (stages - 1 tiles, all issued at once): a
+    // shorter split costs the same latency and adds merge work.
+    const int64_t stages = kUseMma<D, GB> ? kMmaStages : kStages;
+    const int64_t min_len = round * (stages - 1);
     const int64_t count = p.max_candidates;
+    // Up to two prologues' worth per warp: one block per unit streams it in
+    // about the latency the split blocks' merge (partials out, fence,
+    // counter, partials back in) would add.
+    if (count <= 2 * min_len) return;
     int64_t splits = slots / units;  // one wave of equal blocks
     splits = std::min<int64_t>(splits, (count + min_len - 1) / min_len);
     splits = std::min<int64_t>(std::max<int64_t>(splits, 1), kMaxSplits);
@@ -971,13 +1058,25 @@ cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, c
                       static_cast<unsigned>(p.n));
       QUEST_DISPATCH(type, {
         SplitSlots<T, D, GB, kUseMma<D, GB>>();  // sets the shared memory attribute
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = grid;
+        cfg.blockDim = dim3(kSplitWarps * 32);
+        cfg.stream = stream;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
         if constexpr (kUseMma<D, GB>) {
-          SplitKvMmaKernel<T, D, GB><<<grid, kSplitWarps * 32, MmaSmem<D>(), stream>>>(p);
+          cfg.dynamicSmemBytes = MmaSmem<D>();
+          err = cudaLaunchKernelEx(&cfg, SplitKvMmaKernel<T, D, GB>, p);
         } else {
-          SplitKvAttentionKernel<T, D, GB><<<grid, kSplitWarps * 32, kSplitSmem, stream>>>(p);
+          cfg.dynamicSmemBytes = kSplitSmem;
+          err = cudaLaunchKernelEx(&cfg, SplitKvAttentionKernel<T, D, GB>, p);
         }
       });
-      err = cudaGetLastError();
+      const cudaError_t last = cudaGetLastError();
+      if (err == cudaSuccess) err = last;
     });
     return err;
   }

@@ -86,8 +86,13 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p);
 // warps are merged in shared memory; with several splits the partial
 // results (max, sum, unnormalised output) go to the workspace and the last
 // block of each (token, KV head, tile) to arrive (atomic counter after a
-// __threadfence) merges them. PlanPagedAttention sizes the splits so the
-// grid is one wave of resident blocks, each split at least 256 candidates.
+// __threadfence) merges them. Each warp looks up a tile's rows (selection
+// chunk, page-table entry, mask byte) one step before issuing its copies,
+// and the prologue's tiles together. PlanPagedAttention sizes the splits so
+// the grid is one wave of resident blocks, each warp getting at least the
+// pipeline's prologue of tiles; lists up to two such blocks long get one
+// split (no merge). The split kernels are launched with programmatic
+// dependent launch (they wait for the previous grid before touching memory).
 // Other head_dims: one block per (query token, query head).
 cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, cudaStream_t stream);
 

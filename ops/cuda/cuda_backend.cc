@@ -106,9 +106,8 @@ class DeviceScratch {
     return static_cast<const T*>(p);
   }
   // Upload, skipped when the buffer already holds these bytes from the
-  // previous UploadIfChanged: a decode step's layers all pass the same page
-  // table, so it crosses the bus once per step instead of a few times per
-  // layer (a host compare is cheaper than a pageable copy).
+  // previous UploadIfChanged (a host compare is cheaper than a pageable copy
+  // and its wait in the stream).
   template <typename T>
   const T* UploadIfChanged(const T* host, size_t count, cudaStream_t stream) {
     const size_t bytes = count * sizeof(T);
@@ -125,6 +124,44 @@ class DeviceScratch {
   void* ptr_ = nullptr;
   size_t capacity_ = 0;
   std::vector<char> uploaded_;  // what UploadIfChanged last put there
+};
+
+// The last few distinct page tables uploaded (KV writes and attention), each
+// in its own device buffer. Batched decode calls the layers' attention sequence by
+// sequence (layer-major), so the tables rotate over the batch: with one
+// buffer every call would cross the bus again; with a small cache each
+// sequence's table is uploaded once per step (a host compare is far
+// cheaper than a pageable copy and its wait in the stream).
+class PageTableCache {
+ public:
+  const int32_t* Get(const int32_t* host, size_t count, cudaStream_t stream) {
+    const size_t bytes = count * sizeof(int32_t);
+    ++clock_;
+    Entry* victim = &entries_[0];
+    for (Entry& e : entries_) {
+      if (e.used != 0 && e.bytes.size() == bytes && std::memcmp(e.bytes.data(), host, bytes) == 0) {
+        e.used = clock_;
+        return static_cast<const int32_t*>(e.buffer.Ensure(bytes, stream));
+      }
+      if (e.used < victim->used) victim = &e;
+    }
+    // Stream order keeps kernels queued earlier on the old contents.
+    const int32_t* p = victim->buffer.Upload(host, count, stream);
+    const char* h = reinterpret_cast<const char*>(host);
+    victim->bytes.assign(h, h + bytes);
+    victim->used = clock_;
+    return p;
+  }
+
+ private:
+  struct Entry {
+    DeviceScratch buffer;
+    std::vector<char> bytes;
+    uint64_t used = 0;  // 0: empty
+  };
+  static constexpr int kEntries = 16;
+  Entry entries_[kEntries];
+  uint64_t clock_ = 0;
 };
 
 // The backend's stream, shared with every tensor it allocated: a tensor's
@@ -349,7 +386,7 @@ class CudaBackend final : public Backend {
     if (n == 0) return;
     const int64_t row = k.numel() / n;
     CHECK_LE(start + n, static_cast<int64_t>(page_table.size()) * page_size);
-    const int32_t* d_table = page_table_.UploadIfChanged(page_table.data(), page_table.size(), stream_);
+    const int32_t* d_table = page_tables_.Get(page_table.data(), page_table.size(), stream_);
     QUEST_CUDA_CHECK(cuda::LaunchWriteKvPages(type(), k.raw_data(), v.raw_data(), d_table, start, n,
                                               row, page_size, k_pages.raw_data(), v_pages.raw_data(),
                                               stream_));
@@ -376,7 +413,7 @@ class CudaBackend final : public Backend {
     p.kv_len = a.kv_len;
     p.scale = a.scale;
     p.out = out.raw_data();
-    p.page_table = page_table_.UploadIfChanged(a.page_table.data(), a.page_table.size(), stream_);
+    p.page_table = page_tables_.Get(a.page_table.data(), a.page_table.size(), stream_);
     if (a.selected_table != nullptr) {
       const Tensor& table = *a.selected_table;
       CHECK(a.selected_indptr.empty()) << "cuda paged attention: both a CSR and a table selection";
@@ -390,11 +427,13 @@ class CudaBackend final : public Backend {
     } else if (!a.selected_indptr.empty()) {
       CHECK_EQ(static_cast<int>(a.selected_indptr.size()), p.num_kv_heads + 1);
       p.chunk = a.selection_chunk > 0 ? a.selection_chunk : a.page_size;
-      p.indptr = indptr_.Upload(a.selected_indptr.data(), a.selected_indptr.size(), stream_);
+      // Host selections often repeat (a static policy, or one selection
+      // shared by the layers): unchanged lists are not copied again.
+      p.indptr = indptr_.UploadIfChanged(a.selected_indptr.data(), a.selected_indptr.size(), stream_);
       // A valid pointer even for an empty list (nothing reads it then).
       p.chunks = a.selected_chunks.empty()
                      ? p.indptr
-                     : chunks_.Upload(a.selected_chunks.data(), a.selected_chunks.size(), stream_);
+                     : chunks_.UploadIfChanged(a.selected_chunks.data(), a.selected_chunks.size(), stream_);
     }
     if (a.token_valid != nullptr) {
       p.mask_stride = static_cast<int64_t>(a.page_table.size()) * a.page_size;
@@ -473,10 +512,18 @@ class CudaBackend final : public Backend {
     CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, bounds.dim(0))
         << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
     CHECK_LE(a.end, static_cast<int64_t>(a.page_table.size()) * a.page_size);
-    // Only the pool pages under [begin, end): one entry per decode step.
+    // Only the pool pages under [begin, end). A decode step's range lies in
+    // one pool page: its physical index goes as a kernel argument (no
+    // upload; a hole folds nothing).
     const int64_t first = a.begin / a.page_size, last = (a.end - 1) / a.page_size;
-    p.page_table = bounds_table_.Upload(a.page_table.data() + first, last - first + 1, stream_);
-    p.table_base = first;
+    if (first == last) {
+      p.one_page = true;
+      p.phys_page = a.page_table[first];
+      if (p.phys_page < 0) return;
+    } else {
+      p.page_table = bounds_table_.Upload(a.page_table.data() + first, last - first + 1, stream_);
+      p.table_base = first;
+    }
     p.bounds = bounds.raw_data();
     QUEST_CUDA_CHECK(cuda::LaunchUpdatePageBounds(type(), p, stream_));
   }
@@ -602,11 +649,12 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
   std::map<std::tuple<int64_t, int64_t, int64_t, DType, bool, uint32_t>, GemmPlan> plans_;
-  DeviceScratch ids_, positions_, inv_freq_, page_table_, indptr_, chunks_, valid_, lse_, weights_,
+  DeviceScratch ids_, positions_, inv_freq_, indptr_, chunks_, valid_, lse_, weights_,
       scores_, topk_, bounds_table_;
   // Split-KV attention: partial results of the splits, and the per-(token,
   // KV head, head tile) arrival counters (zero between launches).
   DeviceScratch attn_workspace_, attn_counters_;
+  PageTableCache page_tables_;  // WriteKvPages' and PagedAttention's
   size_t attn_counters_zeroed_ = 0;
   std::vector<float> inv_freq_host_;
   const float* inv_freq_dev_ = nullptr;

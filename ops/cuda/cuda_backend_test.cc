@@ -483,18 +483,24 @@ TEST_F(CudaAttentionTest, DecodeBandwidth) {
         for (int64_t i = 0; i < pages_per_seq; ++i) tables[q][i] = static_cast<int32_t>(i * kSeqs + q);
       }
       const double kv_bytes = static_cast<double>(ctx) * s.kv * kD * 2 * 2;
-      auto time = [&](const std::function<void(int)>& fn) {
+      // Median per-call time over synchronised batches; `enqueue` gets the
+      // host time to enqueue the batch (the calls' host cost).
+      auto time = [&](const std::function<void(int)>& fn, double* enqueue = nullptr) {
         for (int i = 0; i < 3; ++i) fn(i);
         cudaDeviceSynchronize();
-        std::vector<double> ts;
+        std::vector<double> ts, es;
         const int n = ctx >= 131072 ? 10 : 40;
         for (int r = 0; r < 5; ++r) {
           const auto a = std::chrono::steady_clock::now();
           for (int i = 0; i < n; ++i) fn(i);
+          const auto b = std::chrono::steady_clock::now();
           cudaDeviceSynchronize();
           ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count() / n);
+          es.push_back(std::chrono::duration<double>(b - a).count() / n);
         }
         std::sort(ts.begin(), ts.end());
+        std::sort(es.begin(), es.end());
+        if (enqueue != nullptr) *enqueue = es[2];
         return ts[2];
       };
       char* base = static_cast<char*>(k.raw_data());
@@ -503,7 +509,7 @@ TEST_F(CudaAttentionTest, DecodeBandwidth) {
         cudaMemcpyAsync(base + (i % 4) * copy_bytes, base + ((i + 2) % 4) * copy_bytes, copy_bytes,
                         cudaMemcpyDeviceToDevice, 0);
       });
-      const double attn_s = time([&](int i) {
+      auto attend = [&](int i, absl::Span<const int32_t> indptr, absl::Span<const int32_t> chunks) {
         PagedAttentionArgs a;
         a.q = &qs[i % kSeqs];
         a.k_pages = &k;
@@ -511,9 +517,64 @@ TEST_F(CudaAttentionTest, DecodeBandwidth) {
         a.page_table = tables[i % kSeqs];
         a.kv_len = ctx;
         a.page_size = kPage;
+        a.selected_indptr = indptr;
+        a.selected_chunks = chunks;
         a.scale = 1.0f / std::sqrt(static_cast<float>(kD));
         gpu_->PagedAttention(a, outs[i % kSeqs]);
-      });
+      };
+      double attn_host = 0;
+      const double attn_s = time([&](int i) { attend(i, {}, {}); }, &attn_host);
+      char* scratch = nullptr;
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&scratch), size_t{128} << 20), cudaSuccess);
+      // A floor: back-to-back 4-byte memsets.
+      double floor_host = 0;
+      const double floor_s = time([&](int i) { cudaMemsetAsync(base, 0, 4, 0); }, &floor_host);
+      std::printf("BW %-10s ctx %6lld: dense enqueue %.1f us/call; memset floor %.1f us (enqueue %.1f)\n", s.name,
+                  static_cast<long long>(ctx), attn_host * 1e6, floor_s * 1e6, floor_host * 1e6);
+      for (int budget : {256, 1024, 2048, 4096}) {
+        const int64_t picks = budget / kPage - 1;
+        std::vector<int32_t> indptr(s.kv + 1, 0), chunks;
+        for (int g = 0; g < s.kv; ++g) {
+          for (int64_t j = 0; j < picks; ++j) chunks.push_back(static_cast<int32_t>(j * (pages_per_seq - 1) / picks));
+          chunks.push_back(static_cast<int32_t>(pages_per_seq - 1));
+          indptr[g + 1] = static_cast<int32_t>(chunks.size());
+        }
+        double host = 0;
+        const double t = time([&](int i) { attend(i, indptr, chunks); }, &host);
+        // The same selection every call and one sequence: no uploads at all.
+        double host1 = 0;
+        const double t1 = time([&](int) { attend(0, indptr, chunks); }, &host1);
+        const double bytes = static_cast<double>(budget) * s.kv * kD * 2 * 2;
+        // Device time alone: the calls queue up behind a long copy on the
+        // legacy stream (the backend's stream is a blocking one), so the
+        // host's enqueue cost is hidden; minus the copy's own time.
+        const size_t blk = size_t{64} << 20;
+        auto blocker = [&] {
+          for (int r = 0; r < 24; ++r) {
+            cudaMemcpyAsync(scratch, scratch + blk, blk, cudaMemcpyDeviceToDevice, 0);
+          }
+        };
+        double blocker_s = 1e30, queued_s = 1e30;
+        const int nq = 40;
+        for (int r = 0; r < 3; ++r) {
+          cudaDeviceSynchronize();
+          auto a = std::chrono::steady_clock::now();
+          blocker();
+          cudaDeviceSynchronize();
+          blocker_s = std::min(blocker_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+          a = std::chrono::steady_clock::now();
+          blocker();
+          for (int i = 0; i < nq; ++i) attend(i, indptr, chunks);
+          cudaDeviceSynchronize();
+          queued_s = std::min(queued_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+        }
+        std::printf("BW %-10s ctx %6lld B %4d: %5.1f us (enqueue %.1f) = %5.1f%% of copy; one seq %5.1f us "
+                    "(enqueue %.1f); device alone %5.1f us\n",
+                    s.name, static_cast<long long>(ctx), budget, t * 1e6, host * 1e6,
+                    100 * (bytes / t) / (2 * kv_bytes / copy_s), t1 * 1e6, host1 * 1e6,
+                    (queued_s - blocker_s) / nq * 1e6);
+      }
+      cudaFree(scratch);
       ASSERT_EQ(cudaGetLastError(), cudaSuccess);
       const double copy_bw = 2 * kv_bytes / copy_s, attn_bw = kv_bytes / attn_s;
       std::printf("BW %-10s ctx %6lld: copy %5.0f GB/s, attention %5.0f GB/s = %5.1f%% of copy (%.1f us)\n",

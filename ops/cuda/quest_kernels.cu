@@ -22,9 +22,20 @@
 //     compaction (block scan of per-thread counts over 16 flags each) that
 //     writes the pages in ascending order, equal keys taken lowest page
 //     first, exactly the reference's tie rule.
+//     The passes start below the bits every key shares (a block AND / OR
+//     first), so the first pass already splits the keys.
+//  Above 4096 pages with one coefficient vector the default is one fused
+//  kernel instead: a thread-block cluster of 8 CTAs per KV head scores into
+//  shared memory and radix-selects over distributed shared memory.
+// Launches use programmatic dependent launch (each kernel starts while the
+// previous one on the stream drains and waits for it before any read);
+// UpdatePageBounds of a single pool page takes the physical page as an
+// argument (no page-table upload).
 // Variants (TopPagesParams::variant) for measurement: the select fused into
-// the last scoring CTA of each KV head, and a cub::BlockRadixSort select.
+// the last scoring CTA of each KV head, a cub::BlockRadixSort select, and
+// the cluster select with 8 or 16 CTAs.
 
+#include <cooperative_groups.h>
 #include <cub/block/block_radix_sort.cuh>
 
 #include <cmath>
@@ -37,6 +48,30 @@ namespace quest::ops::cuda {
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
+
+// Programmatic dependent launch (sm_90): a kernel launched with
+// programmatic stream serialization may start before the previous kernel
+// on the stream ends; it waits for it (and its memory) at WaitPrimary(),
+// which is a no-op for a normal launch. AllowDependents() lets the next
+// such kernel start launching.
+__device__ __forceinline__ void WaitPrimary() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void AllowDependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
+template <typename... KArgs, typename... Args>
+cudaError_t LaunchMaybePdl(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                           cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attr;
+  config.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
 
 // ------------------------------------------------------------ page bounds
 
@@ -70,6 +105,8 @@ __device__ __forceinline__ void StoreVec(T* dst, const T (&src)[VEC]) {
 // Item i = ((Quest page - first_qpage) * num_kv_heads + g) * (head_dim / VEC) + v.
 template <typename T, int VEC>
 __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_t items) {
+  AllowDependents();  // a PDL-launched SelectTopPages still waits for this grid's end
+  WaitPrimary();      // for the Keys (a PDL launch of its own)
   const int vecs = p.head_dim / VEC;
   const int64_t row = int64_t{p.num_kv_heads} * p.head_dim;
   QUEST_GRID_STRIDE(i, items) {
@@ -81,7 +118,7 @@ __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_
     const int64_t from = start > p.begin ? start : p.begin;
     const int64_t to = start + p.bound_page < p.end ? start + p.bound_page : p.end;
     // A Quest page lies inside one pool page: a hole skips all of it.
-    const int32_t phys = p.page_table[start / p.page_size - p.table_base];
+    const int32_t phys = p.one_page ? p.phys_page : p.page_table[start / p.page_size - p.table_base];
     if (phys < 0) continue;
     const T* k = static_cast<const T*>(p.k_pages) +
                  (int64_t{phys} * p.page_size + from % p.page_size) * row + int64_t{g} * p.head_dim +
@@ -179,12 +216,12 @@ struct Scatter<1, OFF> {
   }
 };
 
-// Scores pages [p0, p1) of KV head g into p.scores[g * stride + page].
+// Scores pages [p0, p1) of KV head g into out[page].
 // D: head_dim (64/128/256). H == 1: one coefficient vector (SUM over the
 // group, or a group of one); H in {2, 4, 8}: MAX over up to H heads.
 template <typename T, int D, int H, int THREADS>
 __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64_t p0, int64_t p1,
-                                           int64_t stride) {
+                                           float* out) {
   constexpr int kVpr = 2 * D / 8;                    // 16-byte vectors per [min | max] row
   constexpr int kLanes = kVpr < 32 ? kVpr : 32;      // lanes per page
   constexpr int kNv = kVpr / kLanes;                 // vectors per lane
@@ -216,7 +253,6 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
 
   const uint4* rows = reinterpret_cast<const uint4*>(static_cast<const T*>(p.bounds) + int64_t{g} * 2 * D);
   const int64_t page_vecs = int64_t{p.num_kv_heads} * kVpr;  // uint4 stride between pages
-  float* out = p.scores + int64_t{g} * stride;
   for (int64_t wb = p0 + int64_t{warp} * kPpw; wb < p1; wb += int64_t{kWarps} * kPpw * kUnroll) {
     uint4 v[kUnroll][kNv];
 #pragma unroll
@@ -272,15 +308,18 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
 template <typename T, int D, int H>
 __global__ __launch_bounds__(kScoreThreads) void ScoreKernel(TopPagesParams p, int64_t n, int64_t stride,
                                                              int64_t per_cta) {
+  WaitPrimary();
   const int64_t p0 = blockIdx.x * per_cta;
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
-  ScoreRange<T, D, H, kScoreThreads>(p, blockIdx.y, p0, p1, stride);
+  ScoreRange<T, D, H, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
+  AllowDependents();
 }
 
 // Any head_dim / group: one warp per (page, KV head), the reference's
 // per-head scores and combine.
 template <typename T>
 __global__ void ScoreGenericKernel(TopPagesParams p, int64_t n, int64_t stride) {
+  WaitPrimary();
   const int d = p.head_dim, kvh = p.num_kv_heads, group = p.num_heads / kvh;
   const int lane = threadIdx.x & 31;
   const int64_t total = n * kvh;
@@ -391,10 +430,47 @@ __device__ __noinline__ void SelectRow(const float* scores, int n, int k, int32_
   };
   if (tiles == 1) load(0);
 
-  uint32_t prefix = 0, mask = 0;
+  // The bits all n keys share are resolved up front (AND / OR over the
+  // keys): the passes start at the highest bit that differs, so the first
+  // one already splits the keys (scores of one sign and octave share their
+  // top 9 bits).
+  __shared__ uint32_t all_and, all_or;
+  if (tid == 0) {
+    all_and = ~0u;
+    all_or = 0u;
+  }
+  __syncthreads();
+  {
+    uint32_t a = ~0u, o = 0u;
+    for (int tile = 0; tile < tiles; ++tile) {
+      if (tiles > 1) load(tile);
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        if (tile * kTile + e * kSelectThreads + tid < n) {
+          a &= key[e];
+          o |= key[e];
+        }
+      }
+    }
+    a = __reduce_and_sync(kFull, a);
+    o = __reduce_or_sync(kFull, o);
+    if (lane == 0) {
+      atomicAnd(&all_and, a);
+      atomicOr(&all_or, o);
+    }
+  }
+  __syncthreads();
+  const uint32_t differ = all_and ^ all_or;
+  const int top = differ == 0 ? -1 : 31 - __clz(differ);  // the highest differing bit
+  uint32_t mask = top == 31 ? 0u : ~0u << (top + 1);
+  uint32_t prefix = all_and & mask;
   unsigned rem = static_cast<unsigned>(k);  // still to take below the resolved prefix
   unsigned live = static_cast<unsigned>(n);  // keys matching the prefix
-  for (int shift = 24; shift >= 0; shift -= 8) {
+  // Digits [low, low + 8) from the top differing bit down; the last one is
+  // clamped at bit 0 and may cover resolved bits (equal in every key that
+  // takes part, so the histogram is unchanged).
+  for (int low = top - 7; top >= 0 && live != rem; low -= 8) {
+    const int shift = low > 0 ? low : 0;
     if (tid < 256) hist[tid] = 0;
     __syncthreads();
     // Adds key e's digit to the histogram if it matches the prefix. The
@@ -463,8 +539,8 @@ __device__ __noinline__ void SelectRow(const float* scores, int n, int k, int32_
     rem -= found[1];
     prefix |= found[0] << shift;
     mask |= 0xffu << shift;
-    live = found[2];
-    if (live == rem) break;  // the whole bin is taken: no need to resolve it further
+    live = found[2];  // live == rem: the whole bin is taken, no need to resolve it further
+    if (shift == 0) break;
   }
 
   const int n_pad = (n + kFlagRound - 1) / kFlagRound * kFlagRound;
@@ -497,6 +573,7 @@ __device__ __forceinline__ void SelectRowAnyE(int e, const float* scores, int n,
 
 __global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scores, int64_t stride, int n,
                                                                int k, int e, int32_t* selected) {
+  WaitPrimary();
   int32_t* out = selected + int64_t{blockIdx.x} * (k + 1);
   SelectRowAnyE<false>(e, scores + blockIdx.x * stride, n, k, out);
   if (threadIdx.x == 0) out[k] = n;
@@ -521,7 +598,7 @@ __global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesPara
   const int g = blockIdx.y;
   const int64_t p0 = blockIdx.x * per_cta;
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
-  ScoreRange<T, D, H, kSelectThreads>(p, g, p0, p1, stride);
+  ScoreRange<T, D, H, kSelectThreads>(p, g, p0, p1, p.scores + g * stride);
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(&g_quest_done[g], 1u) == gridDim.x - 1;
@@ -570,11 +647,205 @@ __global__ __launch_bounds__(kSelectThreads) void CubSelectKernel(const float* s
   if (tid == 0) out[k] = n;
 }
 
-// Measured on an H100 (quest_kernels_test, CUDA graph timing): the
-// unfused radix select is fastest; fusing it into the last scoring CTA
-// costs scoring occupancy (the select's 128 registers x 512 threads) and
-// BlockRadixSort sorts far more than a select needs.
+// ------------------------------------------------------------ cluster select
+
+// One kernel per call: a thread-block cluster of C CTAs per KV head
+// (blockIdx.y), CTA r scoring the head's pages [r * slice, (r + 1) * slice)
+// into shared memory as order-preserving keys. The radix select then runs
+// over the cluster: each pass every CTA histograms its keys (warp-aggregated
+// shared atomics), a cluster barrier, and every CTA sums the C histograms
+// through distributed shared memory and finds the same digit (double-
+// buffered histograms: one barrier per pass). Compaction: per-CTA (taken,
+// tie) counts exchanged the same way give each CTA its output offset; a
+// thread writes a contiguous run of its slice in page order, so rows come
+// out ascending with ties to the lower page, as the reference's.
+constexpr int kClusterThreads = 512;
+constexpr int kClusterWarps = kClusterThreads / 32;
+constexpr int kMaxClusterSlice = 8192;  // keys per CTA in shared memory (32 KB)
+
+// Warp 0: the digit holding the rem-th largest of the counted keys:
+// found = {digit, keys above its bin, keys in its bin}.
+__device__ __forceinline__ void FindDigit(const unsigned* hist, unsigned rem, unsigned* found) {
+  const int lane = threadIdx.x & 31;
+  const uint4 c0 = reinterpret_cast<const uint4*>(hist)[2 * lane];
+  const uint4 c1 = reinterpret_cast<const uint4*>(hist)[2 * lane + 1];
+  const unsigned c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+  unsigned s = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s += c[j];
+  unsigned incl = s;  // over this lane's and the higher lanes' digits
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const unsigned o = __shfl_down_sync(kFull, incl, off);
+    if (lane + off < 32) incl += o;
+  }
+  unsigned above = incl - s;
+  if (above < rem && rem <= incl) {
+#pragma unroll
+    for (int j = 7; j >= 0; --j) {
+      if (above + c[j] >= rem) {
+        found[0] = lane * 8 + j;
+        found[1] = above;
+        found[2] = c[j];
+        break;
+      }
+      above += c[j];
+    }
+  }
+}
+
+template <typename T, int D, int H>
+__global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesParams p, int n, int slice) {
+  namespace cg = cooperative_groups;
+  WaitPrimary();
+  cg::cluster_group cluster = cg::this_cluster();
+  __shared__ __align__(16) unsigned hist[2][256];
+  __shared__ __align__(16) unsigned tot[256];
+  __shared__ unsigned found[3];
+  __shared__ unsigned long long warp_sums[kClusterWarps];
+  __shared__ unsigned long long cta_count;  // (taken << 32) | ties of this CTA
+  __shared__ unsigned long long cta_before;  // the same over lower ranks
+  extern __shared__ uint4 cluster_dyn_smem[];
+  float* sc = reinterpret_cast<float*>(cluster_dyn_smem);
+  uint32_t* key = reinterpret_cast<uint32_t*>(cluster_dyn_smem);
+  const int C = static_cast<int>(cluster.num_blocks());
+  const int r = static_cast<int>(cluster.block_rank());
+  const int g = blockIdx.y;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int k = static_cast<int>(p.k);
+  const int p0 = r * slice;
+  const int p1 = p0 + slice < n ? p0 + slice : n;
+  const int cnt = p1 > p0 ? p1 - p0 : 0;
+  if (cnt > 0) ScoreRange<T, D, H, kClusterThreads>(p, g, p0, p1, sc - p0);
+  __syncthreads();
+  for (int i = tid; i < cnt; i += kClusterThreads) key[i] = OrderedKey(sc[i]);
+  // (the barrier of the first pass orders these writes before the reads)
+
+  uint32_t prefix = 0, mask = 0;
+  unsigned rem = static_cast<unsigned>(k);
+  const int rounds = (cnt + kClusterThreads - 1) / kClusterThreads;
+  int buf = 0;
+  for (int shift = 24; shift >= 0; shift -= 8, buf ^= 1) {
+    unsigned* h = hist[buf];
+    if (tid < 256) h[tid] = 0;
+    __syncthreads();
+    for (int rd = 0; rd < rounds; ++rd) {
+      const int i = rd * kClusterThreads + tid;
+      const bool part = i < cnt && (key[i] & mask) == prefix;
+      if (__ballot_sync(kFull, part) == 0) continue;  // warp-uniform
+      const unsigned d = part ? (key[i] >> shift) & 0xffu : 256u;
+      const unsigned peers = __match_any_sync(kFull, d);
+      if (part && lane == __ffs(peers) - 1) atomicAdd(&h[d], __popc(peers));
+    }
+    cluster.sync();
+    if (tid < 256) {
+      unsigned s = 0;
+      for (int j = 0; j < C; ++j) s += cluster.map_shared_rank(h, j)[tid];
+      tot[tid] = s;
+    }
+    __syncthreads();
+    if (warp == 0) FindDigit(tot, rem, found);
+    __syncthreads();
+    rem -= found[1];
+    prefix |= found[0] << shift;
+    mask |= 0xffu << shift;
+    if (found[2] == rem) break;  // the whole bin is taken
+  }
+
+  // Ordered compaction: thread tid owns the contiguous run [i0, i1).
+  const int per_t = rounds;
+  const int i0 = tid * per_t < cnt ? tid * per_t : cnt;
+  const int i1 = i0 + per_t < cnt ? i0 + per_t : cnt;
+  unsigned gt = 0, eq = 0;
+  for (int i = i0; i < i1; ++i) {
+    const uint32_t m = key[i] & mask;
+    gt += m > prefix;
+    eq += m == prefix;
+  }
+  const unsigned long long mine = (static_cast<unsigned long long>(gt) << 32) | eq;
+  unsigned long long incl = mine;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const unsigned long long o = __shfl_up_sync(kFull, incl, off);
+    if (lane >= off) incl += o;
+  }
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  unsigned long long before = incl - mine, total = 0;
+#pragma unroll
+  for (int i = 0; i < kClusterWarps; ++i) {
+    const unsigned long long s = warp_sums[i];
+    if (i < warp) before += s;
+    total += s;
+  }
+  if (tid == 0) cta_count = total;
+  cluster.sync();
+  if (warp == 0) {
+    unsigned long long b = lane < r ? *cluster.map_shared_rank(&cta_count, lane) : 0ull;
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) b += __shfl_xor_sync(kFull, b, off);
+    if (lane == 0) cta_before = b;
+  }
+  cluster.sync();  // no CTA exits while another may read its cta_count
+  before += cta_before;
+  int32_t* out = p.selected + int64_t{g} * (k + 1);
+  if (r == 0 && tid == 0) out[k] = n;
+  if (gt == 0 && eq == 0) return;
+  unsigned pos_gt = static_cast<unsigned>(before >> 32);
+  unsigned eq_before = static_cast<unsigned>(before);
+  unsigned pos = pos_gt + (eq_before < rem ? eq_before : rem);
+  for (int i = i0; i < i1; ++i) {
+    const uint32_t m = key[i] & mask;
+    if (m > prefix) {
+      out[pos++] = p0 + i;
+    } else if (m == prefix) {
+      if (eq_before < rem) out[pos++] = p0 + i;
+      ++eq_before;
+    }
+  }
+}
+
+template <typename T, int D, int H>
+cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cudaStream_t stream) {
+  const int slice = (n + cluster_size - 1) / cluster_size;
+  if (slice > kMaxClusterSlice) return cudaErrorInvalidValue;
+  const void* kernel = reinterpret_cast<const void*>(&ClusterSelectKernel<T, D, H>);
+  static bool configured = false;  // host-side, per instantiation
+  if (!configured) {
+    if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+        err != cudaSuccess) {
+      return err;
+    }
+    configured = true;
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(cluster_size, p.num_kv_heads);
+  config.blockDim = dim3(kClusterThreads);
+  config.dynamicSmemBytes = static_cast<size_t>((slice + 3) / 4 * 4) * sizeof(float);
+  config.stream = stream;
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster_size;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attr;
+  config.numAttrs = p.pdl ? 2 : 1;
+  return cudaLaunchKernelEx(&config, ClusterSelectKernel<T, D, H>, p, n, slice);
+}
+
+// Measured on an H100 (quest_kernels_test, CUDA graph timing, head_dim
+// 128): up to 4096 scored pages (32K tokens) the two-kernel radix select is
+// fastest (MHA 16.8 us vs cluster8 19.8; GQA 32/8 10.8 vs 12.7); above it
+// the 8-CTA cluster select wins for one coefficient vector (SUM / MHA:
+// 128K MHA 58.7-59.9 us vs 62.2-62.8, GQA 22.6-22.8 vs 23.4-24.0) but not
+// for MAX over a GQA group (31.2 vs 27.7: its scorer's registers). Fusing
+// the select into the last scoring CTA, clusters of 16 (scheduling) and
+// BlockRadixSort are slower everywhere.
 constexpr int kDefaultVariant = 1;
+constexpr int kDefaultLargeVariant = 5;
+constexpr int64_t kClusterFromPages = 4096;
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
@@ -599,6 +870,9 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, int e, size
   constexpr int kNv = kVpr / kLanes;
   constexpr int kUnroll = H * kNv <= 2 ? 4 : 2;
   const int64_t stride = p.num_pages;
+  if (variant == 5 || variant == 6) {
+    return LaunchCluster<T, D, H>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
+  }
   if (variant == 2) {
     const int unit = kSelectThreads / kLanes * kUnroll;
     const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 4);
@@ -611,8 +885,7 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, int e, size
   const int unit = kScoreThreads / kLanes * kUnroll;
   const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 8);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
-  ScoreKernel<T, D, H><<<grid, kScoreThreads, 0, stream>>>(p, n, stride, per);
-  return cudaGetLastError();
+  return LaunchMaybePdl(p.pdl, &ScoreKernel<T, D, H>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per);
 }
 
 template <typename T>
@@ -653,13 +926,10 @@ cudaError_t LaunchUpdatePageBounds(ElemType type, const PageBoundsParams& p, cud
   const bool vec8 = p.head_dim % 8 == 0 && Aligned16(p.k_pages) && Aligned16(p.bounds);
   const int64_t items = (last - first + 1) * p.num_kv_heads * (vec8 ? p.head_dim / 8 : p.head_dim);
   QUEST_DISPATCH(type, {
-    if (vec8) {
-      PageBoundsKernel<T, 8><<<Blocks(items), kThreads, 0, stream>>>(p, first, items);
-    } else {
-      PageBoundsKernel<T, 1><<<Blocks(items), kThreads, 0, stream>>>(p, first, items);
-    }
+    return LaunchMaybePdl(p.pdl, vec8 ? &PageBoundsKernel<T, 8> : &PageBoundsKernel<T, 1>, dim3(Blocks(items)),
+                          dim3(kThreads), 0, stream, p, first, items);
   });
-  return cudaGetLastError();
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStream_t stream) {
@@ -680,12 +950,25 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   const bool fast = (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(p.bounds);
   const int e = n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32;
   const size_t flag_bytes = static_cast<size_t>((n + kFlagRound - 1) / kFlagRound * kFlagRound);
-  int variant = p.variant == 0 ? kDefaultVariant : p.variant;
+  int variant = p.variant != 0                         ? p.variant
+                : n > kClusterFromPages && h == 1 ? kDefaultLargeVariant
+                                                  : kDefaultVariant;
   if (variant == 2 && (!fast || p.num_kv_heads > kMaxFusedHeads || n > kMaxFusedPages)) variant = 1;
   if (variant == 3 && n > kSelectThreads * 16) variant = 1;
-  if (variant < 1 || variant > 4) variant = 1;
+  if ((variant == 5 || variant == 6) && (!fast || n > int64_t{8} * kMaxClusterSlice)) variant = 1;
+  if (variant < 1 || variant > 6) variant = 1;
 
   cudaError_t err = cudaSuccess;
+  if (variant == 5 || variant == 6) {
+    QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, e, flag_bytes, stream); });
+    if (err == cudaSuccess) {
+      if (p.launched_variant != nullptr) *p.launched_variant = variant;
+      return err;
+    }
+    (void)cudaGetLastError();  // a refused cluster launch: the two-kernel path instead
+    variant = 1;
+  }
+  if (p.launched_variant != nullptr) *p.launched_variant = variant;
   QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, e, flag_bytes, stream); });
   if (err != cudaSuccess || variant == 2 || variant == 4) return err;
   if (variant == 3) {
@@ -696,9 +979,9 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectKernel), flag_bytes)) != cudaSuccess) {
     return err;
   }
-  SelectKernel<<<p.num_kv_heads, kSelectThreads, flag_bytes, stream>>>(
-      p.scores, p.num_pages, static_cast<int>(n), static_cast<int>(k), e, p.selected);
-  return cudaGetLastError();
+  return LaunchMaybePdl(p.pdl, &SelectKernel, dim3(p.num_kv_heads), dim3(kSelectThreads), flag_bytes, stream,
+                        static_cast<const float*>(p.scores), int64_t{p.num_pages}, static_cast<int>(n),
+                        static_cast<int>(k), e, p.selected);
 }
 
 }  // namespace quest::ops::cuda

@@ -25,6 +25,13 @@ struct PageBoundsParams {
   // (a slice covering [begin, end) is enough).
   const int32_t* page_table = nullptr;
   int64_t table_base = 0;
+  // Or, when [begin, end) lies in one pool page (a decode step's token):
+  // that page's physical index as an argument (page_table unused, no
+  // upload); a hole (-1) folds nothing.
+  bool one_page = false;
+  int32_t phys_page = -1;
+  // Launched with programmatic stream serialization (see TopPagesParams).
+  bool pdl = true;
   int page_size = 0;   // pool page
   int bound_page = 0;  // Quest page (divides page_size)
   int64_t begin = 0;
@@ -56,8 +63,17 @@ struct TopPagesParams {
   // 0 the default, 1 scoring + radix-select kernels, 2 scoring with the
   // select fused into the last CTA of each KV head, 3 scoring + a
   // cub::BlockRadixSort select (falls back to 1 above 8192 scored pages),
-  // 4 the scoring pass alone (timing only: `selected` is not written).
+  // 4 the scoring pass alone (timing only: `selected` is not written),
+  // 5 / 6 one fused kernel: a thread-block cluster of 8 / 16 CTAs per KV
+  // head scores its slices into shared memory and radix-selects over the
+  // cluster's distributed shared memory (no scores round trip; falls back
+  // to 1 where a cluster launch is refused or the shape is not a fast one).
   int variant = 0;
+  // Launch the kernels with programmatic stream serialization (each starts
+  // launching while the previous kernel on the stream ends; it waits for
+  // that kernel before reading anything).
+  bool pdl = true;
+  int* launched_variant = nullptr;  // optional (host): the implementation that ran
 };
 cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStream_t stream);
 

@@ -149,6 +149,7 @@ TEST_F(QuestKernelsTest, UpdatePageBounds) {
                                      std::to_string(end) + ")");
     };
     fold(0, c.len, "prefill");
+    if (c.holes) fold(c.page_size + 3, c.page_size + 4, "1-token fold into a hole");
     int64_t len = c.len;
     for (int t = 0; t < 20; ++t, ++len) fold(len, len + 1, "1-token append");
     // Overwrite Keys from mid-page on and fold them again from there (a
@@ -419,8 +420,9 @@ class SelectLaunchTest : public QuestKernelsTest {
     buffers_.push_back(p);
     return p;
   }
-  std::vector<int32_t> Run(cuda::TopPagesParams p, int variant) {
+  std::vector<int32_t> Run(cuda::TopPagesParams p, int variant, int* launched = nullptr) {
     p.variant = variant;
+    p.launched_variant = launched;
     std::vector<int32_t> rows(static_cast<size_t>(p.num_kv_heads) * (p.k + 1));
     EXPECT_EQ(cudaMemsetAsync(p.selected, 0xff, rows.size() * sizeof(int32_t), stream_), cudaSuccess);
     EXPECT_EQ(cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_), cudaSuccess);
@@ -520,10 +522,14 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
           p.combine_sum = sum;
           const std::vector<int32_t> want = Run(p, 1);
           std::string line;
-          for (int variant : {1, 2, 3, 4}) {
+          for (int variant : {1, 2, 3, 4, 5, 6}) {
             if (variant != 4) {
-              EXPECT_EQ(Run(p, variant), want) << "variant " << variant << " ctx " << ctx << " kv " << kv
-                                               << " k+1 " << budget;
+              int launched = -1;
+              EXPECT_EQ(Run(p, variant, &launched), want) << "variant " << variant << " ctx " << ctx << " kv "
+                                                          << kv << " k+1 " << budget;
+              if (variant >= 5) {
+                EXPECT_EQ(launched, variant) << "the cluster launch fell back";
+              }
             }
             const double us = TimeUs(
                 [&] {
@@ -531,19 +537,85 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
                   cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_);
                 },
                 /*graph=*/true);
-            char buf[160];
+            char buf[200];
             std::snprintf(buf, sizeof(buf), "  %s %.2f us (%.0f GB/s, %.2fx copy)",
                           variant == 1   ? "radix"
                           : variant == 2 ? "fused"
                           : variant == 3 ? "cub"
-                                         : "[scoring only]",
+                          : variant == 4 ? "[scoring only]"
+                          : variant == 5 ? "cluster8"
+                                         : "cluster16",
                           us, bytes / us / 1e3, copy_us / us);
             line += buf;
           }
           p.variant = 0;
-          const double stream_us = TimeUs([&] { cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_); });
-          std::printf("    k+1=%lld %s:%s | default, stream-launched: %.2f us\n", static_cast<long long>(budget),
-                      sum ? "sum" : "max", line.c_str(), stream_us);
+          double def_us[2][2];  // [pdl][graph]
+          for (int pdl : {0, 1}) {
+            for (int graph : {0, 1}) {
+              p.pdl = pdl == 1;
+              def_us[pdl][graph] = TimeUs(
+                  [&] { cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_); }, graph == 1);
+            }
+          }
+          p.pdl = true;
+          std::printf("    k+1=%lld %s:%s\n      default: graph %.2f us (no PDL %.2f), stream-launched %.2f us "
+                      "(no PDL %.2f)\n",
+                      static_cast<long long>(budget), sum ? "sum" : "max", line.c_str(), def_us[1][1],
+                      def_us[0][1], def_us[1][0], def_us[0][0]);
+        }
+      }
+    }
+  }
+  CUDA_OK(cudaStreamSynchronize(stream_));
+  CUDA_OK(cudaGetLastError());
+}
+
+// The cluster selects (variants 5 and 6) against the two-kernel radix
+// select on small and odd shapes (empty CTAs, one page per CTA, ties).
+TEST_F(SelectLaunchTest, ClusterVariantsMatchRadix) {
+  const int d = 128;
+  for (int64_t pages : {3, 10, 17, 130, 1025, 2048, 9000, 40000}) {
+    for (auto [heads, kv] : std::vector<std::pair<int, int>>{{4, 4}, {16, 2}}) {
+      for (bool ties : {false, true}) {
+        Tensor host = Tensor::Empty(DType::kFloat32, {pages, kv, 2, d});
+        std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+        std::uniform_int_distribution<int> ints(-1, 1);
+        float* b = host.data<float>();
+        for (int64_t row = 0; row < pages * kv; ++row, b += 2 * d) {
+          for (int i = 0; i < d; ++i) {
+            const float x = ties ? ints(rng_) : Bf16(dist(rng_)), y = ties ? ints(rng_) : Bf16(dist(rng_));
+            b[i] = std::min(x, y);
+            b[d + i] = std::max(x, y);
+          }
+        }
+        Tensor bounds = OnGpu(host);
+        Tensor q = OnGpu(Random({1, heads, d}));
+        float* scores = static_cast<float*>(Buffer(sizeof(float) * pages * kv));
+        const int64_t n = pages - 1;
+        for (int64_t k : {int64_t{1}, int64_t{2}, int64_t{31}, int64_t{255}, n / 2, n - 1}) {
+          if (k < 1 || k >= n) continue;
+          int32_t* selected = static_cast<int32_t*>(Buffer(sizeof(int32_t) * kv * (k + 1)));
+          for (bool sum : {true, false}) {
+            cuda::TopPagesParams p;
+            p.q = q.raw_data();
+            p.bounds = bounds.raw_data();
+            p.num_pages = pages;
+            p.k = k;
+            p.num_heads = heads;
+            p.num_kv_heads = kv;
+            p.head_dim = d;
+            p.combine_sum = sum;
+            p.scores = scores;
+            p.selected = selected;
+            const std::vector<int32_t> want = Run(p, 1);
+            for (int variant : {5, 6}) {
+              int launched = -1;
+              EXPECT_EQ(Run(p, variant, &launched), want)
+                  << "variant " << variant << " pages " << pages << " k " << k << " kv " << kv
+                  << (sum ? " sum" : " max") << (ties ? " ties" : "");
+              EXPECT_EQ(launched, variant);
+            }
+          }
         }
       }
     }
@@ -570,14 +642,18 @@ TEST_F(SelectLaunchTest, UpdatePageBoundsTiming) {
   p.num_kv_heads = kv;
   p.head_dim = d;
   p.bounds = bounds.raw_data();
-  for (int64_t n : {int64_t{1}, len}) {
+  for (int64_t n : {int64_t{1}, int64_t{1}, len}) {
+    static int call = 0;
+    const bool one_page = call++ == 1;  // the backend's decode path: the page as an argument
     p.begin = len - n;
     p.end = len;
+    p.one_page = one_page;
+    p.phys_page = table[(len - 1) / page];
     const double us = TimeUs([&] { cuda::LaunchUpdatePageBounds(cuda::ElemType::kBFloat16, p, stream_); },
                              /*graph=*/true);
     const double bytes = static_cast<double>(n) * kv * d * 2;
-    std::printf("  UpdatePageBounds %lld tokens x %d KV heads x %d: %.2f us (%.0f GB/s of Keys)\n",
-                static_cast<long long>(n), kv, d, us, bytes / us / 1e3);
+    std::printf("  UpdatePageBounds %lld tokens x %d KV heads x %d%s: %.2f us (%.0f GB/s of Keys)\n",
+                static_cast<long long>(n), kv, d, one_page ? " (page as argument)" : "", us, bytes / us / 1e3);
   }
   CUDA_OK(cudaStreamSynchronize(stream_));
   CUDA_OK(cudaGetLastError());
