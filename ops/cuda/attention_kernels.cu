@@ -277,6 +277,40 @@ __device__ __forceinline__ void RowLookup(const PagedAttentionParams& p, int g, 
   }
 }
 
+// Streams a warp's `tiles` tiles through a kStages-deep cp.async pipeline.
+// Each tile's look-ups (chunk id, page-table entry, mask byte: dependent
+// loads) run one tile ahead of its copies, and the copies kStages - 1 tiles
+// ahead of consume(tile, stage), so neither wait is exposed. Ends with every
+// copy landed.
+template <int kStages, typename Lookup, typename Copy, typename Consume>
+__device__ __forceinline__ void StreamTiles(int tiles, Lookup&& lookup, Copy&& copy, Consume&& consume) {
+  {
+    RowIdx pre[kStages - 1];
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < tiles) lookup(s, pre[s]);
+    }
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < tiles) copy(pre[s], s);
+      CpAsyncCommit();
+    }
+  }
+  RowIdx ahead;
+  if (kStages - 1 < tiles) lookup(kStages - 1, ahead);
+  for (int it = 0; it < tiles; ++it) {
+    const int next = it + kStages - 1;
+    if (next < tiles) copy(ahead, static_cast<int>(next % kStages));
+    CpAsyncCommit();
+    if (next + 1 < tiles) lookup(next + 1, ahead);
+    CpAsyncWait<kStages - 1>();
+    __syncwarp();
+    consume(it, static_cast<int>(it % kStages));
+    __syncwarp();
+  }
+  CpAsyncWait<0>();
+}
+
 // The row's element offset in the pools; false when it is not attended
 // (a page-table hole, masked, or out of range).
 template <int D>
@@ -561,28 +595,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
     }
   };
 
-  {
-    RowIdx pre[kStages - 1];
-#pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-      if (s < my_tiles) lookup(s, pre[s]);
-    }
-#pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-      if (s < my_tiles) copy(pre[s], s);
-      CpAsyncCommit();
-    }
-  }
-  RowIdx ahead;
-  if (kStages - 1 < my_tiles) lookup(kStages - 1, ahead);
-  for (int it = 0; it < my_tiles; ++it) {
-    const int next = it + kStages - 1;
-    if (next < my_tiles) copy(ahead, static_cast<int>(next % kStages));
-    CpAsyncCommit();
-    if (next + 1 < my_tiles) lookup(next + 1, ahead);
-    CpAsyncWait<kStages - 1>();
-    __syncwarp();
-    const int stage = static_cast<int>(it % kStages);
+  StreamTiles<kStages>(my_tiles, lookup, copy, [&](int it, int stage) {
     const T* sk = pipe + stage * 2 * kRows * D;
     const T* sv = sk + kRows * D;
     const uint32_t mask = smask[stage];
@@ -641,9 +654,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
         for (int e = 0; e < 8; ++e) acc[h][e] = fmaf(s[k][h], vf[e], acc[h][e]);
       }
     }
-    __syncwarp();
-  }
-  CpAsyncWait<0>();
+  });
 
   // Merge the warp's row groups (lanes tx, tx + kTpr, ...).
 #pragma unroll
@@ -836,28 +847,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
     }
   };
 
-  {
-    RowIdx pre[kMmaStages - 1];
-#pragma unroll
-    for (int s = 0; s < kMmaStages - 1; ++s) {
-      if (s < my_tiles) lookup(s, pre[s]);
-    }
-#pragma unroll
-    for (int s = 0; s < kMmaStages - 1; ++s) {
-      if (s < my_tiles) copy(pre[s], s);
-      CpAsyncCommit();
-    }
-  }
-  RowIdx ahead;
-  if (kMmaStages - 1 < my_tiles) lookup(kMmaStages - 1, ahead);
-  for (int it = 0; it < my_tiles; ++it) {
-    const int next = it + kMmaStages - 1;
-    if (next < my_tiles) copy(ahead, static_cast<int>(next % kMmaStages));
-    CpAsyncCommit();
-    if (next + 1 < my_tiles) lookup(next + 1, ahead);
-    CpAsyncWait<kMmaStages - 1>();
-    __syncwarp();
-    const int stage = static_cast<int>(it % kMmaStages);
+  StreamTiles<kMmaStages>(my_tiles, lookup, copy, [&](int it, int stage) {
     const T* sk = pipe + stage * 2 * kMmaKeys * D;
     const T* sv = sk + kMmaKeys * D;
     const uint32_t mask = smask[stage];
@@ -916,9 +906,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
       Mma16816<T>(o[2 * dj], pa0, pa2, b[0], b[1]);
       Mma16816<T>(o[2 * dj + 1], pa0, pa2, b[2], b[3]);
     }
-    __syncwarp();
-  }
-  CpAsyncWait<0>();
+  });
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
 
