@@ -403,6 +403,37 @@ __device__ __forceinline__ void OrderedCompact(const uint8_t* flags, int n_pad, 
   }
 }
 
+// Warp 0: the digit holding the rem-th largest of the counted keys:
+// found = {digit, keys above its bin, keys in its bin}.
+__device__ __forceinline__ void FindDigit(const unsigned* hist, unsigned rem, unsigned* found) {
+  const int lane = threadIdx.x & 31;
+  const uint4 c0 = reinterpret_cast<const uint4*>(hist)[2 * lane];
+  const uint4 c1 = reinterpret_cast<const uint4*>(hist)[2 * lane + 1];
+  const unsigned c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+  unsigned s = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s += c[j];
+  unsigned incl = s;  // over this lane's and the higher lanes' digits
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const unsigned o = __shfl_down_sync(kFull, incl, off);
+    if (lane + off < 32) incl += o;
+  }
+  unsigned above = incl - s;
+  if (above < rem && rem <= incl) {
+#pragma unroll
+    for (int j = 7; j >= 0; --j) {
+      if (above + c[j] >= rem) {
+        found[0] = lane * 8 + j;
+        found[1] = above;
+        found[2] = c[j];
+        break;
+      }
+      above += c[j];
+    }
+  }
+}
+
 // The k best of scores[0, n) (0 < k < n), ascending, into out[0, k); ties
 // to the lower index. All kSelectThreads threads of the CTA call it; the
 // dynamic shared memory holds RoundUp(n, kFlagRound) flag bytes. E keys per
@@ -508,33 +539,7 @@ __device__ __noinline__ void SelectRow(const float* scores, int n, int k, int32_
       }
     }
     __syncthreads();
-    if (warp == 0) {  // the digit holding the rem-th largest remaining key
-      const uint4 c0 = reinterpret_cast<const uint4*>(hist)[2 * lane];
-      const uint4 c1 = reinterpret_cast<const uint4*>(hist)[2 * lane + 1];
-      const unsigned c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-      unsigned s = 0;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) s += c[j];
-      unsigned incl = s;  // over this lane's and the higher lanes' digits
-#pragma unroll
-      for (int off = 1; off < 32; off <<= 1) {
-        const unsigned o = __shfl_down_sync(kFull, incl, off);
-        if (lane + off < 32) incl += o;
-      }
-      unsigned above = incl - s;
-      if (above < rem && rem <= incl) {
-#pragma unroll
-        for (int j = 7; j >= 0; --j) {
-          if (above + c[j] >= rem) {
-            found[0] = lane * 8 + j;
-            found[1] = above;
-            found[2] = c[j];
-            break;
-          }
-          above += c[j];
-        }
-      }
-    }
+    if (warp == 0) FindDigit(hist, rem, found);  // the digit of the rem-th largest remaining key
     __syncthreads();
     rem -= found[1];
     prefix |= found[0] << shift;
@@ -662,37 +667,6 @@ __global__ __launch_bounds__(kSelectThreads) void CubSelectKernel(const float* s
 constexpr int kClusterThreads = 512;
 constexpr int kClusterWarps = kClusterThreads / 32;
 constexpr int kMaxClusterSlice = 8192;  // keys per CTA in shared memory (32 KB)
-
-// Warp 0: the digit holding the rem-th largest of the counted keys:
-// found = {digit, keys above its bin, keys in its bin}.
-__device__ __forceinline__ void FindDigit(const unsigned* hist, unsigned rem, unsigned* found) {
-  const int lane = threadIdx.x & 31;
-  const uint4 c0 = reinterpret_cast<const uint4*>(hist)[2 * lane];
-  const uint4 c1 = reinterpret_cast<const uint4*>(hist)[2 * lane + 1];
-  const unsigned c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-  unsigned s = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) s += c[j];
-  unsigned incl = s;  // over this lane's and the higher lanes' digits
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const unsigned o = __shfl_down_sync(kFull, incl, off);
-    if (lane + off < 32) incl += o;
-  }
-  unsigned above = incl - s;
-  if (above < rem && rem <= incl) {
-#pragma unroll
-    for (int j = 7; j >= 0; --j) {
-      if (above + c[j] >= rem) {
-        found[0] = lane * 8 + j;
-        found[1] = above;
-        found[2] = c[j];
-        break;
-      }
-      above += c[j];
-    }
-  }
-}
 
 template <typename T, int D, int H>
 __global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesParams p, int n, int slice) {
