@@ -31,12 +31,12 @@
 // previous one on the stream drains and waits for it before any read);
 // UpdatePageBounds of a single pool page takes the physical page as an
 // argument (no page-table upload).
-// Variants (TopPagesParams::variant) for measurement: the select fused into
-// the last scoring CTA of each KV head, a cub::BlockRadixSort select, and
-// the cluster select with 8 or 16 CTAs.
+// Variants (TopPagesParams::variant) for measurement: the two-kernel radix
+// select, scoring alone, and the cluster select with 8 or 16 CTAs. (A select
+// fused into the last scoring CTA of each KV head and a cub::BlockRadixSort
+// select were measured slower and removed.)
 
 #include <cooperative_groups.h>
-#include <cub/block/block_radix_sort.cuh>
 
 #include <cmath>
 #include <cstdint>
@@ -161,8 +161,6 @@ constexpr int kSelectThreads = 512;
 constexpr int kSelectWarps = kSelectThreads / 32;
 constexpr int kFlagRound = 16 * kSelectThreads;  // flags per compaction round
 constexpr int64_t kMaxSelectPages = 192 * 1024;  // flags live in shared memory
-constexpr int kMaxFusedHeads = 1024;
-constexpr int64_t kMaxFusedPages = 16384;
 
 // Query coefficient of element e of a page's [min | max] row (the
 // reference's std::min(q, 0) / std::max(q, 0), NaN kept).
@@ -592,66 +590,6 @@ __global__ void FillKernel(int32_t* selected, int64_t total, int n, int k) {
   }
 }
 
-// Fused: scoring CTAs, the last one of each KV head (a counter per head,
-// reset by that CTA) selects. One stream at a time may run it.
-__device__ unsigned g_quest_done[kMaxFusedHeads];
-
-template <typename T, int D, int H>
-__global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesParams p, int64_t n, int64_t stride,
-                                                                    int64_t per_cta, int e) {
-  __shared__ bool last;
-  const int g = blockIdx.y;
-  const int64_t p0 = blockIdx.x * per_cta;
-  const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
-  ScoreRange<T, D, H, kSelectThreads>(p, g, p0, p1, p.scores + g * stride);
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(&g_quest_done[g], 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int k = static_cast<int>(p.k);
-  int32_t* out = p.selected + int64_t{g} * (k + 1);
-  SelectRowAnyE<true>(e, p.scores + g * stride, static_cast<int>(n), k, out);
-  if (threadIdx.x == 0) {
-    out[k] = static_cast<int>(n);
-    g_quest_done[g] = 0;
-  }
-}
-
-// cub::BlockRadixSort of the (key, page) pairs, descending and stable, then
-// flags and the same ordered compaction. n <= kSelectThreads * 16.
-__global__ __launch_bounds__(kSelectThreads) void CubSelectKernel(const float* scores, int64_t stride, int n,
-                                                                  int k, int32_t* selected) {
-  constexpr int E = 16;
-  using Sort = cub::BlockRadixSort<uint32_t, kSelectThreads, E, int32_t>;
-  __shared__ typename Sort::TempStorage temp;
-  extern __shared__ uint4 select_dyn_smem[];
-  uint8_t* flags = reinterpret_cast<uint8_t*>(select_dyn_smem);
-  const int tid = threadIdx.x;
-  const float* row = scores + blockIdx.x * stride;
-  int32_t* out = selected + int64_t{blockIdx.x} * (k + 1);
-  uint32_t keys[E];
-  int32_t vals[E];
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    const int idx = tid * E + e;
-    keys[e] = idx < n ? OrderedKey(__ldg(row + idx)) : 0u;  // 0: below every real key
-    vals[e] = idx;
-  }
-  Sort(temp).SortDescending(keys, vals);
-  const int n_pad = (n + kFlagRound - 1) / kFlagRound * kFlagRound;
-  for (int idx = tid; idx < n_pad; idx += kSelectThreads) flags[idx] = 0;
-  __syncthreads();
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    if (tid * E + e < k) flags[vals[e]] = 2;
-  }
-  __syncthreads();
-  OrderedCompact(flags, n_pad, 0, out);
-  if (tid == 0) out[k] = n;
-}
-
 // ------------------------------------------------------------ cluster select
 
 // One kernel per call: a thread-block cluster of C CTAs per KV head
@@ -837,8 +775,7 @@ int64_t PagesPerCta(int64_t n, int kv_heads, int unit, int64_t target_ctas) {
 }
 
 template <typename T, int D, int H>
-cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, int e, size_t flag_bytes,
-                    cudaStream_t stream) {
+cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, cudaStream_t stream) {
   constexpr int kVpr = 2 * D / 8;
   constexpr int kLanes = kVpr < 32 ? kVpr : 32;
   constexpr int kNv = kVpr / kLanes;
@@ -847,15 +784,6 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, int e, size
   if (variant == 5 || variant == 6) {
     return LaunchCluster<T, D, H>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
   }
-  if (variant == 2) {
-    const int unit = kSelectThreads / kLanes * kUnroll;
-    const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 4);
-    const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
-    const void* kernel = reinterpret_cast<const void*>(&ScoreSelectKernel<T, D, H>);
-    if (cudaError_t err = SetDynamicSmem(kernel, flag_bytes); err != cudaSuccess) return err;
-    ScoreSelectKernel<T, D, H><<<grid, kSelectThreads, flag_bytes, stream>>>(p, n, stride, per, e);
-    return cudaGetLastError();
-  }
   const int unit = kScoreThreads / kLanes * kUnroll;
   const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 8);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
@@ -863,21 +791,21 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, int e, size
 }
 
 template <typename T>
-cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, int64_t n, int e,
-                       size_t flag_bytes, cudaStream_t stream) {
+cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, int64_t n,
+                       cudaStream_t stream) {
   if (fast) {
     switch (p.head_dim * 16 + h) {
-      case 64 * 16 + 1: return RunFast<T, 64, 1>(p, variant, n, e, flag_bytes, stream);
-      case 64 * 16 + 2: return RunFast<T, 64, 2>(p, variant, n, e, flag_bytes, stream);
-      case 64 * 16 + 4: return RunFast<T, 64, 4>(p, variant, n, e, flag_bytes, stream);
-      case 64 * 16 + 8: return RunFast<T, 64, 8>(p, variant, n, e, flag_bytes, stream);
-      case 128 * 16 + 1: return RunFast<T, 128, 1>(p, variant, n, e, flag_bytes, stream);
-      case 128 * 16 + 2: return RunFast<T, 128, 2>(p, variant, n, e, flag_bytes, stream);
-      case 128 * 16 + 4: return RunFast<T, 128, 4>(p, variant, n, e, flag_bytes, stream);
-      case 128 * 16 + 8: return RunFast<T, 128, 8>(p, variant, n, e, flag_bytes, stream);
-      case 256 * 16 + 1: return RunFast<T, 256, 1>(p, variant, n, e, flag_bytes, stream);
-      case 256 * 16 + 2: return RunFast<T, 256, 2>(p, variant, n, e, flag_bytes, stream);
-      case 256 * 16 + 4: return RunFast<T, 256, 4>(p, variant, n, e, flag_bytes, stream);
+      case 64 * 16 + 1: return RunFast<T, 64, 1>(p, variant, n, stream);
+      case 64 * 16 + 2: return RunFast<T, 64, 2>(p, variant, n, stream);
+      case 64 * 16 + 4: return RunFast<T, 64, 4>(p, variant, n, stream);
+      case 64 * 16 + 8: return RunFast<T, 64, 8>(p, variant, n, stream);
+      case 128 * 16 + 1: return RunFast<T, 128, 1>(p, variant, n, stream);
+      case 128 * 16 + 2: return RunFast<T, 128, 2>(p, variant, n, stream);
+      case 128 * 16 + 4: return RunFast<T, 128, 4>(p, variant, n, stream);
+      case 128 * 16 + 8: return RunFast<T, 128, 8>(p, variant, n, stream);
+      case 256 * 16 + 1: return RunFast<T, 256, 1>(p, variant, n, stream);
+      case 256 * 16 + 2: return RunFast<T, 256, 2>(p, variant, n, stream);
+      case 256 * 16 + 4: return RunFast<T, 256, 4>(p, variant, n, stream);
       default: break;
     }
   }
@@ -927,14 +855,12 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   int variant = p.variant != 0                         ? p.variant
                 : n > kClusterFromPages && h == 1 ? kDefaultLargeVariant
                                                   : kDefaultVariant;
-  if (variant == 2 && (!fast || p.num_kv_heads > kMaxFusedHeads || n > kMaxFusedPages)) variant = 1;
-  if (variant == 3 && n > kSelectThreads * 16) variant = 1;
   if ((variant == 5 || variant == 6) && (!fast || n > int64_t{8} * kMaxClusterSlice)) variant = 1;
-  if (variant < 1 || variant > 6) variant = 1;
+  if (variant != 4 && variant != 5 && variant != 6) variant = 1;
 
   cudaError_t err = cudaSuccess;
   if (variant == 5 || variant == 6) {
-    QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, e, flag_bytes, stream); });
+    QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, stream); });
     if (err == cudaSuccess) {
       if (p.launched_variant != nullptr) *p.launched_variant = variant;
       return err;
@@ -943,13 +869,8 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
     variant = 1;
   }
   if (p.launched_variant != nullptr) *p.launched_variant = variant;
-  QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, e, flag_bytes, stream); });
-  if (err != cudaSuccess || variant == 2 || variant == 4) return err;
-  if (variant == 3) {
-    CubSelectKernel<<<p.num_kv_heads, kSelectThreads, flag_bytes, stream>>>(
-        p.scores, p.num_pages, static_cast<int>(n), static_cast<int>(k), p.selected);
-    return cudaGetLastError();
-  }
+  QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, stream); });
+  if (err != cudaSuccess || variant == 4) return err;
   if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectKernel), flag_bytes)) != cudaSuccess) {
     return err;
   }

@@ -60,9 +60,7 @@ struct TopPagesParams {
   float* scores = nullptr;  // scratch [num_kv_heads, num_pages] floats
   int32_t* selected = nullptr;  // [num_kv_heads, k + 1]
   // Implementation (benchmarks and tests; every one gives the same output):
-  // 0 the default, 1 scoring + radix-select kernels, 2 scoring with the
-  // select fused into the last CTA of each KV head, 3 scoring + a
-  // cub::BlockRadixSort select (falls back to 1 above 8192 scored pages),
+  // 0 the default, 1 scoring + radix-select kernels,
   // 4 the scoring pass alone (timing only: `selected` is not written),
   // 5 / 6 one fused kernel: a thread-block cluster of 8 / 16 CTAs per KV
   // head scores its slices into shared memory and radix-selects over the
