@@ -24,36 +24,17 @@
 #include "gtest/gtest.h"
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cuda/cuda_backend.h"
+#include "ops/cuda/testing/cpu_gpu_test.h"
 
 namespace quest::ops {
 namespace {
 
 constexpr double kBf16Tol = 1e-2;
 
-class CudaOpsTest : public ::testing::Test {
+class CudaOpsTest : public testing::CpuGpuTest {
  protected:
-  void SetUp() override {
-    cpu_ = CreateCpuBackend({/*num_threads=*/4});
-    absl::StatusOr<std::unique_ptr<Backend>> g = CreateCudaBackend();
-    ASSERT_TRUE(g.ok()) << g.status();
-    gpu_ = *std::move(g);
-    ASSERT_EQ(gpu_->activation_dtype(), DType::kBFloat16);
-  }
+  CudaOpsTest() : CpuGpuTest(20240611) {}
 
-  // Uniform in [-scale, scale], rounded to bf16 values.
-  Tensor Random(std::vector<int64_t> shape, float scale = 1.0f) {
-    Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
-    std::uniform_real_distribution<float> dist(-scale, scale);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = BFloat16ToFloat(FloatToBFloat16(dist(rng_)));
-    return t;
-  }
-  Tensor OnCpu(const Tensor& host) { return *cpu_->UploadWeight(host); }
-  Tensor OnGpu(const Tensor& host) {
-    absl::StatusOr<Tensor> t = gpu_->UploadWeight(host);
-    EXPECT_TRUE(t.ok()) << t.status();
-    EXPECT_EQ(t->device(), Device::kCuda);
-    return *t;
-  }
   // Device storage filled with NaN.
   Tensor Poisoned(DType dtype, std::vector<int64_t> shape) {
     Tensor t = gpu_->Allocate(dtype, shape);
@@ -92,9 +73,6 @@ class CudaOpsTest : public ::testing::Test {
     EXPECT_EQ(want.numel(), got.numel());
     return Compare(want.data<float>(), got.data<float>(), want.numel(), what, tol);
   }
-
-  std::mt19937 rng_{20240611};
-  std::unique_ptr<Backend> cpu_, gpu_;
 };
 
 TEST_F(CudaOpsTest, Linear) {

@@ -32,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cuda/cuda_backend.h"
+#include "ops/cuda/testing/cpu_gpu_test.h"
 #include "ops/cuda/quest_kernels.h"
 
 namespace quest::ops {
@@ -45,29 +46,10 @@ namespace {
 
 float Bf16(float x) { return BFloat16ToFloat(FloatToBFloat16(x)); }
 
-class QuestKernelsTest : public ::testing::Test {
+class QuestKernelsTest : public testing::CpuGpuTest {
  protected:
-  void SetUp() override {
-    cpu_ = CreateCpuBackend({/*num_threads=*/4});
-    absl::StatusOr<std::unique_ptr<Backend>> g = CreateCudaBackend();
-    ASSERT_TRUE(g.ok()) << g.status();
-    gpu_ = *std::move(g);
-    ASSERT_EQ(gpu_->activation_dtype(), DType::kBFloat16);
-  }
+  QuestKernelsTest() : CpuGpuTest(20240612) {}
 
-  // Uniform in [-scale, scale], rounded to bf16 values.
-  Tensor Random(std::vector<int64_t> shape, float scale = 1.0f) {
-    Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
-    std::uniform_real_distribution<float> dist(-scale, scale);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = Bf16(dist(rng_));
-    return t;
-  }
-  Tensor OnCpu(const Tensor& host) { return *cpu_->UploadWeight(host); }
-  Tensor OnGpu(const Tensor& host) {
-    absl::StatusOr<Tensor> t = gpu_->UploadWeight(host);
-    EXPECT_TRUE(t.ok()) << t.status();
-    return *t;
-  }
   // Device int32 storage filled with a value no output may hold.
   Tensor PoisonedIndices(std::vector<int64_t> shape) {
     Tensor t = gpu_->Allocate(DType::kInt32, shape);
@@ -93,8 +75,6 @@ class QuestKernelsTest : public ::testing::Test {
                       << got.data<float>()[std::max<int64_t>(first, 0)] << ")";
   }
 
-  std::mt19937 rng_{20240612};
-  std::unique_ptr<Backend> cpu_, gpu_;
 };
 
 // ---------------------------------------------------------------- bounds
