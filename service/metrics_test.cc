@@ -110,7 +110,9 @@ void ExpectHistogram(const Scrape& scrape, const std::string& name) {
     ASSERT_EQ(s.labels.count("le"), 1u);
     inf_last = s.labels.at("le") == "+Inf";
     double le = 1e308;
-    if (!inf_last) ASSERT_TRUE(absl::SimpleAtod(s.labels.at("le"), &le)) << s.labels.at("le");
+    if (!inf_last) {
+      ASSERT_TRUE(absl::SimpleAtod(s.labels.at("le"), &le)) << s.labels.at("le");
+    }
     buckets.emplace_back(le, s.value);
   }
   ASSERT_GE(buckets.size(), 2u) << name;

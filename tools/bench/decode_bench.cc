@@ -120,9 +120,10 @@ int Main() {
     std::fprintf(stderr, "decode_bench: %s\n", std::string(engine.status().message()).c_str());
     return 1;
   }
-  std::printf("decode_bench: Llama-2-7B-shaped, %d layers, 32 heads / %d KV heads, head_dim 128, bf16, "
+  std::printf("decode_bench: Llama-2-7B-shaped, %lld layers, 32 heads / %lld KV heads, head_dim 128, bf16, "
               "random weights, CUDA backend; checkpoint written and loaded in %.0f s\n",
-              o.layers, o.kv_heads, std::chrono::duration<double>(Clock::now() - t0).count());
+              static_cast<long long>(o.layers), static_cast<long long>(o.kv_heads),
+              std::chrono::duration<double>(Clock::now() - t0).count());
 
   std::mt19937 rng(7);
   std::uniform_int_distribution<int32_t> token(3, 31999);
@@ -164,8 +165,8 @@ int Main() {
     }
   }
   std::printf("\nend-to-end decode, batch 1, %d greedy tokens; speed-up = dense time per output token / "
-              "this one (median inter-token gap, same run); quest dense_layers %d of %d\n",
-              steps, absl::GetFlag(FLAGS_quest_dense_layers), o.layers);
+              "this one (median inter-token gap, same run); quest dense_layers %d of %lld\n",
+              steps, absl::GetFlag(FLAGS_quest_dense_layers), static_cast<long long>(o.layers));
   std::printf("%8s %-14s %9s %14s\n", "context", "policy", "speed-up", "prefill ratio");
   for (const Row& r : rows) {
     std::printf("%7lldK %-14s %8.2fx %13.2fx\n", static_cast<long long>(r.context / 1024), r.policy.c_str(),
