@@ -320,6 +320,36 @@ __device__ __forceinline__ bool RowResolve(const PagedAttentionParams& p, int g,
   return valid;
 }
 
+// One warp's share of a split's candidates [js, je): tiles of kRows keys,
+// the warp taking every kSplitWarps-th tile, lane r < kRows looking up and
+// resolving row r of a tile. Plain ints (no reference to the kernel's
+// parameters, which would force them into local memory).
+template <int kRows, int D>
+struct WarpTiles {
+  __device__ WarpTiles(const PagedAttentionParams& p, int g_, int64_t js_, int64_t je_, int64_t qpos_, int warp_,
+                       int lane_)
+      : g(g_), warp(warp_), lane(lane_),
+        // 32-bit candidate indices and positions (the caller checks both).
+        js(static_cast<int>(js_)), je(static_cast<int>(je_)), qpos(static_cast<int>(qpos_)),
+        sel_first(p.chunks == nullptr ? 0 : (p.indptr != nullptr ? p.indptr[g_] : g_ * p.chunks_per_head)) {
+    const int ntiles = je > js ? (je - js + kRows - 1) / kRows : 0;
+    count = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+  }
+  // This lane's row of the warp's tile `it`.
+  __device__ __forceinline__ void Lookup(const PagedAttentionParams& p, int it, RowIdx& r) const {
+    if (lane < kRows) RowLookup(p, g, sel_first, js + (warp + it * kSplitWarps) * kRows + lane, je, qpos, r);
+  }
+  // The tile's attended rows as a warp bitmask; `off` gets this lane's row
+  // offset into the pages.
+  __device__ __forceinline__ uint32_t Resolve(const PagedAttentionParams& p, const RowIdx& r, int64_t& off) const {
+    const bool valid = lane < kRows && RowResolve<D>(p, g, r, off);
+    return __ballot_sync(0xffffffffu, valid);
+  }
+
+  int g, warp, lane, js, je, qpos, sel_first;
+  int count = 0;  // tiles of this warp
+};
+
 // Workspace layout (units = gridDim.y * gridDim.z): the partial outputs
 // [units][splits][GB][D] first (16-byte aligned rows), then (max, sum)
 // pairs [units][splits][GB][2].
@@ -567,21 +597,14 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
 
   T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kStages * 2 * kRows * D;
   uint32_t* smask = reinterpret_cast<uint32_t*>(smem + kPipeElems * sizeof(T)) + warp * kStages;
-  const int ntiles = je > js ? static_cast<int>((je - js + kRows - 1) / kRows) : 0;
-  const int my_tiles = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
-  // 32-bit candidate indices and positions (the caller checks both).
-  const int js32 = static_cast<int>(js), je32 = static_cast<int>(je), qpos32 = static_cast<int>(qpos);
+  const WarpTiles<kRows, D> walk(p, g, js, je, qpos, warp, lane);
   const T* kbase = static_cast<const T*>(p.k_pages);
   const T* vbase = static_cast<const T*>(p.v_pages);
-  const int sel_first = p.chunks == nullptr ? 0 : (p.indptr != nullptr ? p.indptr[g] : g * p.chunks_per_head);
 
-  auto lookup = [&](int it, RowIdx& r) {
-    if (lane < kRows) RowLookup(p, g, sel_first, js32 + (warp + it * kSplitWarps) * kRows + lane, je32, qpos32, r);
-  };
+  auto lookup = [&](int it, RowIdx& r) { walk.Lookup(p, it, r); };
   auto copy = [&](const RowIdx& r, int stage) {
     int64_t off = 0;
-    const bool valid = lane < kRows && RowResolve<D>(p, g, r, off);
-    const uint32_t mask = __ballot_sync(0xffffffffu, valid);
+    const uint32_t mask = walk.Resolve(p, r, off);
     if (lane == 0) smask[stage] = mask;
     T* sk = pipe + stage * 2 * kRows * D;
     T* sv = sk + kRows * D;
@@ -595,7 +618,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
     }
   };
 
-  StreamTiles<kStages>(my_tiles, lookup, copy, [&](int it, int stage) {
+  StreamTiles<kStages>(walk.count, lookup, copy, [&](int it, int stage) {
     const T* sk = pipe + stage * 2 * kRows * D;
     const T* sv = sk + kRows * D;
     const uint32_t mask = smask[stage];
@@ -818,21 +841,14 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
 
   T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kMmaStages * 2 * kMmaKeys * D;
   uint32_t* smask = reinterpret_cast<uint32_t*>(smem + MmaPipeElems<D>() * sizeof(T)) + warp * kMmaStages;
-  const int ntiles = je > js ? static_cast<int>((je - js + kMmaKeys - 1) / kMmaKeys) : 0;
-  const int my_tiles = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
-  // 32-bit candidate indices and positions (the caller checks both).
-  const int js32 = static_cast<int>(js), je32 = static_cast<int>(je), qpos32 = static_cast<int>(qpos);
+  const WarpTiles<kMmaKeys, D> walk(p, g, js, je, qpos, warp, lane);
   const T* kbase = static_cast<const T*>(p.k_pages);
   const T* vbase = static_cast<const T*>(p.v_pages);
-  const int sel_first = p.chunks == nullptr ? 0 : (p.indptr != nullptr ? p.indptr[g] : g * p.chunks_per_head);
 
-  auto lookup = [&](int it, RowIdx& r) {
-    if (lane < kMmaKeys) RowLookup(p, g, sel_first, js32 + (warp + it * kSplitWarps) * kMmaKeys + lane, je32, qpos32, r);
-  };
+  auto lookup = [&](int it, RowIdx& r) { walk.Lookup(p, it, r); };
   auto copy = [&](const RowIdx& r, int stage) {
     int64_t off = 0;
-    const bool valid = lane < kMmaKeys && RowResolve<D>(p, g, r, off);
-    const uint32_t mask = __ballot_sync(0xffffffffu, valid);
+    const uint32_t mask = walk.Resolve(p, r, off);
     if (lane == 0) smask[stage] = mask;
     T* sk = pipe + stage * 2 * kMmaKeys * D;
     T* sv = sk + kMmaKeys * D;
@@ -847,7 +863,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
     }
   };
 
-  StreamTiles<kMmaStages>(my_tiles, lookup, copy, [&](int it, int stage) {
+  StreamTiles<kMmaStages>(walk.count, lookup, copy, [&](int it, int stage) {
     const T* sk = pipe + stage * 2 * kMmaKeys * D;
     const T* sv = sk + kMmaKeys * D;
     const uint32_t mask = smask[stage];
