@@ -19,18 +19,11 @@ using ::testing::HasSubstr;
 
 config::EngineConfig TinyConfig() { return fixtures::TinyEngineConfig(); }
 
-api::GenerateRequest Request(std::vector<int32_t> ids, int max_tokens) {
-  api::GenerateRequest r;
-  for (int32_t id : ids) r.mutable_token_ids()->add_ids(id);
-  r.mutable_sampling()->set_max_tokens(max_tokens);
-  return r;
-}
-
 TEST(EngineTest, GreedyGenerationIsDeterministicAndReturnsPages) {
   auto engine = Engine::Create(TinyConfig());
   ASSERT_TRUE(engine.ok()) << engine.status();
   std::vector<int32_t> streamed;
-  auto a = (*engine)->Generate(Request({5, 6, 7, 8, 9}, 12),
+  auto a = (*engine)->Generate(fixtures::TokenRequest({5, 6, 7, 8, 9}, 12),
                                [&](const TokenEvent& e) { streamed.push_back(e.id); });
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->token_ids_size(), 12);
@@ -38,7 +31,7 @@ TEST(EngineTest, GreedyGenerationIsDeterministicAndReturnsPages) {
   EXPECT_EQ(std::vector<int32_t>(a->token_ids().begin(), a->token_ids().end()), streamed);
   EXPECT_EQ(a->usage().prompt_tokens(), 5);
   EXPECT_EQ(a->usage().generated_tokens(), 12);
-  auto b = (*engine)->Generate(Request({5, 6, 7, 8, 9}, 12));
+  auto b = (*engine)->Generate(fixtures::TokenRequest({5, 6, 7, 8, 9}, 12));
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(std::vector<int32_t>(a->token_ids().begin(), a->token_ids().end()),
             std::vector<int32_t>(b->token_ids().begin(), b->token_ids().end()));
@@ -48,7 +41,7 @@ TEST(EngineTest, GreedyGenerationIsDeterministicAndReturnsPages) {
 TEST(EngineTest, SeededSamplingReproduces) {
   auto engine = Engine::Create(TinyConfig());
   ASSERT_TRUE(engine.ok());
-  api::GenerateRequest r = Request({3, 4, 5}, 16);
+  api::GenerateRequest r = fixtures::TokenRequest({3, 4, 5}, 16);
   r.mutable_sampling()->set_temperature(1.0f);
   r.mutable_sampling()->set_seed(11);
   auto a = (*engine)->Generate(r), b = (*engine)->Generate(r);
@@ -63,7 +56,7 @@ TEST(EngineTest, SeededSamplingReproduces) {
 TEST(EngineTest, CancelStopsAndReturnsPages) {
   auto engine = Engine::Create(TinyConfig());
   ASSERT_TRUE(engine.ok());
-  api::GenerateRequest r = Request({3, 4, 5}, 40);
+  api::GenerateRequest r = fixtures::TokenRequest({3, 4, 5}, 40);
   r.set_request_id("req-1");
   int seen = 0;
   auto resp = (*engine)->Generate(r, [&](const TokenEvent&) {
@@ -86,7 +79,7 @@ TEST(EngineTest, QueuedRequestIsCancellable) {
   ASSERT_TRUE(engine.ok());
   absl::Notification running, queued_cancelled;
   std::thread first([&] {
-    auto a = (*engine)->Generate(Request({3, 4, 5}, 4), [&](const TokenEvent&) {
+    auto a = (*engine)->Generate(fixtures::TokenRequest({3, 4, 5}, 4), [&](const TokenEvent&) {
       if (!running.HasBeenNotified()) running.Notify();
       queued_cancelled.WaitForNotificationWithTimeout(absl::Seconds(10));
     });
@@ -98,7 +91,7 @@ TEST(EngineTest, QueuedRequestIsCancellable) {
     while (!(*engine)->Cancel("queued") && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
     queued_cancelled.Notify();
   });
-  api::GenerateRequest r = Request({3, 4, 5}, 4);
+  api::GenerateRequest r = fixtures::TokenRequest({3, 4, 5}, 4);
   r.set_request_id("queued");
   auto queued = (*engine)->Generate(r);
   first.join();
@@ -114,35 +107,35 @@ TEST(EngineTest, PoolExhaustionIsResourceExhaustedAndLeaksNothing) {
   c.mutable_cache()->set_num_pages(3);  // 12 tokens
   auto engine = Engine::Create(c);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  auto resp = (*engine)->Generate(Request({3, 4, 5, 6, 7, 8, 9, 10}, 20));
+  auto resp = (*engine)->Generate(fixtures::TokenRequest({3, 4, 5, 6, 7, 8, 9, 10}, 20));
   EXPECT_EQ(resp.status().code(), absl::StatusCode::kResourceExhausted) << resp.status();
   EXPECT_EQ((*engine)->kv_pages().first, 0);
-  EXPECT_TRUE((*engine)->Generate(Request({3, 4}, 4)).ok()) << "the engine still serves";
+  EXPECT_TRUE((*engine)->Generate(fixtures::TokenRequest({3, 4}, 4)).ok()) << "the engine still serves";
 }
 
 TEST(EngineTest, BadRequestsNameTheField) {
   auto engine = Engine::Create(TinyConfig());
   ASSERT_TRUE(engine.ok());
   Engine& e = **engine;
-  EXPECT_THAT(e.Generate(Request({3}, 0)).status().message(), HasSubstr("sampling.max_tokens must be > 0"));
-  EXPECT_THAT(e.Generate(Request({3}, -4)).status().message(), HasSubstr("sampling.max_tokens"));
-  EXPECT_THAT(e.Generate(Request({}, 4)).status().message(), HasSubstr("prompt"));
-  EXPECT_THAT(e.Generate(Request({3, 128}, 4)).status().message(), HasSubstr("token_ids[1] = 128"));
+  EXPECT_THAT(e.Generate(fixtures::TokenRequest({3}, 0)).status().message(), HasSubstr("sampling.max_tokens must be > 0"));
+  EXPECT_THAT(e.Generate(fixtures::TokenRequest({3}, -4)).status().message(), HasSubstr("sampling.max_tokens"));
+  EXPECT_THAT(e.Generate(fixtures::TokenRequest({}, 4)).status().message(), HasSubstr("prompt"));
+  EXPECT_THAT(e.Generate(fixtures::TokenRequest({3, 128}, 4)).status().message(), HasSubstr("token_ids[1] = 128"));
   api::GenerateRequest text;
   text.set_text("");
   text.mutable_sampling()->set_max_tokens(3);
   EXPECT_EQ(e.Generate(text).status().code(), absl::StatusCode::kInvalidArgument);
   text.set_text("hello");
   EXPECT_THAT(e.Generate(text).status().message(), HasSubstr("has no tokenizer"));
-  auto too_long = e.Generate(Request({3, 4, 5}, 62));  // context is 64
+  auto too_long = e.Generate(fixtures::TokenRequest({3, 4, 5}, 62));  // context is 64
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_THAT(too_long.status().message(), HasSubstr("context length of 64"));
-  api::GenerateRequest policy = Request({3}, 2);
+  api::GenerateRequest policy = fixtures::TokenRequest({3}, 2);
   policy.mutable_cache()->set_policy("no-such-policy");
   auto unknown = e.Generate(policy);
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(unknown.status().message(), HasSubstr("known policies: dense"));
-  api::GenerateRequest bad_stop = Request({3}, 2);
+  api::GenerateRequest bad_stop = fixtures::TokenRequest({3}, 2);
   bad_stop.mutable_sampling()->add_stop("");
   EXPECT_THAT(e.Generate(bad_stop).status().message(), HasSubstr("sampling.stop[0]"));
   EXPECT_EQ(e.kv_pages().first, 0);
@@ -183,10 +176,6 @@ config::CacheConfig RecentPages(int pages) {
   return c;
 }
 
-std::vector<int32_t> Ids(const api::GenerateResponse& r) {
-  return std::vector<int32_t>(r.token_ids().begin(), r.token_ids().end());
-}
-
 // 24 tokens: 6 pages of 4, so a window of a page or two sees a fraction.
 std::vector<int32_t> LongPrompt() {
   std::vector<int32_t> ids;
@@ -202,16 +191,16 @@ TEST(EnginePluginTest, GeneratesWithAPluginPolicyAndReturnsPages) {
   *c.mutable_cache() = cache;
   auto engine = Engine::Create(c);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  auto windowed = (*engine)->Generate(Request(LongPrompt(), 16));
+  auto windowed = (*engine)->Generate(fixtures::TokenRequest(LongPrompt(), 16));
   ASSERT_TRUE(windowed.ok()) << windowed.status();
   EXPECT_EQ(windowed->token_ids_size(), 16);
   EXPECT_EQ((*engine)->kv_pages().first, 0);
 
   auto dense_engine = Engine::Create(TinyConfig());
   ASSERT_TRUE(dense_engine.ok());
-  auto dense = (*dense_engine)->Generate(Request(LongPrompt(), 16));
+  auto dense = (*dense_engine)->Generate(fixtures::TokenRequest(LongPrompt(), 16));
   ASSERT_TRUE(dense.ok());
-  EXPECT_NE(Ids(*windowed), Ids(*dense)) << "a 2-page window attends differently from dense";
+  EXPECT_NE(fixtures::TokenIds(*windowed), fixtures::TokenIds(*dense)) << "a 2-page window attends differently from dense";
 }
 
 TEST(EnginePluginTest, PluginErrorsNameThePath) {
@@ -261,8 +250,8 @@ TEST(EnginePluginTest, PluginErrorsNameThePath) {
 // engine configured with that policy gives.
 TEST(EnginePluginTest, PerRequestPolicyOverrideSideBySide) {
   const std::string plugin = TestPlugin("libsliding_window_plugin.so");
-  api::GenerateRequest dense_request = Request(LongPrompt(), 16);
-  api::GenerateRequest windowed_request = Request(LongPrompt(), 16);
+  api::GenerateRequest dense_request = fixtures::TokenRequest(LongPrompt(), 16);
+  api::GenerateRequest windowed_request = fixtures::TokenRequest(LongPrompt(), 16);
   *windowed_request.mutable_cache() = RecentPages(1);
 
   config::EngineConfig c = TinyConfig();
@@ -273,9 +262,9 @@ TEST(EnginePluginTest, PerRequestPolicyOverrideSideBySide) {
   c.mutable_cache()->set_page_size(4);
   auto windowed_engine = Engine::Create(c);
   ASSERT_TRUE(windowed_engine.ok()) << windowed_engine.status();
-  auto windowed_reference = (*windowed_engine)->Generate(Request(LongPrompt(), 16));
+  auto windowed_reference = (*windowed_engine)->Generate(fixtures::TokenRequest(LongPrompt(), 16));
   ASSERT_TRUE(windowed_reference.ok()) << windowed_reference.status();
-  ASSERT_NE(Ids(*dense_reference), Ids(*windowed_reference));
+  ASSERT_NE(fixtures::TokenIds(*dense_reference), fixtures::TokenIds(*windowed_reference));
 
   c = TinyConfig();
   c.add_cache_plugins(plugin);
@@ -294,13 +283,13 @@ TEST(EnginePluginTest, PerRequestPolicyOverrideSideBySide) {
   for (int i = 0; i < kRounds; ++i) {
     ASSERT_TRUE(dense[i].ok()) << dense[i].status();
     ASSERT_TRUE(windowed[i].ok()) << windowed[i].status();
-    EXPECT_EQ(Ids(*dense[i]), Ids(*dense_reference)) << "round " << i;
-    EXPECT_EQ(Ids(*windowed[i]), Ids(*windowed_reference)) << "round " << i;
+    EXPECT_EQ(fixtures::TokenIds(*dense[i]), fixtures::TokenIds(*dense_reference)) << "round " << i;
+    EXPECT_EQ(fixtures::TokenIds(*windowed[i]), fixtures::TokenIds(*windowed_reference)) << "round " << i;
   }
   EXPECT_EQ((*engine)->kv_pages().first, 0);
 
   // A request's policy options are validated like the engine's.
-  api::GenerateRequest bad = Request(LongPrompt(), 4);
+  api::GenerateRequest bad = fixtures::TokenRequest(LongPrompt(), 4);
   *bad.mutable_cache() = RecentPages(-1);
   EXPECT_THAT((*engine)->Generate(bad).status().message(), HasSubstr("cache.plugin.pages"));
   EXPECT_EQ((*engine)->kv_pages().first, 0);

@@ -45,15 +45,6 @@ config::EngineConfig TinyConfig(int max_concurrent_requests = 2) {
   return c;
 }
 
-api::GenerateRequest Request(std::vector<int32_t> ids, int max_tokens) {
-  api::GenerateRequest r;
-  for (int32_t id : ids) r.mutable_token_ids()->add_ids(id);
-  r.mutable_sampling()->set_max_tokens(max_tokens);
-  return r;
-}
-
-std::vector<int32_t> Ids(const api::GenerateResponse& r) { return {r.token_ids().begin(), r.token_ids().end()}; }
-
 // The real engine, observed: it can slow every token down (so a test acts
 // while a request is mid-generation) and records how each request ended.
 class ObservedEngine final : public Engine {
@@ -205,7 +196,7 @@ class ServiceTest : public ::testing::Test {
 
 TEST_F(ServiceTest, StreamTokensEqualUnaryAndEndWithFinishReasonAndUsage) {
   StartServer();
-  const api::GenerateRequest r = Request({5, 6, 7, 8, 9}, 12);
+  const api::GenerateRequest r = fixtures::TokenRequest({5, 6, 7, 8, 9}, 12);
   api::GenerateResponse unary;
   ASSERT_TRUE(Unary(r, &unary).ok());
   EXPECT_EQ(unary.token_ids_size(), 12);
@@ -217,10 +208,10 @@ TEST_F(ServiceTest, StreamTokensEqualUnaryAndEndWithFinishReasonAndUsage) {
 
   const Streamed s = Stream(r);
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  EXPECT_EQ(s.ids, Ids(unary)) << "one message per token, the same tokens as unary";
+  EXPECT_EQ(s.ids, fixtures::TokenIds(unary)) << "one message per token, the same tokens as unary";
   ASSERT_TRUE(s.final.has_value());
   EXPECT_EQ(s.messages_after_final, 0) << "the final message is the last";
-  EXPECT_EQ(Ids(*s.final), Ids(unary));
+  EXPECT_EQ(fixtures::TokenIds(*s.final), fixtures::TokenIds(unary));
   EXPECT_EQ(s.text, s.final->text());
   EXPECT_EQ(s.final->finish_reason(), api::LENGTH);
   EXPECT_EQ(s.final->usage().prompt_tokens(), 5);
@@ -232,12 +223,12 @@ TEST_F(ServiceTest, StreamTokensEqualUnaryAndEndWithFinishReasonAndUsage) {
 TEST_F(ServiceTest, ConcurrentStreamsEachEqualTheirSequentialRun) {
   StartServer();  // capacity 2 + 2 queued
   const std::vector<api::GenerateRequest> requests = {
-      Request({5, 6, 7}, 20), Request({9, 8, 7, 6, 5, 4}, 16), Request({100, 3}, 24), Request({42}, 18)};
+      fixtures::TokenRequest({5, 6, 7}, 20), fixtures::TokenRequest({9, 8, 7, 6, 5, 4}, 16), fixtures::TokenRequest({100, 3}, 24), fixtures::TokenRequest({42}, 18)};
   std::vector<std::vector<int32_t>> sequential;
   for (const api::GenerateRequest& r : requests) {
     api::GenerateResponse out;
     ASSERT_TRUE(Unary(r, &out).ok());
-    sequential.push_back(Ids(out));
+    sequential.push_back(fixtures::TokenIds(out));
   }
   // Slowed down so that the streams really overlap (the scheduler batches
   // them).
@@ -252,7 +243,7 @@ TEST_F(ServiceTest, ConcurrentStreamsEachEqualTheirSequentialRun) {
     ASSERT_TRUE(concurrent[i].status.ok()) << i << ": " << concurrent[i].status.error_message();
     EXPECT_EQ(concurrent[i].ids, sequential[i]) << i;
     ASSERT_TRUE(concurrent[i].final.has_value());
-    EXPECT_EQ(Ids(*concurrent[i].final), sequential[i]) << i;
+    EXPECT_EQ(fixtures::TokenIds(*concurrent[i].final), sequential[i]) << i;
   }
   EXPECT_GE(engine_->max_overlap(), 2);
   EXPECT_TRUE(Drained());
@@ -267,7 +258,7 @@ TEST_F(ServiceTest, SixteenConcurrentMixedStreamsEqualTheirSequentialRuns) {
   for (int i = 0; i < 16; ++i) {
     std::vector<int32_t> prompt;
     for (int j = 0; j < 1 + (i * 7) % 40; ++j) prompt.push_back(3 + (i * 13 + j * 5) % 120);
-    api::GenerateRequest r = Request(prompt, 16);
+    api::GenerateRequest r = fixtures::TokenRequest(prompt, 16);
     config::CacheConfig& c = *r.mutable_cache();
     switch (i % 5) {
       case 0:
@@ -300,7 +291,7 @@ TEST_F(ServiceTest, SixteenConcurrentMixedStreamsEqualTheirSequentialRuns) {
     api::GenerateResponse out;
     const grpc::Status status = Unary(r, &out);
     ASSERT_TRUE(status.ok()) << status.error_message();
-    sequential.push_back(Ids(out));
+    sequential.push_back(fixtures::TokenIds(out));
   }
   engine_->set_token_delay(absl::Milliseconds(2));  // so the streams overlap
   std::vector<Streamed> concurrent(requests.size());
@@ -321,7 +312,7 @@ TEST_F(ServiceTest, ClientCancelMidStreamCancelsInTheEngineAndReturnsPages) {
   StartServer();
   engine_->set_token_delay(absl::Milliseconds(20));  // 60 tokens: 1.2 s
   grpc::ClientContext context;
-  auto reader = stub_->GenerateStream(&context, Request({3, 4, 5}, 60));
+  auto reader = stub_->GenerateStream(&context, fixtures::TokenRequest({3, 4, 5}, 60));
   api::GenerateStreamResponse m;
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(reader->Read(&m));
@@ -339,21 +330,21 @@ TEST_F(ServiceTest, ClientCancelMidStreamCancelsInTheEngineAndReturnsPages) {
   engine_->set_token_delay(absl::ZeroDuration());
   EXPECT_EQ(Health(""), HealthCheckResponse::SERVING);
   api::GenerateResponse after;
-  EXPECT_TRUE(Unary(Request({3, 4, 5}, 4), &after).ok()) << "the server still serves";
+  EXPECT_TRUE(Unary(fixtures::TokenRequest({3, 4, 5}, 4), &after).ok()) << "the server still serves";
 }
 
 TEST_F(ServiceTest, DeadlineExpiryCancelsInTheEngineAndReturnsPages) {
   StartServer();
   engine_->set_token_delay(absl::Milliseconds(20));
   api::GenerateResponse out;
-  const grpc::Status s = Unary(Request({3, 4, 5}, 60), &out, absl::Milliseconds(300));
+  const grpc::Status s = Unary(fixtures::TokenRequest({3, 4, 5}, 60), &out, absl::Milliseconds(300));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
   ASSERT_TRUE(Drained());
   EXPECT_THAT(engine_->finish_reasons(), ElementsAre(api::CANCELLED));
   EXPECT_THAT(engine_->generated_tokens(), ElementsAre(Lt(60)));
   EXPECT_EQ(Health(""), HealthCheckResponse::SERVING);
   engine_->set_token_delay(absl::ZeroDuration());
-  EXPECT_TRUE(Unary(Request({3, 4, 5}, 4), &out).ok());
+  EXPECT_TRUE(Unary(fixtures::TokenRequest({3, 4, 5}, 4), &out).ok());
 }
 
 // With one slot (limits.max_concurrent_requests 1) the engine runs one
@@ -363,11 +354,11 @@ TEST_F(ServiceTest, DeadlineOfAQueuedRequestCancelsItBeforeItRuns) {
   StartServer(TinyConfig(/*max_concurrent_requests=*/1));
   engine_->set_token_delay(absl::Milliseconds(20));
   grpc::ClientContext long_context;
-  auto long_stream = stub_->GenerateStream(&long_context, Request({3, 4, 5}, 60));
+  auto long_stream = stub_->GenerateStream(&long_context, fixtures::TokenRequest({3, 4, 5}, 60));
   api::GenerateStreamResponse m;
   ASSERT_TRUE(long_stream->Read(&m));  // it holds the engine now
   api::GenerateResponse out;
-  EXPECT_EQ(Unary(Request({7, 8}, 4), &out, absl::Milliseconds(200)).error_code(),
+  EXPECT_EQ(Unary(fixtures::TokenRequest({7, 8}, 4), &out, absl::Milliseconds(200)).error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
   long_context.TryCancel();
   ReadAll(*long_stream);
@@ -388,23 +379,23 @@ TEST_F(ServiceTest, EveryBadInputGetsItsCodeAndNamesTheField) {
   std::vector<Case> cases;
   cases.push_back({"no prompt", api::GenerateRequest(), grpc::StatusCode::INVALID_ARGUMENT, "prompt"});
   cases.back().request.mutable_sampling()->set_max_tokens(4);
-  cases.push_back({"empty token_ids", Request({}, 4), grpc::StatusCode::INVALID_ARGUMENT, "prompt: token_ids is empty"});
+  cases.push_back({"empty token_ids", fixtures::TokenRequest({}, 4), grpc::StatusCode::INVALID_ARGUMENT, "prompt: token_ids is empty"});
   cases.back().request.mutable_token_ids();
-  cases.push_back({"empty text", Request({}, 4), grpc::StatusCode::INVALID_ARGUMENT, "prompt: text is empty"});
+  cases.push_back({"empty text", fixtures::TokenRequest({}, 4), grpc::StatusCode::INVALID_ARGUMENT, "prompt: text is empty"});
   cases.back().request.set_text("");
-  cases.push_back({"max_tokens 0", Request({3}, 0), grpc::StatusCode::INVALID_ARGUMENT, "sampling.max_tokens must be > 0"});
-  cases.push_back({"max_tokens over the limit", Request({3}, 5000), grpc::StatusCode::INVALID_ARGUMENT,
+  cases.push_back({"max_tokens 0", fixtures::TokenRequest({3}, 0), grpc::StatusCode::INVALID_ARGUMENT, "sampling.max_tokens must be > 0"});
+  cases.push_back({"max_tokens over the limit", fixtures::TokenRequest({3}, 5000), grpc::StatusCode::INVALID_ARGUMENT,
                    "sampling.max_tokens 5000 exceeds the configured limit"});
-  cases.push_back({"token id out of range", Request({3, 128}, 4), grpc::StatusCode::INVALID_ARGUMENT,
+  cases.push_back({"token id out of range", fixtures::TokenRequest({3, 128}, 4), grpc::StatusCode::INVALID_ARGUMENT,
                    "token_ids[1] = 128 is outside the vocabulary"});
-  cases.push_back({"empty stop string", Request({3}, 4), grpc::StatusCode::INVALID_ARGUMENT, "sampling.stop[0]"});
+  cases.push_back({"empty stop string", fixtures::TokenRequest({3}, 4), grpc::StatusCode::INVALID_ARGUMENT, "sampling.stop[0]"});
   cases.back().request.mutable_sampling()->add_stop("");
-  cases.push_back({"unknown policy", Request({3}, 4), grpc::StatusCode::INVALID_ARGUMENT,
+  cases.push_back({"unknown policy", fixtures::TokenRequest({3}, 4), grpc::StatusCode::INVALID_ARGUMENT,
                    "unknown cache policy \"no-such-policy\"; known policies: dense"});
   cases.back().request.mutable_cache()->set_policy("no-such-policy");
-  cases.push_back({"prompt + max_tokens over the context", Request({3, 4, 5}, 62), grpc::StatusCode::OUT_OF_RANGE,
+  cases.push_back({"prompt + max_tokens over the context", fixtures::TokenRequest({3, 4, 5}, 62), grpc::StatusCode::OUT_OF_RANGE,
                    "exceed the context length of 64"});
-  cases.push_back({"text without a tokenizer", Request({}, 4), grpc::StatusCode::FAILED_PRECONDITION,
+  cases.push_back({"text without a tokenizer", fixtures::TokenRequest({}, 4), grpc::StatusCode::FAILED_PRECONDITION,
                    "has no tokenizer"});
   cases.back().request.set_text("hello");
   for (const Case& c : cases) {
@@ -430,10 +421,10 @@ TEST_F(ServiceTest, FullKvPoolIsResourceExhausted) {
   c.mutable_cache()->set_num_pages(3);  // 12 tokens
   StartServer(c);
   api::GenerateResponse out;
-  const grpc::Status s = Unary(Request({3, 4, 5, 6, 7, 8, 9, 10}, 20), &out);
+  const grpc::Status s = Unary(fixtures::TokenRequest({3, 4, 5, 6, 7, 8, 9, 10}, 20), &out);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
   EXPECT_TRUE(Drained());
-  EXPECT_TRUE(Unary(Request({3, 4}, 4), &out).ok());
+  EXPECT_TRUE(Unary(fixtures::TokenRequest({3, 4}, 4), &out).ok());
 }
 
 TEST_F(ServiceTest, BeyondCapacityIsResourceExhaustedAtOnce) {
@@ -443,16 +434,16 @@ TEST_F(ServiceTest, BeyondCapacityIsResourceExhaustedAtOnce) {
   ASSERT_EQ(server_->service().capacity(), 2);
   engine_->set_token_delay(absl::Milliseconds(50));  // each holds the engine 3 s
   grpc::ClientContext first_context, second_context;
-  auto first = stub_->GenerateStream(&first_context, Request({3, 4, 5}, 60));
-  auto second = stub_->GenerateStream(&second_context, Request({6, 7}, 60));
+  auto first = stub_->GenerateStream(&first_context, fixtures::TokenRequest({3, 4, 5}, 60));
+  auto second = stub_->GenerateStream(&second_context, fixtures::TokenRequest({6, 7}, 60));
   const absl::Time give_up = absl::Now() + absl::Seconds(10);
   while (server_->service().in_flight() < 2 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(2));
   ASSERT_EQ(server_->service().in_flight(), 2);
 
   const absl::Time start = absl::Now();
   api::GenerateResponse out;
-  const grpc::Status unary = Unary(Request({8}, 4), &out);
-  const Streamed stream = Stream(Request({8}, 4));
+  const grpc::Status unary = Unary(fixtures::TokenRequest({8}, 4), &out);
+  const Streamed stream = Stream(fixtures::TokenRequest({8}, 4));
   EXPECT_LT(absl::Now() - start, absl::Seconds(1)) << "refused at once, never queued";
   EXPECT_EQ(unary.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(unary.error_message(), HasSubstr("at capacity"));
@@ -464,7 +455,7 @@ TEST_F(ServiceTest, BeyondCapacityIsResourceExhaustedAtOnce) {
   ReadAll(*second);
   ASSERT_TRUE(Drained());
   engine_->set_token_delay(absl::ZeroDuration());
-  EXPECT_TRUE(Unary(Request({8}, 4), &out).ok()) << "slots are released";
+  EXPECT_TRUE(Unary(fixtures::TokenRequest({8}, 4), &out).ok()) << "slots are released";
 }
 
 TEST_F(ServiceTest, GetModelInfoDescribesTheModelAndPolicies) {
@@ -489,7 +480,7 @@ TEST_F(ServiceTest, GetModelInfoDescribesTheModelAndPolicies) {
 
 TEST_F(ServiceTest, PerRequestPolicyOverrideIsServed) {
   StartServer();
-  api::GenerateRequest r = Request({5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}, 8);
+  api::GenerateRequest r = fixtures::TokenRequest({5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}, 8);
   r.mutable_cache()->set_policy("quest");
   r.mutable_cache()->mutable_quest()->set_token_budget(8);
   api::GenerateResponse out;
@@ -507,7 +498,7 @@ TEST_F(ServiceTest, ShutdownFlipsHealthRefusesNewRequestsAndCancelsInFlight) {
 
   engine_->set_token_delay(absl::Milliseconds(100));  // 60 tokens: 6 s, more than the grace
   grpc::ClientContext context;
-  auto reader = stub_->GenerateStream(&context, Request({3, 4, 5}, 60));
+  auto reader = stub_->GenerateStream(&context, fixtures::TokenRequest({3, 4, 5}, 60));
   api::GenerateStreamResponse first;
   ASSERT_TRUE(reader->Read(&first));
 
@@ -519,7 +510,7 @@ TEST_F(ServiceTest, ShutdownFlipsHealthRefusesNewRequestsAndCancelsInFlight) {
   EXPECT_EQ(Health(""), HealthCheckResponse::NOT_SERVING);
   EXPECT_EQ(Health("quest.api.Generation"), HealthCheckResponse::NOT_SERVING);
   api::GenerateResponse out;
-  const grpc::Status refused = Unary(Request({3}, 2), &out);
+  const grpc::Status refused = Unary(fixtures::TokenRequest({3}, 2), &out);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(refused.error_message(), HasSubstr("shutting down"));
 

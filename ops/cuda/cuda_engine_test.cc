@@ -29,15 +29,6 @@ config::EngineConfig TinyConfig(config::Backend backend) {
   return c;
 }
 
-api::GenerateRequest Request(std::vector<int32_t> ids, int max_tokens) {
-  api::GenerateRequest r;
-  for (int32_t id : ids) r.mutable_token_ids()->add_ids(id);
-  r.mutable_sampling()->set_max_tokens(max_tokens);
-  return r;
-}
-
-std::vector<int32_t> Ids(const api::GenerateResponse& r) { return {r.token_ids().begin(), r.token_ids().end()}; }
-
 std::string Join(const std::vector<int32_t>& v) {
   std::string s;
   for (int32_t x : v) s += std::to_string(x) + " ";
@@ -112,13 +103,13 @@ TEST(CudaEngineTest, GreedyTokensMatchCpu) {
   std::vector<int32_t> long_prompt;
   for (int i = 0; i < 37; ++i) long_prompt.push_back((i * 37 + 11) % 128);
   for (const std::vector<int32_t>& prompt : {std::vector<int32_t>{5, 6, 7, 8, 9}, long_prompt}) {
-    auto a = (*cpu)->Generate(Request(prompt, 16));
-    auto b = (*gpu)->Generate(Request(prompt, 16));
+    auto a = (*cpu)->Generate(fixtures::TokenRequest(prompt, 16));
+    auto b = (*gpu)->Generate(fixtures::TokenRequest(prompt, 16));
     ASSERT_TRUE(a.ok()) << a.status();
     ASSERT_TRUE(b.ok()) << b.status();
-    std::printf("  prompt of %zu: cpu %s\n  %*s gpu %s\n", prompt.size(), Join(Ids(*a)).c_str(), 13, "",
-                Join(Ids(*b)).c_str());
-    EXPECT_EQ(Ids(*a), Ids(*b));
+    std::printf("  prompt of %zu: cpu %s\n  %*s gpu %s\n", prompt.size(), Join(fixtures::TokenIds(*a)).c_str(), 13, "",
+                Join(fixtures::TokenIds(*b)).c_str());
+    EXPECT_EQ(fixtures::TokenIds(*a), fixtures::TokenIds(*b));
     EXPECT_EQ(b->token_ids_size(), 16);
   }
   EXPECT_EQ((*gpu)->kv_pages().first, 0);
@@ -140,16 +131,16 @@ TEST(CudaEngineTest, EveryPolicyMatchesCpu) {
   std::vector<int32_t> prompt;
   for (int i = 0; i < 37; ++i) prompt.push_back((i * 37 + 11) % 128);
   for (const config::CacheConfig& policy : policies) {
-    api::GenerateRequest r = Request(prompt, 16);
+    api::GenerateRequest r = fixtures::TokenRequest(prompt, 16);
     *r.mutable_cache() = policy;
     auto a = (*cpu)->Generate(r);
     auto b = (*gpu)->Generate(r);
     ASSERT_TRUE(a.ok()) << policy.policy() << ": " << a.status();
     ASSERT_TRUE(b.ok()) << policy.policy() << ": " << b.status();
-    std::printf("  %-13s cpu %s\n  %13s gpu %s\n", policy.policy().c_str(), Join(Ids(*a)).c_str(), "",
-                Join(Ids(*b)).c_str());
+    std::printf("  %-13s cpu %s\n  %13s gpu %s\n", policy.policy().c_str(), Join(fixtures::TokenIds(*a)).c_str(), "",
+                Join(fixtures::TokenIds(*b)).c_str());
     if (policy.policy() != "tova") {
-      EXPECT_EQ(Ids(*a), Ids(*b)) << policy.policy();
+      EXPECT_EQ(fixtures::TokenIds(*a), fixtures::TokenIds(*b)) << policy.policy();
     }
     EXPECT_EQ(b->token_ids_size(), 16) << policy.policy();
     EXPECT_EQ((*gpu)->kv_pages().first, 0) << policy.policy() << " returned its pages";
