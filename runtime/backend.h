@@ -83,6 +83,15 @@ struct TopPagesArgs {
   bool combine_sum = true;         // GQA: sum the group's scores (false: max)
 };
 
+// Backend::TopK's order: value `a` at index `ia` ranks before `b` at `ib`
+// when it is larger, or equal with the lower index; NaN ranks after every
+// number (and NaNs among themselves by index).
+inline bool TopKRanksBefore(float a, int32_t ia, float b, int32_t ib) {
+  const bool na = a != a, nb = b != b;  // NaN
+  if (na != nb) return nb;
+  return (!na && a > b) || ((na || a == b) && ia < ib);
+}
+
 // Rotary embedding parameters for one forward step: y = x*cos + rotate_half(x)*sin
 // with angle = position * inv_freq[i], cos/sin multiplied by attention_scaling
 // (YaRN). Hugging Face's half-split layout: pairs (x_i, x_{i + d/2}).

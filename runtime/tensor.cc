@@ -188,4 +188,22 @@ Tensor Tensor::ToFloat32() const {
   return t;
 }
 
+Tensor Tensor::AsType(DType dtype) const {
+  CHECK(device_ == Device::kCpu);
+  CHECK(dtype_ != DType::kInt32 && dtype != DType::kInt32) << "AsType between index and float tensors";
+  if (dtype_ == dtype) return *this;
+  Tensor f = ToFloat32();
+  if (dtype == DType::kFloat32) return f;
+  Tensor out = Empty(dtype, shape_);
+  const float* src = f.data<float>();
+  uint16_t* dst = out.data<uint16_t>();
+  const int64_t n = numel();
+  if (dtype == DType::kFloat16) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToHalf(src[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBFloat16(src[i]);
+  }
+  return out;
+}
+
 }  // namespace quest

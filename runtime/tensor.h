@@ -74,6 +74,9 @@ class Tensor {
   Tensor Clone() const;
   // A float32 copy of a CPU tensor of any dtype (a reference when already f32).
   Tensor ToFloat32() const;
+  // A copy of a CPU float tensor (f32/f16/bf16) in `dtype`, rounded to nearest
+  // even; a reference when it already is `dtype`.
+  Tensor AsType(DType dtype) const;
 
  private:
   std::shared_ptr<void> storage_;

@@ -60,5 +60,17 @@ TEST(TensorTest, ToFloat32ConvertsHalfAndBf16) {
   EXPECT_EQ(f.data<float>()[0], 1.5f);
 }
 
+TEST(TensorTest, AsTypeRoundsToNearestEvenAndKeepsSameType) {
+  Tensor f = Tensor::FromFloats({1.0f + 1.0f / 256, -2.5f, 65504.0f}, {3});
+  Tensor b = f.AsType(DType::kBFloat16);
+  EXPECT_EQ(b.dtype(), DType::kBFloat16);
+  EXPECT_EQ(b.data<uint16_t>()[0], FloatToBFloat16(1.0f + 1.0f / 256));
+  EXPECT_EQ(BFloat16ToFloat(b.data<uint16_t>()[0]), 1.0f);  // the tie rounds to even
+  Tensor h = b.AsType(DType::kFloat16);  // bf16 -> f16 through f32
+  EXPECT_EQ(HalfToFloat(h.data<uint16_t>()[1]), -2.5f);
+  EXPECT_EQ(f.AsType(DType::kFloat32).raw_data(), f.raw_data()) << "same dtype: a reference";
+  EXPECT_EQ(h.AsType(DType::kFloat32).data<float>()[1], -2.5f);
+}
+
 }  // namespace
 }  // namespace quest

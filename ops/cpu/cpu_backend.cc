@@ -324,11 +324,7 @@ class CpuBackend final : public Backend {
     for (int64_t r = 0; r < rows; ++r) {
       const float* x = logits.data<float>() + r * n;
       std::iota(order.begin(), order.end(), 0);
-      auto better = [x](int32_t a, int32_t b) {
-        const bool na = std::isnan(x[a]), nb = std::isnan(x[b]);
-        if (na != nb) return nb;  // a number beats NaN
-        return (!na && x[a] > x[b]) || ((na || x[a] == x[b]) && a < b);
-      };
+      auto better = [x](int32_t a, int32_t b) { return TopKRanksBefore(x[a], a, x[b], b); };
       std::partial_sort(order.begin(), order.begin() + k, order.end(), better);
       for (int j = 0; j < k; ++j) {
         ids.data<int32_t>()[r * k + j] = order[j];

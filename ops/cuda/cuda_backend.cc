@@ -37,25 +37,6 @@ namespace {
 
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 
-// A host tensor of any float dtype converted to `to` (a reference when it
-// already is).
-Tensor HostAs(const Tensor& host, DType to) {
-  CHECK(host.device() == Device::kCpu);
-  if (host.dtype() == to) return host;
-  Tensor f = host.ToFloat32();
-  if (to == DType::kFloat32) return f;
-  Tensor out = Tensor::Empty(to, host.shape());
-  const float* src = f.data<float>();
-  uint16_t* dst = out.data<uint16_t>();
-  const int64_t n = f.numel();
-  if (to == DType::kBFloat16) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBFloat16(src[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToHalf(src[i]);
-  }
-  return out;
-}
-
 // Largest power of two (<= 256) dividing the address: cuBLASLt picks
 // kernels by the alignment it is promised.
 uint32_t Alignment(const void* p) {
@@ -246,7 +227,7 @@ class CudaBackend final : public Backend {
     if (host.device() != Device::kCpu) {
       return absl::InvalidArgumentError("cuda backend: weight is not on the host");
     }
-    Tensor converted = HostAs(host, dtype_);
+    Tensor converted = host.AsType(dtype_);
     Tensor dev = Allocate(dtype_, host.shape());
     QUEST_CUDA_CHECK(cudaMemcpyAsync(dev.raw_data(), converted.raw_data(), converted.nbytes(),
                                      cudaMemcpyHostToDevice, stream_));
@@ -290,7 +271,7 @@ class CudaBackend final : public Backend {
         << host.ShapeString() << " -> " << device_tensor.ShapeString();
     CHECK((host.dtype() == DType::kInt32) == (device_tensor.dtype() == DType::kInt32))
         << "CopyFromHost between index and float tensors";
-    Tensor converted = host.dtype() == DType::kInt32 ? host : HostAs(host, device_tensor.dtype());
+    Tensor converted = host.dtype() == DType::kInt32 ? host : host.AsType(device_tensor.dtype());
     QUEST_CUDA_CHECK(cudaMemcpyAsync(device_tensor.raw_data(), converted.raw_data(),
                                      converted.nbytes(), cudaMemcpyHostToDevice, stream_));
     QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -582,9 +563,7 @@ class CudaBackend final : public Backend {
       float* rv = values.data<float>() + r * k;
       for (int j = 0; j < k; ++j) row[j] = {rv[j], ri[j]};
       std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) {
-        const bool na = std::isnan(a.first), nb = std::isnan(b.first);
-        if (na != nb) return nb;
-        return (!na && a.first > b.first) || ((na || a.first == b.first) && a.second < b.second);
+        return TopKRanksBefore(a.first, a.second, b.first, b.second);
       });
       for (int j = 0; j < k; ++j) {
         rv[j] = row[j].first;

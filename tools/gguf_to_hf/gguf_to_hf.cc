@@ -15,24 +15,6 @@
 #include "models/status_macros.h"
 
 namespace quest::tools {
-namespace {
-
-Tensor ConvertTo(const Tensor& t, DType dtype) {
-  const Tensor f32 = t.ToFloat32();
-  if (dtype == DType::kFloat32) return f32;
-  Tensor out = Tensor::Empty(dtype, f32.shape());
-  const float* src = f32.data<float>();
-  uint16_t* dst = out.data<uint16_t>();
-  const int64_t n = f32.numel();
-  if (dtype == DType::kFloat16) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToHalf(src[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBFloat16(src[i]);
-  }
-  return out;
-}
-
-}  // namespace
 
 absl::StatusOr<DType> ParseDTypeFlag(absl::string_view name) {
   if (name == "f32" || name == "float32") return DType::kFloat32;
@@ -61,7 +43,7 @@ absl::Status WriteHfCheckpoint(const models::Checkpoint& checkpoint, const std::
   tensors.reserve(checkpoint.tensors.size());
   for (const auto& [name, t] : checkpoint.tensors) {
     if (checkpoint.config.tie_word_embeddings && name == "lm_head.weight") continue;
-    tensors.emplace_back(name, ConvertTo(t, dtype));
+    tensors.emplace_back(name, t.AsType(dtype));
   }
   std::sort(tensors.begin(), tensors.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
