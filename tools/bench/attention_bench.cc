@@ -29,6 +29,10 @@
 //
 //   bazel run //tools/bench:attention_bench            (needs a GPU)
 //   tools/gpu/pack.sh //tools/bench:attention_bench    (for the GPU machine)
+//
+// Flags narrow the run (kernel work iterates on one shape quickly):
+//   --shapes=MHA,GQA  --contexts=4096,32768,131072  --budgets=256,1024,2048,4096
+//   --no_gemm
 
 #include <cuda_runtime.h>
 
@@ -45,11 +49,35 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "ops/cuda/cuda_backend.h"
 #include "runtime/backend.h"
 
+ABSL_FLAG(std::vector<std::string>, shapes, std::vector<std::string>({"MHA", "GQA"}),
+          "shapes to measure: MHA (32/32 heads) and/or GQA (32/8)");
+ABSL_FLAG(std::vector<std::string>, contexts, std::vector<std::string>({"4096", "32768", "131072"}),
+          "context lengths in tokens");
+ABSL_FLAG(std::vector<std::string>, budgets, std::vector<std::string>({"256", "1024", "2048", "4096"}),
+          "token budgets of the sparse and Quest rows");
+ABSL_FLAG(bool, no_gemm, false, "skip the GEMM table");
+
 namespace quest {
 namespace {
+
+std::vector<int64_t> ParseInts(const std::vector<std::string>& items, const char* flag) {
+  std::vector<int64_t> out;
+  for (const std::string& item : items) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(item, &v) || v <= 0) {
+      std::fprintf(stderr, "attention_bench: --%s: '%s' is not a positive integer\n", flag, item.c_str());
+      std::exit(2);
+    }
+    out.push_back(v);
+  }
+  return out;
+}
 
 constexpr int kPageSize = 16;
 constexpr int kSeqs = 8;  // sequences in the pool (batch 8, and the rotation of batch 1)
@@ -122,7 +150,7 @@ struct Shape {
 struct QuestRow {
   std::string shape;
   int64_t context;
-  int budget;
+  int64_t budget;
   double speedup;      // dense b1 / quest step
   double ideal;        // context / budget
   double append_pct;   // UpdatePageBounds alone / quest step
@@ -211,9 +239,19 @@ int Main() {
               "events beside it as a check)\n",
               kRepeats);
 
-  const Shape shapes[] = {{"MHA 32/32", 32, 32}, {"GQA 32/8", 32, 8}};
-  const int64_t contexts[] = {4096, 32768, 131072};
-  const int budgets[] = {256, 1024, 2048, 4096};
+  std::vector<Shape> shapes;
+  for (const std::string& name : absl::GetFlag(FLAGS_shapes)) {
+    if (name == "MHA") {
+      shapes.push_back({"MHA 32/32", 32, 32});
+    } else if (name == "GQA") {
+      shapes.push_back({"GQA 32/8", 32, 8});
+    } else {
+      std::fprintf(stderr, "attention_bench: --shapes: unknown shape '%s' (MHA or GQA)\n", name.c_str());
+      return 2;
+    }
+  }
+  const std::vector<int64_t> contexts = ParseInts(absl::GetFlag(FLAGS_contexts), "contexts");
+  const std::vector<int64_t> budgets = ParseInts(absl::GetFlag(FLAGS_budgets), "budgets");
   std::mt19937 rng(1234);
   std::vector<Row> rows;
   std::vector<QuestRow> quest_rows;
@@ -313,7 +351,7 @@ int Main() {
       rows.push_back({shape_name, ctx, "dense b8 (8 seq. calls)", pct(8 * kv_bytes, batch8.host_s), 0, 0,
                       batch8.event_s / batch8.host_s});
 
-      for (int budget : budgets) {
+      for (int64_t budget : budgets) {
         if (budget >= ctx) continue;
         // Quest-style selection per KV head: B/16 - 1 pages spread evenly
         // over the earlier pages, plus the last page.
@@ -349,7 +387,7 @@ int Main() {
         b.end = ctx;
         backend->UpdatePageBounds(b, bounds[q]);
       }
-      for (int budget : budgets) {
+      for (int64_t budget : budgets) {
         if (budget >= ctx) continue;
         const int64_t k_pages = budget / kPageSize - 1;
         std::vector<Tensor> selected;
@@ -433,14 +471,17 @@ int Main() {
   std::printf("%-10s %7s %6s %9s %7s %8s %8s %8s %14s\n", "shape", "context", "B", "speed-up", "ideal",
               "append", "select", "attend", "select % copy");
   for (const QuestRow& r : quest_rows) {
-    std::printf("%-10s %6lldK %6d %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%%\n", r.shape.c_str(),
-                static_cast<long long>(r.context / 1024), r.budget, r.speedup, r.ideal, r.append_pct,
+    std::printf("%-10s %6lldK %6lld %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%%\n", r.shape.c_str(),
+                static_cast<long long>(r.context / 1024), static_cast<long long>(r.budget), r.speedup, r.ideal, r.append_pct,
                 r.select_pct, r.attend_pct, r.select_copy);
   }
-  return RunGemms(*backend);
+  return absl::GetFlag(FLAGS_no_gemm) ? 0 : RunGemms(*backend);
 }
 
 }  // namespace
 }  // namespace quest
 
-int main() { return quest::Main(); }
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return quest::Main();
+}
