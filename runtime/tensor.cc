@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "glog/logging.h"
+#include "runtime/fp8.h"
 
 namespace quest {
 
@@ -15,6 +16,7 @@ size_t DTypeSize(DType dtype) {
     case DType::kInt32: return 4;
     case DType::kFloat16:
     case DType::kBFloat16: return 2;
+    case DType::kFloat8E4M3: return 1;
   }
   return 0;
 }
@@ -25,6 +27,7 @@ const char* DTypeName(DType dtype) {
     case DType::kFloat16: return "f16";
     case DType::kBFloat16: return "bf16";
     case DType::kInt32: return "i32";
+    case DType::kFloat8E4M3: return "f8e4m3";
   }
   return "?";
 }
@@ -177,9 +180,14 @@ Tensor Tensor::ToFloat32() const {
   CHECK(dtype_ != DType::kInt32) << "ToFloat32 of an index tensor";
   if (dtype_ == DType::kFloat32) return *this;
   Tensor t = Empty(DType::kFloat32, shape_);
-  const uint16_t* src = data<uint16_t>();
   float* dst = t.data<float>();
   const int64_t n = numel();
+  if (dtype_ == DType::kFloat8E4M3) {
+    const uint8_t* codes = data<uint8_t>();
+    for (int64_t i = 0; i < n; ++i) dst[i] = fp8::E4M3ToFloat(codes[i]);
+    return t;
+  }
+  const uint16_t* src = data<uint16_t>();
   if (dtype_ == DType::kFloat16) {
     for (int64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(src[i]);
   } else {
@@ -192,6 +200,8 @@ Tensor Tensor::AsType(DType dtype) const {
   CHECK(device_ == Device::kCpu);
   CHECK(dtype_ != DType::kInt32 && dtype != DType::kInt32) << "AsType between index and float tensors";
   if (dtype_ == dtype) return *this;
+  // Which way to round is the writer's business (page bounds round outward).
+  CHECK(dtype != DType::kFloat8E4M3) << "AsType to f8e4m3: only UpdatePageBounds writes fp8";
   Tensor f = ToFloat32();
   if (dtype == DType::kFloat32) return f;
   Tensor out = Empty(dtype, shape_);

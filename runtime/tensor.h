@@ -18,7 +18,10 @@
 namespace quest {
 
 // kInt32 holds indices (page selections) only: no math op takes it.
-enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16, kInt32 };
+// kFloat8E4M3 holds Quest page bounds only (runtime/fp8.h: written with
+// directed rounding by Backend::UpdatePageBounds, read by SelectTopPages);
+// tensors of it convert to float (ToFloat32, AsType) but not back.
+enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16, kInt32, kFloat8E4M3 };
 enum class Device : uint8_t { kCpu, kCuda };
 
 size_t DTypeSize(DType dtype);

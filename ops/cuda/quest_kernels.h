@@ -38,6 +38,9 @@ struct PageBoundsParams {
   int64_t end = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  // Bounds storage: the Keys' type, or FP8 E4M3 codes with the min rounded
+  // down and the max rounded up (runtime/fp8.h).
+  bool bounds_fp8 = false;
   void* bounds = nullptr;
 };
 cudaError_t LaunchUpdatePageBounds(ElemType type, const PageBoundsParams& p, cudaStream_t stream);
@@ -51,6 +54,7 @@ cudaError_t LaunchUpdatePageBounds(ElemType type, const PageBoundsParams& p, cud
 struct TopPagesParams {
   const void* q = nullptr;       // [1, num_heads, head_dim]
   const void* bounds = nullptr;  // [capacity, num_kv_heads, 2, head_dim]
+  bool bounds_fp8 = false;       // as in PageBoundsParams
   int64_t num_pages = 0;
   int64_t k = 0;
   int num_heads = 0;

@@ -27,13 +27,15 @@ NVCC_FLAGS = [
 # Bazel refuses `-isystem /usr/local/cuda/include` (outside the execroot).
 CUDA_DEPS = ["@cuda//:cuda_runtime"]
 
-def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility = None, **kwargs):
+def cuda_library(name, srcs, hdrs = [], nvcc_hdrs = [], deps = [], nvcc_flags = [], visibility = None, **kwargs):
     """A cc_library `name` from .cu `srcs` (plus .h `hdrs` they include).
 
     Args:
       name: the cc_library.
       srcs: .cu files of this package.
       hdrs: headers the .cu files include (given to the sandbox and exported).
+      nvcc_hdrs: headers of other packages the .cu files include (exported
+        files; their cc_library belongs in deps for the C++ side).
       deps: cc_library deps of the wrapper (headers only as far as nvcc goes).
       nvcc_flags: extra nvcc flags.
       visibility: of the cc_library.
@@ -47,7 +49,7 @@ def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility =
         obj = "_" + name + "_" + stem + ".o"
         native.genrule(
             name = "_" + name + "_" + stem + "_nvcc",
-            srcs = [src] + hdrs,
+            srcs = [src] + hdrs + nvcc_hdrs,
             outs = [obj],
             cmd = " ".join([CUDA_PATH + "/bin/nvcc"] + NVCC_FLAGS + nvcc_flags + [
                 "-I$(GENDIR)",
