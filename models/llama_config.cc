@@ -296,6 +296,7 @@ const char* TorchDTypeName(DType dtype) {
     case DType::kFloat16: return "float16";
     case DType::kBFloat16: return "bfloat16";
     case DType::kInt32: return "int32";
+    case DType::kFloat8E4M3: return "float8_e4m3fn";
   }
   return "float32";
 }

@@ -182,6 +182,7 @@ const char* SafetensorsDTypeName(DType dtype) {
     case DType::kFloat16: return "F16";
     case DType::kBFloat16: return "BF16";
     case DType::kInt32: return "I32";
+    case DType::kFloat8E4M3: return "F8_E4M3";
   }
   return "?";
 }

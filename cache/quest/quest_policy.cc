@@ -61,6 +61,7 @@ absl::StatusOr<QuestParams> ResolveQuestParams(const config::CacheConfig& config
   // head's loose bound win.
   p.gqa_combine = o.gqa_combine() == config::QuestOptions::MAX ? config::QuestOptions::MAX
                                                                : config::QuestOptions::SUM;
+  p.fp8_bounds = o.bounds_dtype() == config::QuestOptions::FP8_E4M3;
   return p;
 }
 
@@ -74,9 +75,7 @@ QuestPolicy::QuestPolicy(const QuestParams& params, const CacheGeometry& geometr
   CHECK_EQ(geometry.num_heads % geometry.num_kv_heads, 0);
 }
 
-int64_t QuestPolicy::num_pages(int layer) const {
-  return (covered_[layer] + params_.page_size - 1) / params_.page_size;
-}
+int64_t QuestPolicy::num_pages(int layer) const { return covered_[layer] / params_.page_size; }
 
 bool QuestPolicy::EnsureCapacity(const SequenceLayerView& seq, int64_t pages) {
   Tensor& b = bounds_[seq.layer];
@@ -84,7 +83,7 @@ bool QuestPolicy::EnsureCapacity(const SequenceLayerView& seq, int64_t pages) {
   // Doubling keeps the refolds (each reads the layer's Keys once) to O(log n)
   // over a sequence's life.
   const int64_t capacity = std::max<int64_t>({pages, b.defined() ? 2 * b.dim(0) : 0, 64});
-  b = backend_->AllocateZeros(seq.k_pages->dtype(),
+  b = backend_->AllocateZeros(params_.fp8_bounds ? DType::kFloat8E4M3 : seq.k_pages->dtype(),
                               {capacity, geometry_.num_kv_heads, 2, geometry_.head_dim});
   return true;
 }
@@ -96,14 +95,17 @@ void QuestPolicy::OnAppend(const SequenceLayerView& seq, int64_t start, int64_t 
   const int layer = seq.layer;
   const int64_t qpage = params_.page_size;
   const int64_t end = start + n;
+  covered_[layer] = end;
 
-  // Incremental when the new tokens continue the covered prefix (decode, or
-  // the next prefill chunk). Otherwise the first page's existing bounds may
-  // hold Keys that were overwritten, so it is folded again from its start.
-  int64_t from = start;
-  if (start % qpage != 0 && covered_[layer] != start) from = start - start % qpage;
-  // New storage holds nothing: fold every Key of the sequence again.
+  // The pages [start, end) completes, each folded from its first Key: the
+  // first may have been begun by an earlier append, and its Keys rewritten
+  // since (an uncommitted step).
+  int64_t from = start - start % qpage;
+  const int64_t to = end - end % qpage;
+  // Room for every page, the current one included (SelectTopPages is given
+  // them all); new storage holds nothing: fold every complete page again.
   if (EnsureCapacity(seq, (end + qpage - 1) / qpage)) from = 0;
+  if (to <= from) return;
 
   PageBoundsArgs args;
   args.k_pages = seq.k_pages;
@@ -111,9 +113,8 @@ void QuestPolicy::OnAppend(const SequenceLayerView& seq, int64_t start, int64_t 
   args.page_size = geometry_.page_size;
   args.bound_page = params_.page_size;
   args.begin = from;
-  args.end = end;
+  args.end = to;
   backend_->UpdatePageBounds(args, bounds_[layer]);
-  covered_[layer] = end;
 }
 
 std::vector<float> QuestPolicy::PageBounds(int layer, int kv_head, int64_t page) const {

@@ -19,10 +19,16 @@
 // Quest never evicts: every page stays in the pool.
 //
 // Metadata lives on the backend's device, one tensor per layer,
-// [capacity, num_kv_heads, 2, head_dim] in the KV dtype (Backend::
-// UpdatePageBounds fills it, Backend::SelectTopPages scores and ranks it), so
-// on the GPU neither Keys nor scores ever travel to the host. The selection
-// it hands the cache is the backend-resident table of SelectTopPages.
+// [capacity, num_kv_heads, 2, head_dim] in the KV dtype or FP8 E4M3
+// (QuestOptions.bounds_dtype; Backend::UpdatePageBounds fills it,
+// Backend::SelectTopPages scores and ranks it), so on the GPU neither Keys
+// nor scores ever travel to the host. The selection it hands the cache is
+// the backend-resident table of SelectTopPages.
+//
+// Only complete Quest pages get bounds: the current page is always attended
+// and never scored, so its bounds are folded once, by the append that
+// completes it. A decode step thus launches no metadata work on 15 of 16
+// steps (pages of 16).
 
 #include <cstdint>
 #include <vector>
@@ -43,6 +49,8 @@ struct QuestParams {
   // Never UNSPECIFIED: that resolves to SUM, the measured better choice (see
   // ResolveQuestParams).
   config::QuestOptions::GqaCombine gqa_combine = config::QuestOptions::SUM;
+  // Page bounds stored as FP8 E4M3 (outward-rounded) instead of the KV dtype.
+  bool fp8_bounds = false;
 
   // Pages a decode query attends, the current page included.
   int64_t page_budget() const { return (token_budget + page_size - 1) / page_size; }
@@ -57,10 +65,9 @@ class QuestPolicy final : public CachePolicy {
  public:
   QuestPolicy(const QuestParams& params, const CacheGeometry& geometry);
 
-  // Folds the Keys of tokens [start, start + n) into their pages' min/max.
-  // Appending after the covered prefix is incremental; re-appending
-  // positions already covered (a step that was never committed) recomputes
-  // the affected first page from the pool.
+  // Computes the min/max of every Quest page that tokens [start, start + n)
+  // complete, each from its first Key in the pool (so re-appending
+  // positions of a step that was never committed leaves nothing stale).
   void OnAppend(const SequenceLayerView& seq, int64_t start, int64_t n) override;
 
   // Decode (q has one row): per KV head, the last page plus the top
@@ -73,7 +80,7 @@ class QuestPolicy final : public CachePolicy {
 
   // --- Inspection (tests, tools); each copies the layer's bounds to the host ---
   const QuestParams& params() const { return params_; }
-  // Quest pages with metadata in `layer`.
+  // Quest pages with metadata in `layer`: the complete ones.
   int64_t num_pages(int layer) const;
   // min[head_dim] followed by max[head_dim] of one page's Keys, as float.
   std::vector<float> PageBounds(int layer, int kv_head, int64_t page) const;

@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ops/cpu/cpu_backend.h"
+#include "runtime/fp8.h"
 #include "runtime/testing/random_tensor.h"
 
 namespace quest::cache {
@@ -20,9 +21,13 @@ namespace {
 using ::testing::HasSubstr;
 using GqaCombine = config::QuestOptions::GqaCombine;
 
+using BoundsDtype = config::QuestOptions::BoundsDtype;
+constexpr BoundsDtype kBoundsDtypes[] = {config::QuestOptions::KV_DTYPE, config::QuestOptions::FP8_E4M3};
+
 config::CacheConfig QuestConfig(
     uint32_t budget, uint32_t page_size = 0, uint32_t dense_layers = 0,
-    GqaCombine combine = config::QuestOptions::GQA_COMBINE_UNSPECIFIED) {
+    GqaCombine combine = config::QuestOptions::GQA_COMBINE_UNSPECIFIED,
+    BoundsDtype bounds = config::QuestOptions::BOUNDS_DTYPE_UNSPECIFIED) {
   config::CacheConfig c;
   c.set_policy("quest");
   config::QuestOptions& q = *c.mutable_quest();
@@ -30,6 +35,7 @@ config::CacheConfig QuestConfig(
   q.set_page_size(page_size);
   q.set_dense_layers(dense_layers);
   q.set_gqa_combine(combine);
+  q.set_bounds_dtype(bounds);
   return c;
 }
 
@@ -203,16 +209,18 @@ TEST(QuestPolicyTest, ScoreIsAnUpperBoundOfEveryKeyInThePage) {
   for (const CacheGeometry g : {CacheGeometry{1, 4, 4, 32, 16}, CacheGeometry{1, 9, 3, 64, 16}}) {
     for (GqaCombine combine : {config::QuestOptions::MAX, config::QuestOptions::SUM}) {
       for (uint32_t qpage : {1u, 4u, 16u}) {
+       for (BoundsDtype bounds : kBoundsDtypes) {
         const bool sum = combine == config::QuestOptions::SUM;
         const int64_t length = 150;
-        auto policy = MakePolicy(QuestConfig(8, qpage, 0, combine), g);
+        auto policy = MakePolicy(QuestConfig(8, qpage, 0, combine, bounds), g);
         PagedSequence seq(g, length, rng, *backend);
         seq.Fill(length, *policy, rng, /*key_mean=*/0.3f);
         for (int trial = 0; trial < 20; ++trial) {
           const Tensor q = RandomTensor({1, g.num_heads, g.head_dim}, rng, -0.1f, 1.5f);
           for (int kv = 0; kv < g.num_kv_heads; ++kv) {
             const std::vector<float> scores = policy->PageScores(0, q, kv);
-            ASSERT_EQ(scores.size(), (length + qpage - 1) / qpage);
+            // Complete pages only: the current one is attended, never scored.
+            ASSERT_EQ(scores.size(), length / qpage);
             for (int64_t p = 0; p < static_cast<int64_t>(scores.size()); ++p) {
               double best = -INFINITY;
               for (int64_t pos = p * qpage; pos < std::min<int64_t>((p + 1) * qpage, length);
@@ -222,13 +230,15 @@ TEST(QuestPolicyTest, ScoreIsAnUpperBoundOfEveryKeyInThePage) {
                 ASSERT_GE(scores[p], qk - 1e-4 * (1 + std::abs(qk)))
                     << "page " << p << " pos " << pos << " kv " << kv << " qpage " << qpage;
               }
-              // One key per page: min = max = k, so the bound is q.k itself.
-              if (qpage == 1) {
+              // One key per page: min = max = k, so the bound is q.k itself
+              // (with exact bounds).
+              if (qpage == 1 && bounds == config::QuestOptions::KV_DTYPE) {
                 ASSERT_NEAR(scores[p], best, 1e-4 * (1 + std::abs(best)));
               }
             }
           }
         }
+       }
       }
     }
   }
@@ -383,8 +393,10 @@ TEST(QuestPolicyTest, IncrementalMetadataEqualsRecomputed) {
   const CacheGeometry g{/*num_layers=*/2, /*num_heads=*/6, /*num_kv_heads=*/3, /*head_dim=*/24,
                         /*page_size=*/16};
   for (uint32_t qpage : {4u, 16u}) {
+   for (BoundsDtype bounds : kBoundsDtypes) {
+    const bool fp8 = bounds == config::QuestOptions::FP8_E4M3;
     const int64_t total = 23 + 70;
-    auto policy = MakePolicy(QuestConfig(8, qpage, 0), g);
+    auto policy = MakePolicy(QuestConfig(8, qpage, 0, config::QuestOptions::GQA_COMBINE_UNSPECIFIED, bounds), g);
     PagedSequence seq(g, total, rng, *backend);
     auto append = [&](int64_t start, int64_t n) {
       for (int l = 0; l < g.num_layers; ++l) {
@@ -400,10 +412,10 @@ TEST(QuestPolicyTest, IncrementalMetadataEqualsRecomputed) {
       // Keys: the stale Keys must not survive in the bounds.
       if (pos % 7 == 3) append(pos, 1);
     }
-    auto fresh = MakePolicy(QuestConfig(8, qpage, 0), g);
+    auto fresh = MakePolicy(QuestConfig(8, qpage, 0, config::QuestOptions::GQA_COMBINE_UNSPECIFIED, bounds), g);
     for (int l = 0; l < g.num_layers; ++l) fresh->OnAppend(seq.View(l, total), 0, total);
     for (int l = 0; l < g.num_layers; ++l) {
-      ASSERT_EQ(policy->num_pages(l), (total + qpage - 1) / qpage);
+      ASSERT_EQ(policy->num_pages(l), total / qpage);
       for (int kv = 0; kv < g.num_kv_heads; ++kv) {
         for (int64_t p = 0; p < policy->num_pages(l); ++p) {
           // Naive min/max from the host copy of the keys.
@@ -417,12 +429,19 @@ TEST(QuestPolicyTest, IncrementalMetadataEqualsRecomputed) {
               expected[g.head_dim + i] = std::max(expected[g.head_dim + i], k[i]);
             }
           }
+          if (fp8) {  // the nearest E4M3 values outside [min, max]
+            for (int i = 0; i < g.head_dim; ++i) {
+              expected[i] = fp8::E4M3ToFloat(fp8::E4M3RoundDown(expected[i]));
+              expected[g.head_dim + i] = fp8::E4M3ToFloat(fp8::E4M3RoundUp(expected[g.head_dim + i]));
+            }
+          }
           ASSERT_EQ(policy->PageBounds(l, kv, p), expected)
-              << "layer " << l << " kv " << kv << " page " << p;
+              << "layer " << l << " kv " << kv << " page " << p << " fp8 " << fp8;
           ASSERT_EQ(fresh->PageBounds(l, kv, p), expected);
         }
       }
     }
+   }
   }
 }
 

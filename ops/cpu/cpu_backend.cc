@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "glog/logging.h"
+#include "runtime/fp8.h"
 
 namespace quest::ops {
 namespace {
@@ -245,15 +246,31 @@ class CpuBackend final : public Backend {
         << "page bounds: Quest page " << a.bound_page << " vs pool page " << a.page_size;
     CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, bounds.dim(0))
         << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
+    CHECK(bounds.dtype() == DType::kFloat32 || bounds.dtype() == DType::kFloat8E4M3)
+        << "page bounds: " << bounds.ShapeString() << " (f32 or f8e4m3 on the cpu)";
+    const bool fp8 = bounds.dtype() == DType::kFloat8E4M3;
     for (int64_t pos = a.begin; pos < a.end; ++pos) {
       const int32_t phys = a.page_table[pos / a.page_size];
       if (phys < 0) continue;  // an evicted page has no Keys to read
       const float* k = pages.data<float>() + (phys * int64_t{a.page_size} + pos % a.page_size) * row;
-      float* page = bounds.data<float>() + pos / a.bound_page * 2 * row;
+      const int64_t page = pos / a.bound_page * 2 * row;
       const bool first = pos % a.bound_page == 0;
       for (int64_t g = 0; g < kv_heads; ++g) {
         const float* kg = k + g * d;
-        float* lo = page + g * 2 * d;
+        if (fp8) {
+          // Folding the decoded codes is exact: directed rounding is
+          // monotone, so this stores the rounded min / max of the Keys.
+          uint8_t* lo = bounds.data<uint8_t>() + page + g * 2 * d;
+          uint8_t* hi = lo + d;
+          for (int64_t i = 0; i < d; ++i) {
+            const float l = first ? kg[i] : std::min(fp8::E4M3ToFloat(lo[i]), kg[i]);
+            const float h = first ? kg[i] : std::max(fp8::E4M3ToFloat(hi[i]), kg[i]);
+            lo[i] = fp8::E4M3RoundDown(l);
+            hi[i] = fp8::E4M3RoundUp(h);
+          }
+          continue;
+        }
+        float* lo = bounds.data<float>() + page + g * 2 * d;
         float* hi = lo + d;
         if (first) {
           std::copy(kg, kg + d, lo);
@@ -293,7 +310,7 @@ class CpuBackend final : public Backend {
         }
       }
       for (int64_t p = 0; p < last; ++p) {
-        const float* page = a.bounds->data<float>() + (p * kv_heads + g) * 2 * d;
+        const float* page = PageRow(*a.bounds, (p * kv_heads + g) * 2 * d, 2 * d);
         float combined = Dot(split_q_.data(), page, 2 * d);
         for (int64_t h = 1; h < group; ++h) {
           const float s = Dot(split_q_.data() + h * 2 * d, page, 2 * d);
@@ -354,8 +371,19 @@ class CpuBackend final : public Backend {
     return pages.data<float>() + (phys * a.page_size + pos % a.page_size) * row;
   }
 
+  // One page's [min | max] row of `bounds` from element `offset`, as floats
+  // (f8e4m3 codes are decoded into scratch).
+  const float* PageRow(const Tensor& bounds, int64_t offset, int64_t n) {
+    if (bounds.dtype() == DType::kFloat32) return bounds.data<float>() + offset;
+    CHECK(bounds.dtype() == DType::kFloat8E4M3) << "page bounds: " << bounds.ShapeString();
+    decoded_row_.resize(n);
+    const uint8_t* codes = bounds.data<uint8_t>() + offset;
+    for (int64_t i = 0; i < n; ++i) decoded_row_[i] = fp8::E4M3ToFloat(codes[i]);
+    return decoded_row_.data();
+  }
+
   // SelectTopPages scratch, reused across calls.
-  std::vector<float> split_q_, scores_;
+  std::vector<float> split_q_, scores_, decoded_row_;
   std::vector<int32_t> candidates_;
 };
 

@@ -52,6 +52,7 @@ cudaDataType_t CudaType(DType t) {
     case DType::kFloat16: return CUDA_R_16F;
     case DType::kBFloat16: return CUDA_R_16BF;
     case DType::kInt32: return CUDA_R_32I;
+    case DType::kFloat8E4M3: return CUDA_R_8F_E4M3;
   }
   return CUDA_R_32F;
 }
@@ -478,7 +479,7 @@ class CudaBackend final : public Backend {
 
   void UpdatePageBounds(const PageBoundsArgs& a, Tensor& bounds) override {
     CheckCompute(*a.k_pages, "k pages");
-    CheckCompute(bounds, "page bounds");
+    CheckBounds(bounds);
     if (a.end <= a.begin) return;
     cuda::PageBoundsParams p;
     p.k_pages = a.k_pages->raw_data();
@@ -506,12 +507,13 @@ class CudaBackend final : public Backend {
       p.table_base = first;
     }
     p.bounds = bounds.raw_data();
+    p.bounds_fp8 = bounds.dtype() == DType::kFloat8E4M3;
     QUEST_CUDA_CHECK(cuda::LaunchUpdatePageBounds(type(), p, stream_));
   }
 
   void SelectTopPages(const TopPagesArgs& a, Tensor& selected) override {
     CheckCompute(*a.q, "quest query");
-    CheckCompute(*a.bounds, "page bounds");
+    CheckBounds(*a.bounds);
     const int kv_heads = static_cast<int>(a.bounds->dim(1));
     CHECK(selected.device() == Device::kCuda && selected.dtype() == DType::kInt32 &&
           selected.numel() == kv_heads * (a.k + 1))
@@ -524,6 +526,7 @@ class CudaBackend final : public Backend {
     cuda::TopPagesParams p;
     p.q = a.q->raw_data();
     p.bounds = a.bounds->raw_data();
+    p.bounds_fp8 = a.bounds->dtype() == DType::kFloat8E4M3;
     p.num_pages = a.num_pages;
     p.k = a.k;
     p.num_heads = static_cast<int>(a.q->dim(1));
@@ -582,6 +585,14 @@ class CudaBackend final : public Backend {
         << "cuda backend: " << what << " is " << t.ShapeString() << " on "
         << (t.device() == Device::kCuda ? "cuda" : "cpu") << ", expected " << DTypeName(dtype_)
         << " on cuda";
+  }
+
+  // Quest page bounds: in the compute dtype, or FP8 E4M3.
+  void CheckBounds(const Tensor& t) const {
+    CHECK(t.device() == Device::kCuda && (t.dtype() == dtype_ || t.dtype() == DType::kFloat8E4M3))
+        << "cuda backend: page bounds are " << t.ShapeString() << " on "
+        << (t.device() == Device::kCuda ? "cuda" : "cpu") << ", expected " << DTypeName(dtype_)
+        << " or f8e4m3 on cuda";
   }
 
   GemmPlan& Plan(int64_t m, int64_t n, int64_t k, DType out, bool bias, uint32_t align) {
