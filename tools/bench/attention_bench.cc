@@ -8,9 +8,10 @@
 //   - "speed-up": dense time / sparse time at the same context, for the
 //     attention kernel alone with a selection given ("sparse"), and for
 //     Quest end to end ("quest"): every launch of a decode step of one
-//     layer -- UpdatePageBounds of the new token, SelectTopPages (scoring
-//     and top-k) and PagedAttention over the selected table -- with the
-//     share of each op measured alone;
+//     layer -- SelectTopPages (scoring and top-k), PagedAttention over the
+//     selected table, and UpdatePageBounds of a page on the step that
+//     completes it (QuestPolicy's rule: one step in 16) -- with page bounds
+//     in bf16 and in FP8 E4M3, and the share of each op measured alone;
 //   - GEMMs through Backend::Linear (cuBLASLt): TFLOP/s, to be read beside
 //     torch.matmul on the same shapes in the same GPU run
 //     (tools/bench/torch_reference.py, which also times PyTorch SDPA decode).
@@ -151,9 +152,10 @@ struct QuestRow {
   std::string shape;
   int64_t context;
   int64_t budget;
+  std::string bounds;  // the page bounds' dtype
   double speedup;      // dense b1 / quest step
   double ideal;        // context / budget
-  double append_pct;   // UpdatePageBounds alone / quest step
+  double append_pct;   // UpdatePageBounds of a page alone / kPageSize / quest step
   double select_pct;   // SelectTopPages alone / quest step
   double attend_pct;   // PagedAttention over the table alone / quest step
   double select_copy;  // bounds bytes read by SelectTopPages / time, % of copy
@@ -371,76 +373,85 @@ int Main() {
                         sparse.event_s / sparse.host_s});
       }
 
-      // Quest end to end. Each sequence's page bounds are built once over its
-      // whole context (as prefill does); a decode step of one layer then
-      // folds the newest token in, scores and ranks every page, and attends
-      // the selected table.
-      std::vector<Tensor> bounds;
-      for (int q = 0; q < kSeqs; ++q) {
-        bounds.push_back(backend->AllocateZeros(DType::kBFloat16, {pages_per_seq, s.kv_heads, 2, kHeadDim}));
-        PageBoundsArgs b;
-        b.k_pages = &k;
-        b.page_table = tables[q];
-        b.page_size = kPageSize;
-        b.bound_page = kPageSize;
-        b.begin = 0;
-        b.end = ctx;
-        backend->UpdatePageBounds(b, bounds[q]);
-      }
-      for (int64_t budget : budgets) {
-        if (budget >= ctx) continue;
-        const int64_t k_pages = budget / kPageSize - 1;
-        std::vector<Tensor> selected;
+      // Quest end to end, with the page bounds in the KV dtype (bf16) and in
+      // FP8 E4M3. Each sequence's bounds are built once over its whole
+      // context (as prefill does); a decode step of one layer then scores and
+      // ranks every complete page and attends the selected table, and, as
+      // QuestPolicy does, folds a page's bounds on the step that completes
+      // it: one step in kPageSize runs UpdatePageBounds over that page.
+      for (const DType bounds_dtype : {DType::kBFloat16, DType::kFloat8E4M3}) {
+        std::vector<Tensor> bounds;
         for (int q = 0; q < kSeqs; ++q) {
-          selected.push_back(backend->Allocate(DType::kInt32, {s.kv_heads, k_pages + 1}));
-        }
-        auto append = [&](int q) {
+          bounds.push_back(backend->AllocateZeros(bounds_dtype, {pages_per_seq, s.kv_heads, 2, kHeadDim}));
           PageBoundsArgs b;
           b.k_pages = &k;
           b.page_table = tables[q];
           b.page_size = kPageSize;
           b.bound_page = kPageSize;
-          b.begin = ctx - 1;
+          b.begin = 0;
           b.end = ctx;
           backend->UpdatePageBounds(b, bounds[q]);
-        };
-        auto select = [&](int q) {
-          TopPagesArgs t;
-          t.q = &qs[q];
-          t.bounds = &bounds[q];
-          t.num_pages = pages_per_seq;
-          t.k = k_pages;
-          t.combine_sum = true;
-          backend->SelectTopPages(t, selected[q]);
-        };
-        auto attend_table = [&](int q) { attend(q, {}, {}, &selected[q]); };
-        // Sanity: a selection is k ascending pages, then the current one.
-        select(0);
-        {
-          Tensor h = backend->ToHost(selected[0]);
-          for (int g = 0; g < s.kv_heads; ++g) {
-            const int32_t* row = h.data<int32_t>() + g * (k_pages + 1);
-            bool ok = row[k_pages] == pages_per_seq - 1;
-            for (int64_t j = 0; j < k_pages; ++j) ok = ok && row[j] >= 0 && (j == 0 || row[j] > row[j - 1]) && row[j] < pages_per_seq - 1;
-            if (!ok) {
-              std::fprintf(stderr, "attention_bench: SelectTopPages gave a malformed selection\n");
-              return 1;
+        }
+        for (int64_t budget : budgets) {
+          if (budget >= ctx) continue;
+          const int64_t k_pages = budget / kPageSize - 1;
+          std::vector<Tensor> selected;
+          for (int q = 0; q < kSeqs; ++q) {
+            selected.push_back(backend->Allocate(DType::kInt32, {s.kv_heads, k_pages + 1}));
+          }
+          // The last page's Keys, folded as the token completing it does.
+          auto append = [&](int q) {
+            PageBoundsArgs b;
+            b.k_pages = &k;
+            b.page_table = tables[q];
+            b.page_size = kPageSize;
+            b.bound_page = kPageSize;
+            b.begin = ctx - kPageSize;
+            b.end = ctx;
+            backend->UpdatePageBounds(b, bounds[q]);
+          };
+          auto select = [&](int q) {
+            TopPagesArgs t;
+            t.q = &qs[q];
+            t.bounds = &bounds[q];
+            t.num_pages = pages_per_seq;
+            t.k = k_pages;
+            t.combine_sum = true;
+            backend->SelectTopPages(t, selected[q]);
+          };
+          auto attend_table = [&](int q) { attend(q, {}, {}, &selected[q]); };
+          // Sanity: a selection is k ascending pages, then the current one.
+          select(0);
+          {
+            Tensor h = backend->ToHost(selected[0]);
+            for (int g = 0; g < s.kv_heads; ++g) {
+              const int32_t* row = h.data<int32_t>() + g * (k_pages + 1);
+              bool ok = row[k_pages] == pages_per_seq - 1;
+              for (int64_t j = 0; j < k_pages; ++j) {
+                ok = ok && row[j] >= 0 && (j == 0 || row[j] > row[j - 1]) && row[j] < pages_per_seq - 1;
+              }
+              if (!ok) {
+                std::fprintf(stderr, "attention_bench: SelectTopPages gave a malformed selection\n");
+                return 1;
+              }
             }
           }
+          Timing t_append = Time([&](int i) { append(i % kSeqs); });
+          Timing t_select = Time([&](int i) { select(i % kSeqs); });
+          Timing t_attend = Time([&](int i) { attend_table(i % kSeqs); });
+          Timing t_step = Time([&](int i) {
+            if (i % kPageSize == kPageSize - 1) append(i % kSeqs);
+            select(i % kSeqs);
+            attend_table(i % kSeqs);
+          });
+          const double bounds_bytes =
+              static_cast<double>(pages_per_seq) * s.kv_heads * 2 * kHeadDim * DTypeSize(bounds_dtype);
+          quest_rows.push_back({shape_name, ctx, budget, DTypeName(bounds_dtype), dense.host_s / t_step.host_s,
+                                static_cast<double>(ctx) / budget,
+                                100 * t_append.host_s / kPageSize / t_step.host_s,
+                                100 * t_select.host_s / t_step.host_s, 100 * t_attend.host_s / t_step.host_s,
+                                pct(bounds_bytes, t_select.host_s)});
         }
-        Timing t_append = Time([&](int i) { append(i % kSeqs); });
-        Timing t_select = Time([&](int i) { select(i % kSeqs); });
-        Timing t_attend = Time([&](int i) { attend_table(i % kSeqs); });
-        Timing t_step = Time([&](int i) {
-          append(i % kSeqs);
-          select(i % kSeqs);
-          attend_table(i % kSeqs);
-        });
-        const double bounds_bytes = static_cast<double>(pages_per_seq) * s.kv_heads * 2 * kHeadDim * 2;
-        quest_rows.push_back({shape_name, ctx, budget, dense.host_s / t_step.host_s,
-                              static_cast<double>(ctx) / budget, 100 * t_append.host_s / t_step.host_s,
-                              100 * t_select.host_s / t_step.host_s, 100 * t_attend.host_s / t_step.host_s,
-                              pct(bounds_bytes, t_select.host_s)});
       }
       BENCH_CUDA(cudaDeviceSynchronize());
     }
@@ -463,17 +474,19 @@ int Main() {
                 static_cast<long long>(r.context / 1024), r.what.c_str(), r.pct_copy, sp, id,
                 r.event_vs_host);
   }
-  std::printf("\nQuest decode step of one layer (UpdatePageBounds of the new token + SelectTopPages + "
-              "PagedAttention over the selected table), budget B tokens in pages of %d, batch 1, SUM:\n"
+  std::printf("\nQuest decode step of one layer (SelectTopPages + PagedAttention over the selected "
+              "table, and UpdatePageBounds of the page a step completes: one step in %d), budget B tokens "
+              "in pages of %d, batch 1, SUM, page bounds in bf16 or fp8 (e4m3, outward-rounded):\n"
               "speed-up = dense b1 time / quest step time (same run); shares = each op timed alone / the "
-              "step; select %% copy = page-bound bytes scored / select time vs the copy bandwidth.\n",
-              kPageSize);
-  std::printf("%-10s %7s %6s %9s %7s %8s %8s %8s %14s\n", "shape", "context", "B", "speed-up", "ideal",
-              "append", "select", "attend", "select % copy");
+              "step (append: per step, amortised); select %% copy = page-bound bytes scored / select time "
+              "vs the copy bandwidth.\n",
+              kPageSize, kPageSize);
+  std::printf("%-10s %7s %6s %-7s %9s %7s %8s %8s %8s %14s\n", "shape", "context", "B", "bounds", "speed-up",
+              "ideal", "append", "select", "attend", "select % copy");
   for (const QuestRow& r : quest_rows) {
-    std::printf("%-10s %6lldK %6lld %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%%\n", r.shape.c_str(),
-                static_cast<long long>(r.context / 1024), static_cast<long long>(r.budget), r.speedup, r.ideal, r.append_pct,
-                r.select_pct, r.attend_pct, r.select_copy);
+    std::printf("%-10s %6lldK %6lld %-7s %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%%\n", r.shape.c_str(),
+                static_cast<long long>(r.context / 1024), static_cast<long long>(r.budget), r.bounds.c_str(),
+                r.speedup, r.ideal, r.append_pct, r.select_pct, r.attend_pct, r.select_copy);
   }
   return absl::GetFlag(FLAGS_no_gemm) ? 0 : RunGemms(*backend);
 }
