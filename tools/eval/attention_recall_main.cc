@@ -50,7 +50,8 @@ ABSL_FLAG(int, decode_steps, 16, "Greedy decode steps measured after the context
 ABSL_FLAG(std::vector<std::string>, layers, {}, "Layers to capture (default: a spread from layer 2 to the last).");
 ABSL_FLAG(std::vector<std::string>, policies,
           (std::vector<std::string>{"quest:max", "quest:sum", "streaming_llm", "h2o", "tova"}),
-          "Policies (quest:max / quest:sum choose the GQA combination).");
+          "Policies (quest:max / quest:sum choose the GQA combination; a third part fp8, as in "
+          "quest:sum:fp8, stores Quest's page bounds as FP8 E4M3).");
 ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"64", "128", "256", "512"}), "Token budgets.");
 ABSL_FLAG(int, top, 10, "Size of the true top set whose recall is measured.");
 ABSL_FLAG(int, quest_page_size, 0, "Quest page size (0: the policy's default, the pool page size).");
@@ -326,11 +327,13 @@ int main(int argc, char** argv) {
     const std::string name = parts[0];
     auto combine = config::QuestOptions::GQA_COMBINE_UNSPECIFIED;
     if (parts.size() > 1) combine = parts[1] == "sum" ? config::QuestOptions::SUM : config::QuestOptions::MAX;
+    const bool fp8 = parts.size() > 2 && parts[2] == "fp8";
     for (int64_t budget : budgets) {
       config::CacheConfig inner = PolicyWithBudget(name, budget, combine);
       if (name == "quest") {
         inner.mutable_quest()->set_dense_layers(0);  // replayed as layer 0
         inner.mutable_quest()->set_page_size(absl::GetFlag(FLAGS_quest_page_size));
+        if (fp8) inner.mutable_quest()->set_bounds_dtype(config::QuestOptions::FP8_E4M3);
       }
       Metrics all;
       std::string failure;

@@ -22,6 +22,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "runtime/engine.h"
@@ -32,7 +33,7 @@ ABSL_FLAG(std::string, config, "", "Engine config (text proto). Empty: the embed
 ABSL_FLAG(std::string, model, "", "Overrides model.path of the config.");
 ABSL_FLAG(std::vector<std::string>, context_lengths, (std::vector<std::string>{"1024", "2048"}), "Prompt lengths in tokens.");
 ABSL_FLAG(std::vector<std::string>, policies, (std::vector<std::string>{"dense", "quest", "streaming_llm", "h2o", "tova"}),
-          "Cache policies to compare.");
+          "Cache policies to compare (quest:fp8 is Quest with FP8 E4M3 page bounds).");
 ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"64", "128", "256"}),
           "Token budgets (dense runs once, without a budget).");
 ABSL_FLAG(int, trials, 5, "Trials per cell (key and depth drawn from --seed).");
@@ -133,8 +134,13 @@ int main(int argc, char** argv) {
         quest::api::GenerateRequest req;
         for (int32_t id : prompt->ids) req.mutable_token_ids()->add_ids(id);
         req.mutable_sampling()->set_max_tokens(8);
-        *req.mutable_cache() = quest::eval::PolicyWithBudget(rows[r].first, rows[r].second, combine);
+        // "quest:fp8" is Quest with FP8 E4M3 page bounds.
+        const std::vector<std::string> spec = absl::StrSplit(rows[r].first, ':');
+        *req.mutable_cache() = quest::eval::PolicyWithBudget(spec[0], rows[r].second, combine);
         if (req.cache().has_quest()) {
+          if (spec.size() > 1 && spec[1] == "fp8") {
+            req.mutable_cache()->mutable_quest()->set_bounds_dtype(quest::config::QuestOptions::FP8_E4M3);
+          }
           if (absl::GetFlag(FLAGS_quest_page_size) > 0) {
             req.mutable_cache()->mutable_quest()->set_page_size(absl::GetFlag(FLAGS_quest_page_size));
           }
