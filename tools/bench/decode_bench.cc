@@ -40,6 +40,8 @@ ABSL_FLAG(std::vector<std::string>, contexts, (std::vector<std::string>{"32768"}
 ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"2048"}),
           "Quest token budgets (one Quest run per budget and context).");
 ABSL_FLAG(int, quest_dense_layers, 2, "cache.quest.dense_layers of the Quest runs.");
+ABSL_FLAG(std::vector<std::string>, quest_bounds, (std::vector<std::string>{"kv", "fp8"}),
+          "Quest page-bound storage of the Quest runs: kv (the KV dtype) and/or fp8 (E4M3).");
 ABSL_FLAG(int, decode_steps, 32, "Greedy tokens generated per run.");
 ABSL_FLAG(std::string, dir, "/tmp/quest_decode_bench_model", "Where the checkpoint is written.");
 
@@ -150,26 +152,34 @@ int Main() {
     rows.push_back({ctx, "dense", 1.0, 1.0});
     for (int64_t budget : budgets) {
       if (budget >= ctx) continue;
-      config::CacheConfig quest;
-      quest.set_policy("quest");
-      quest.mutable_quest()->set_token_budget(static_cast<uint32_t>(budget));
-      quest.mutable_quest()->set_dense_layers(absl::GetFlag(FLAGS_quest_dense_layers));
-      absl::StatusOr<Run> q = Generate(**engine, prompt, quest, steps);
-      if (!q.ok()) {
-        std::fprintf(stderr, "decode_bench: quest B=%lld at %lld: %s\n", static_cast<long long>(budget),
-                     static_cast<long long>(ctx), std::string(q.status().message()).c_str());
-        return 1;
+      for (const std::string& bounds : absl::GetFlag(FLAGS_quest_bounds)) {
+        if (bounds != "kv" && bounds != "fp8") {
+          std::fprintf(stderr, "decode_bench: --quest_bounds takes kv and/or fp8, not %s\n", bounds.c_str());
+          return 2;
+        }
+        config::CacheConfig quest;
+        quest.set_policy("quest");
+        quest.mutable_quest()->set_token_budget(static_cast<uint32_t>(budget));
+        quest.mutable_quest()->set_dense_layers(absl::GetFlag(FLAGS_quest_dense_layers));
+        if (bounds == "fp8") quest.mutable_quest()->set_bounds_dtype(config::QuestOptions::FP8_E4M3);
+        absl::StatusOr<Run> q = Generate(**engine, prompt, quest, steps);
+        if (!q.ok()) {
+          std::fprintf(stderr, "decode_bench: quest B=%lld (%s bounds) at %lld: %s\n",
+                       static_cast<long long>(budget), bounds.c_str(), static_cast<long long>(ctx),
+                       std::string(q.status().message()).c_str());
+          return 1;
+        }
+        rows.push_back({ctx, absl::StrCat("quest B=", budget, bounds == "fp8" ? " fp8" : ""),
+                        base->tpot_s / q->tpot_s, base->prefill_s / q->prefill_s});
       }
-      rows.push_back({ctx, absl::StrCat("quest B=", budget), base->tpot_s / q->tpot_s,
-                      base->prefill_s / q->prefill_s});
     }
   }
   std::printf("\nend-to-end decode, batch 1, %d greedy tokens; speed-up = dense time per output token / "
               "this one (median inter-token gap, same run); quest dense_layers %d of %lld\n",
               steps, absl::GetFlag(FLAGS_quest_dense_layers), static_cast<long long>(o.layers));
-  std::printf("%8s %-14s %9s %14s\n", "context", "policy", "speed-up", "prefill ratio");
+  std::printf("%8s %-18s %9s %14s\n", "context", "policy", "speed-up", "prefill ratio");
   for (const Row& r : rows) {
-    std::printf("%7lldK %-14s %8.2fx %13.2fx\n", static_cast<long long>(r.context / 1024), r.policy.c_str(),
+    std::printf("%7lldK %-18s %8.2fx %13.2fx\n", static_cast<long long>(r.context / 1024), r.policy.c_str(),
                 r.speedup, r.prefill_ratio);
   }
   return 0;
