@@ -280,10 +280,11 @@ __device__ __forceinline__ void RowLookup(const PagedAttentionParams& p, int g, 
 // Streams a warp's `tiles` tiles through a kStages-deep cp.async pipeline.
 // Each tile's look-ups (chunk id, page-table entry, mask byte: dependent
 // loads) run one tile ahead of its copies, and the copies kStages - 1 tiles
-// ahead of consume(tile, stage), so neither wait is exposed. Ends with every
-// copy landed.
-template <int kStages, typename Lookup, typename Copy, typename Consume>
-__device__ __forceinline__ void StreamTiles(int tiles, Lookup&& lookup, Copy&& copy, Consume&& consume) {
+// ahead of consume(tile, stage), so neither wait is exposed; ready() runs
+// once the prologue's copies are issued. Ends with every copy landed.
+template <int kStages, typename Lookup, typename Copy, typename Consume, typename Ready>
+__device__ __forceinline__ void StreamTiles(int tiles, Lookup&& lookup, Copy&& copy, Consume&& consume,
+                                            Ready&& ready) {
   {
     RowIdx pre[kStages - 1];
 #pragma unroll
@@ -296,6 +297,9 @@ __device__ __forceinline__ void StreamTiles(int tiles, Lookup&& lookup, Copy&& c
       CpAsyncCommit();
     }
   }
+  // Work on values loaded before the prologue (the query) goes here, so
+  // that their load latency overlaps the index chain instead of delaying it.
+  ready();
   RowIdx ahead;
   if (kStages - 1 < tiles) lookup(kStages - 1, ahead);
   for (int it = 0; it < tiles; ++it) {
@@ -371,6 +375,13 @@ __device__ __forceinline__ void Store4(const PagedAttentionParams& p, int t, int
   out[1] = To<T>(o.y);
   out[2] = To<T>(o.z);
   out[3] = To<T>(o.w);
+}
+
+// atomicAdd with acquire-release semantics at GPU scope.
+__device__ __forceinline__ int AtomicAddAcqRel(int* ptr, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(ptr), "r"(v) : "memory");
+  return old;
 }
 
 // Merges the num_splits partial results of `unit` (workspace) into the
@@ -533,18 +544,20 @@ __device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, 
   }
   if (single) return;
 
-  // The last block of the unit to finish merges the splits.
+  // The last block of the unit to finish merges the splits. One
+  // acquire-release atomic orders the partials instead of two full fences
+  // (__threadfence, a sequentially consistent fence): the barrier before it
+  // puts every thread's partial writes before thread 0's release, and the
+  // barrier after it puts thread 0's acquire before every thread's reads.
   __shared__ int s_last;
-  __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    const int prev = atomicAdd(p.counters + unit, 1);
+    const int prev = AtomicAddAcqRel(p.counters + unit, 1);
     s_last = prev == p.num_splits - 1;
     if (s_last) atomicExch(p.counters + unit, 0);  // ready for the next launch
   }
   __syncthreads();
   if (!s_last) return;
-  __threadfence();
   MergeSplits<T, D, GB>(p, unit, t, h0, nh, reinterpret_cast<float*>(smem));
 }
 
@@ -569,23 +582,27 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
   const int64_t js = static_cast<int64_t>(split) * p.split_len;
   const int64_t je = min(js + p.split_len, count);
 
-  float q[GB][8];
+  // The query's loads are issued here but unpacked only once the
+  // pipeline's prologue is issued (StreamTiles' ready()): unpacking here
+  // would wait for them before the first index look-up is even issued.
+  uint4 qraw[GB];
   {
-    const float qs = p.scale * kLog2e;
     const T* qr = static_cast<const T*>(p.q) + (static_cast<int64_t>(t) * p.num_heads + h0) * D + tx * 8;
 #pragma unroll
     for (int h = 0; h < GB; ++h) {
-      if (h < nh) {
-        const uint4 u = *reinterpret_cast<const uint4*>(qr + h * D);
-        Unpack8<T>(u, q[h]);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) q[h][e] *= qs;
-      } else {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) q[h][e] = 0.0f;
-      }
+      qraw[h] = h < nh ? *reinterpret_cast<const uint4*>(qr + h * D) : make_uint4(0u, 0u, 0u, 0u);
     }
   }
+  float q[GB][8];
+  auto unpack_q = [&]() {
+    const float qs = p.scale * kLog2e;
+#pragma unroll
+    for (int h = 0; h < GB; ++h) {
+      Unpack8<T>(qraw[h], q[h]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[h][e] *= qs;
+    }
+  };
   float m[GB], l[GB], acc[GB][8];
 #pragma unroll
   for (int h = 0; h < GB; ++h) {
@@ -677,7 +694,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
         for (int e = 0; e < 8; ++e) acc[h][e] = fmaf(s[k][h], vf[e], acc[h][e]);
       }
     }
-  });
+  }, unpack_q);
 
   // Merge the warp's row groups (lanes tx, tx + kTpr, ...).
 #pragma unroll
@@ -767,6 +784,28 @@ __device__ __forceinline__ void Mma16816<__half>(float (&c)[4], uint32_t a0, uin
       : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
 }
 
+// The same with all four A registers (a full 16-row A operand).
+template <typename T>
+__device__ __forceinline__ void Mma16816Full(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void Mma16816Full<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                            uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void Mma16816Full<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                     uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 __device__ __forceinline__ void Ldmatrix4(uint32_t (&r)[4], const void* smem) {
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -834,9 +873,13 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
       qa[kk][1] = gid < nh ? *reinterpret_cast<const uint32_t*>(qr + kk * 16 + 8 + tig * 2) : 0u;
     }
   }
-  float o[D / 8][4];
+  // O is accumulated transposed, O^T += V^T P^T (the dims as the 16 rows,
+  // the 8 heads as columns): no padded rows, so half the accumulator
+  // registers and half the P.V mma of O = P V with the heads padded to 16
+  // rows. o[dj] holds O(heads tig * 2 + {0, 1}, dims dj * 16 + gid + {0, 8}).
+  float o[D / 16][4];
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  for (int j = 0; j < D / 16; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   float m = -INFINITY, l = 0.0f;  // head gid; l is this thread's share until the end
 
   T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kMmaStages * 2 * kMmaKeys * D;
@@ -898,10 +941,16 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
     const float corr = exp2f(m - m_use);
     m = m_new;
     l *= corr;
+    // This thread's O columns are heads tig * 2 + {0, 1}: their factors
+    // come from lanes head * 4 (row gid = head).
+    const float corr0 = __shfl_sync(0xffffffffu, corr, tig * 8);
+    const float corr1 = __shfl_sync(0xffffffffu, corr, tig * 8 + 4);
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      o[j][0] *= corr;
-      o[j][1] *= corr;
+    for (int j = 0; j < D / 16; ++j) {
+      o[j][0] *= corr0;
+      o[j][1] *= corr1;
+      o[j][2] *= corr0;
+      o[j][3] *= corr1;
     }
     float pr[2][2];
 #pragma unroll
@@ -912,17 +961,21 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
         l += pr[nt][e];
       }
     }
-    const uint32_t pa0 = Pack2<T>(pr[0][0], pr[0][1]);
-    const uint32_t pa2 = Pack2<T>(pr[1][0], pr[1][1]);
+    // P^T as the B operand: b0 = P(head gid, keys tig * 2 + {0, 1}), b1 the
+    // same 8 keys on, which is exactly this thread's probabilities.
+    const uint32_t pb0 = Pack2<T>(pr[0][0], pr[0][1]);
+    const uint32_t pb1 = Pack2<T>(pr[1][0], pr[1][1]);
 #pragma unroll
     for (int dj = 0; dj < D / 16; ++dj) {
-      uint32_t b[4];
-      const int key = ((lane >> 3) & 1) * 8 + (lane & 7);
-      Ldmatrix4Trans(b, sv + Swz<D>(key, dj * 2 + (lane >> 4)));
-      Mma16816<T>(o[2 * dj], pa0, pa2, b[0], b[1]);
-      Mma16816<T>(o[2 * dj + 1], pa0, pa2, b[2], b[3]);
+      // V^T (16 dims x 16 keys) as the A operand: matrix i = lane / 8 of the
+      // x4 load is keys (i / 2) * 8 .. + 8 by dims dj * 16 + (i % 2) * 8 ..
+      // + 8, transposed by ldmatrix.
+      uint32_t a[4];
+      const int key = (lane & 7) + ((lane >> 4) & 1) * 8;
+      Ldmatrix4Trans(a, sv + Swz<D>(key, dj * 2 + ((lane >> 3) & 1)));
+      Mma16816Full<T>(o[dj], a, pb0, pb1);
     }
-  });
+  }, [] {});
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
 
@@ -930,14 +983,19 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
   float* wm = reinterpret_cast<float*>(smem);  // [warps][GB]
   float* wl = wm + kSplitWarps * GB;           // [warps][GB]
   float* wacc = wl + kSplitWarps * GB;         // [warps][GB][D]
-  if (gid < GB) {
-    if (tig == 0) {
-      wm[warp * GB + gid] = m;
-      wl[warp * GB + gid] = l;
-    }
+  if (gid < GB && tig == 0) {
+    wm[warp * GB + gid] = m;
+    wl[warp * GB + gid] = l;
+  }
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      *reinterpret_cast<float2*>(wacc + (warp * GB + gid) * D + j * 8 + tig * 2) = make_float2(o[j][0], o[j][1]);
+  for (int e = 0; e < 2; ++e) {
+    const int h = tig * 2 + e;
+    if (h < GB) {
+#pragma unroll
+      for (int j = 0; j < D / 16; ++j) {
+        wacc[(warp * GB + h) * D + j * 16 + gid] = o[j][e];
+        wacc[(warp * GB + h) * D + j * 16 + gid + 8] = o[j][e + 2];
+      }
     }
   }
   __syncthreads();

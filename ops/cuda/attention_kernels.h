@@ -82,11 +82,12 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p);
 // share of the split's candidate rows through a cp.async pipeline in shared
 // memory (16-byte copies, zero-filled for rows not attended) with an online
 // softmax in fp32: on CUDA cores for GB 1-2 and head_dim 256, with
-// mma.sync tensor cores (heads padded to 16 rows) for GB 4-8. The block's
-// warps are merged in shared memory; with several splits the partial
-// results (max, sum, unnormalised output) go to the workspace and the last
-// block of each (token, KV head, tile) to arrive (atomic counter after a
-// __threadfence) merges them. Each warp looks up a tile's rows (selection
+// mma.sync tensor cores for GB 4-8 (S = Q K^T with the heads padded to 16
+// rows, O^T += V^T P^T with the 8 heads as columns). The block's warps are
+// merged in shared memory; with several splits the partial results (max,
+// sum, unnormalised output) go to the workspace and the last block of each
+// (token, KV head, tile) to arrive (an acquire-release atomic counter)
+// merges them. Each warp looks up a tile's rows (selection
 // chunk, page-table entry, mask byte) one step before issuing its copies,
 // and the prologue's tiles together. PlanPagedAttention sizes the splits so
 // the grid is one wave of resident blocks, each warp getting at least the
