@@ -2,47 +2,59 @@
 //
 // UpdatePageBounds: one thread per (Quest page, KV head, 8 dims) folds the
 // page's positions in [begin, end) in order (16-byte loads; a decode step is
-// one tiny launch, a prefill/refold a wide one).
+// one tiny launch, a prefill/refold a wide one). FP8 E4M3 bounds
+// (bounds_fp8): the fold runs in float over the Keys (or the stored codes'
+// exact values) and stores the min rounded down, the max rounded up
+// (runtime/fp8.h, the CPU reference's own functions).
 //
 // SelectTopPages, two launches:
 //  1. scoring: a CTA per (page range, KV head); a page's [min | max] row is
 //     read by a group of lanes with 16-byte loads (one warp per page at
 //     head_dim 128), each lane holding the query coefficients of its
 //     elements in registers: min(q, 0) for the min row, max(q, 0) for the
-//     max row, so the bound is a plain dot product. SUM over the GQA group
+//     max row, so the bound is a plain dot product (FP8 bounds: 16 codes per
+//     16-byte load, converted e4m3x2 -> f16x2 in hardware; exact, so the
+//     scores are as exact as bf16's). SUM over the GQA group
 //     folds the group's coefficients into one vector first; MAX keeps up to
 //     8 heads and reduce-scatters them across the lanes. fp32 scores, NaN ->
-//     -inf, to the scratch [num_kv_heads, num_pages].
-//  2. select: a 512-thread CTA per KV head, radix select on the scores'
-//     order-preserving uint32 keys (4 passes of 8 bits, MSB first, over the
-//     keys held in registers; shared-memory histogram with warp-aggregated
-//     atomics, peers found by 8 ballots; stops as soon as a whole bin is
-//     taken),
-//     then a flag per page (above / equal to the k-th key) and one ordered
+//     -inf, to the scratch [num_kv_heads, num_pages]. About 4 CTAs per SM,
+//     each at least 32 KB of bounds.
+//  2. select: a 512-thread CTA per KV head. First counting rounds over the
+//     scores in registers (SelectRowBinned): 4096 equal-width bins between
+//     the finite min and max live score, a block scan for the bin of the
+//     k-th best; that bin is taken whole, its <= 32 pages ranked by a warp,
+//     a tie (all equal: the lowest pages), or the next round. Where that
+//     does not settle it in 4 rounds or the keys exceed the registers: a
+//     radix select on the scores' order-preserving uint32 keys (4 passes of
+//     8 bits, MSB first, over the keys held in registers; shared-memory
+//     histogram with warp-aggregated atomics, peers found by 8 ballots;
+//     stops as soon as a whole bin is taken; the passes start below the
+//     bits every key shares, a block AND / OR first). Either ends with a
+//     flag per page (taken / a tie at the k-th key) and one ordered
 //     compaction (block scan of per-thread counts over 16 flags each) that
 //     writes the pages in ascending order, equal keys taken lowest page
 //     first, exactly the reference's tie rule.
-//     The passes start below the bits every key shares (a block AND / OR
-//     first), so the first pass already splits the keys.
-//  Above 4096 pages with one coefficient vector the default is one fused
-//  kernel instead: a thread-block cluster of 8 CTAs per KV head scores into
-//  shared memory and radix-selects over distributed shared memory.
+//  (Variants 5 / 6, not a default: one fused kernel, a thread-block cluster
+//  of 8 / 16 CTAs per KV head scores into shared memory and radix-selects
+//  over distributed shared memory.)
 // Launches use programmatic dependent launch (each kernel starts while the
 // previous one on the stream drains and waits for it before any read);
 // UpdatePageBounds of a single pool page takes the physical page as an
 // argument (no page-table upload).
-// Variants (TopPagesParams::variant) for measurement: the two-kernel radix
+// Variants (TopPagesParams::variant) for measurement: the two-kernel
 // select, scoring alone, and the cluster select with 8 or 16 CTAs. (A select
 // fused into the last scoring CTA of each KV head and a cub::BlockRadixSort
 // select were measured slower and removed.)
 
 #include <cooperative_groups.h>
+#include <cuda_fp8.h>
 
 #include <cmath>
 #include <cstdint>
 
 #include "ops/cuda/device_util.cuh"
 #include "ops/cuda/quest_kernels.h"
+#include "runtime/fp8.h"
 
 namespace quest::ops::cuda {
 namespace {
@@ -102,8 +114,43 @@ __device__ __forceinline__ void StoreVec(T* dst, const T (&src)[VEC]) {
   }
 }
 
+// E4M3 bounds (PageBoundsParams::bounds_fp8): VEC codes as one load / store.
+template <int VEC>
+__device__ __forceinline__ void LoadCodes(const uint8_t* src, float (&dst)[VEC]) {
+  if constexpr (VEC == 8) {
+    const uint2 v = *reinterpret_cast<const uint2*>(src);
+    const uint32_t w[2] = {v.x, v.y};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) dst[i] = fp8::E4M3ToFloat(static_cast<uint8_t>(w[i >> 2] >> (8 * (i & 3))));
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) dst[i] = fp8::E4M3ToFloat(src[i]);
+  }
+}
+
+// Stores the codes of VEC values rounded down (kUp: up).
+template <bool kUp, int VEC>
+__device__ __forceinline__ void StoreCodes(uint8_t* dst, const float (&src)[VEC]) {
+  uint32_t c[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) c[i] = kUp ? fp8::E4M3RoundUp(src[i]) : fp8::E4M3RoundDown(src[i]);
+  if constexpr (VEC == 8) {
+    uint2 v;
+    v.x = c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24);
+    v.y = c[4] | (c[5] << 8) | (c[6] << 16) | (c[7] << 24);
+    *reinterpret_cast<uint2*>(dst) = v;
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) dst[i] = static_cast<uint8_t>(c[i]);
+  }
+}
+
 // Item i = ((Quest page - first_qpage) * num_kv_heads + g) * (head_dim / VEC) + v.
-template <typename T, int VEC>
+// FP8: the bounds are E4M3 codes; the fold runs in float (the Keys' values,
+// or the stored codes' exact values when widening) and rounds once at the
+// end, which equals rounding after every position (the rounding is
+// monotone).
+template <typename T, int VEC, bool FP8>
 __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_t items) {
   AllowDependents();  // a PDL-launched SelectTopPages still waits for this grid's end
   WaitPrimary();      // for the Keys (a PDL launch of its own)
@@ -123,34 +170,65 @@ __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_
     const T* k = static_cast<const T*>(p.k_pages) +
                  (int64_t{phys} * p.page_size + from % p.page_size) * row + int64_t{g} * p.head_dim +
                  v * VEC;
-    T* lo_ptr = static_cast<T*>(p.bounds) + (qp * p.num_kv_heads + g) * 2 * p.head_dim + v * VEC;
-    T* hi_ptr = lo_ptr + p.head_dim;
-    T lo[VEC], hi[VEC];
+    const int64_t b_off = (qp * p.num_kv_heads + g) * 2 * p.head_dim + v * VEC;
     int64_t pos = from;
-    if (from == start) {  // the page's first Key resets it
-      LoadVec<T, VEC>(k, lo);
+    if constexpr (FP8) {
+      uint8_t* lo_ptr = static_cast<uint8_t*>(p.bounds) + b_off;
+      uint8_t* hi_ptr = lo_ptr + p.head_dim;
+      float lo[VEC], hi[VEC];
+      if (from == start) {  // the page's first Key resets it
+        T x[VEC];
+        LoadVec<T, VEC>(k, x);
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) hi[j] = lo[j];
-      k += row;
-      ++pos;
-    } else {  // widen what the earlier positions left
-      LoadVec<T, VEC>(lo_ptr, lo);
-      LoadVec<T, VEC>(hi_ptr, hi);
-    }
-    // In position order, with the reference's std::min / std::max rules.
-#pragma unroll 4
-    for (; pos < to; ++pos, k += row) {
-      T x[VEC];
-      LoadVec<T, VEC>(k, x);
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        const float xf = F(x[j]);
-        if (xf < F(lo[j])) lo[j] = x[j];
-        if (F(hi[j]) < xf) hi[j] = x[j];
+        for (int j = 0; j < VEC; ++j) lo[j] = hi[j] = F(x[j]);
+        k += row;
+        ++pos;
+      } else {  // widen what the earlier positions left
+        LoadCodes<VEC>(lo_ptr, lo);
+        LoadCodes<VEC>(hi_ptr, hi);
       }
+#pragma unroll 4
+      for (; pos < to; ++pos, k += row) {
+        T x[VEC];
+        LoadVec<T, VEC>(k, x);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const float xf = F(x[j]);
+          if (xf < lo[j]) lo[j] = xf;
+          if (hi[j] < xf) hi[j] = xf;
+        }
+      }
+      StoreCodes<false, VEC>(lo_ptr, lo);
+      StoreCodes<true, VEC>(hi_ptr, hi);
+    } else {
+      T* lo_ptr = static_cast<T*>(p.bounds) + b_off;
+      T* hi_ptr = lo_ptr + p.head_dim;
+      T lo[VEC], hi[VEC];
+      if (from == start) {  // the page's first Key resets it
+        LoadVec<T, VEC>(k, lo);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) hi[j] = lo[j];
+        k += row;
+        ++pos;
+      } else {  // widen what the earlier positions left
+        LoadVec<T, VEC>(lo_ptr, lo);
+        LoadVec<T, VEC>(hi_ptr, hi);
+      }
+      // In position order, with the reference's std::min / std::max rules.
+#pragma unroll 4
+      for (; pos < to; ++pos, k += row) {
+        T x[VEC];
+        LoadVec<T, VEC>(k, x);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const float xf = F(x[j]);
+          if (xf < F(lo[j])) lo[j] = x[j];
+          if (F(hi[j]) < xf) hi[j] = x[j];
+        }
+      }
+      StoreVec<T, VEC>(lo_ptr, lo);
+      StoreVec<T, VEC>(hi_ptr, hi);
     }
-    StoreVec<T, VEC>(lo_ptr, lo);
-    StoreVec<T, VEC>(hi_ptr, hi);
   }
 }
 
@@ -214,30 +292,54 @@ struct Scatter<1, OFF> {
   }
 };
 
+// Four E4M3 codes (one 32-bit word, little-endian) as floats: Hopper's
+// e4m3x2 -> f16x2 conversion (exact; NaN stays NaN), then f16 -> f32.
+// (Placing a code's bits in a half with integer ops and catching NaN codes
+// apart was measured slower.)
+__device__ __forceinline__ void E4M3Quad(uint32_t w, float (&x)[4]) {
+  const __half2 lo(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3));
+  const __half2 hi(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3));
+  const float2 a = __half22float2(lo), b = __half22float2(hi);
+  x[0] = a.x;
+  x[1] = a.y;
+  x[2] = b.x;
+  x[3] = b.y;
+}
+
+// Pages in flight per lane of the FP8 scorer with one coefficient vector.
+constexpr int kFp8Unroll = 4;
+
 // Scores pages [p0, p1) of KV head g into out[page].
 // D: head_dim (64/128/256). H == 1: one coefficient vector (SUM over the
 // group, or a group of one); H in {2, 4, 8}: MAX over up to H heads.
-template <typename T, int D, int H, int THREADS>
+// FP8: E4M3 bounds, 16 per 16-byte vector (else T, 8 per vector); with
+// MAX over 4 or more heads 8 per 8-byte vector, the bf16 layout (a lane's
+// coefficients per head stay 8, not 16: registers).
+template <typename T, bool FP8, int D, int H, int THREADS>
 __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64_t p0, int64_t p1,
                                            float* out) {
-  constexpr int kVpr = 2 * D / 8;                    // 16-byte vectors per [min | max] row
+  constexpr int kVecBytes = FP8 && H >= 4 ? 8 : 16;  // bytes per lane load
+  constexpr int kWords = kVecBytes / 4;
+  constexpr int kEpv = FP8 ? kVecBytes : 8;          // bound elements per vector
+  constexpr int kVpr = 2 * D / kEpv;                 // vectors per [min | max] row
   constexpr int kLanes = kVpr < 32 ? kVpr : 32;      // lanes per page
   constexpr int kNv = kVpr / kLanes;                 // vectors per lane
   constexpr int kPpw = 32 / kLanes;                  // pages per warp
   constexpr int kWarps = THREADS / 32;
-  constexpr int kUnroll = H * kNv <= 2 ? 4 : 2;      // pages in flight per lane
+  constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll
+                          : H * kNv <= 2 || kVecBytes == 8 ? 4 : 2;  // pages in flight per lane
   static_assert(H <= kLanes, "heads to scatter exceed the lanes of a page");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / kLanes, li = lane % kLanes;
   const int group = p.num_heads / p.num_kv_heads;
   const T* q = static_cast<const T*>(p.q) + int64_t{g} * group * D;
 
-  float c[H][kNv][8];
+  float c[H][kNv][kEpv];
 #pragma unroll
   for (int i = 0; i < kNv; ++i) {
 #pragma unroll
-    for (int t = 0; t < 8; ++t) {
-      const int e = (li + i * kLanes) * 8 + t;
+    for (int t = 0; t < kEpv; ++t) {
+      const int e = (li + i * kLanes) * kEpv + t;
       if constexpr (H == 1) {
         float s = 0.0f;
         for (int h = 0; h < group; ++h) s += QCoef(q + h * D, D, e);
@@ -249,8 +351,9 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
     }
   }
 
-  const uint4* rows = reinterpret_cast<const uint4*>(static_cast<const T*>(p.bounds) + int64_t{g} * 2 * D);
-  const int64_t page_vecs = int64_t{p.num_kv_heads} * kVpr;  // uint4 stride between pages
+  constexpr int kElemBytes = FP8 ? 1 : static_cast<int>(sizeof(T));
+  const char* rows = static_cast<const char*>(p.bounds) + int64_t{g} * 2 * D * kElemBytes;
+  const int64_t page_vecs = int64_t{p.num_kv_heads} * kVpr;  // vector stride between pages
   for (int64_t wb = p0 + int64_t{warp} * kPpw; wb < p1; wb += int64_t{kWarps} * kPpw * kUnroll) {
     uint4 v[kUnroll][kNv];
 #pragma unroll
@@ -258,7 +361,13 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
       const int64_t pg = wb + u * kWarps * kPpw + sub;
 #pragma unroll
       for (int i = 0; i < kNv; ++i) {
-        v[u][i] = pg < p1 ? __ldg(rows + pg * page_vecs + li + i * kLanes) : make_uint4(0, 0, 0, 0);
+        const int64_t at = pg * page_vecs + li + i * kLanes;
+        if constexpr (kVecBytes == 16) {
+          v[u][i] = pg < p1 ? __ldg(reinterpret_cast<const uint4*>(rows) + at) : make_uint4(0, 0, 0, 0);
+        } else {
+          const uint2 t = pg < p1 ? __ldg(reinterpret_cast<const uint2*>(rows) + at) : make_uint2(0, 0);
+          v[u][i] = make_uint4(t.x, t.y, 0, 0);
+        }
       }
     }
 #pragma unroll
@@ -270,12 +379,22 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
       for (int i = 0; i < kNv; ++i) {
         const uint32_t w[4] = {v[u][i].x, v[u][i].y, v[u][i].z, v[u][i].w};
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 x = Pair<T>(w[j]);
+        for (int j = 0; j < kWords; ++j) {
+          if constexpr (FP8) {
+            float x[4];
+            E4M3Quad(w[j], x);
 #pragma unroll
-          for (int h = 0; h < H; ++h) {
-            acc[h] = fmaf(c[h][i][2 * j], x.x, acc[h]);
-            acc[h] = fmaf(c[h][i][2 * j + 1], x.y, acc[h]);
+            for (int t = 0; t < 4; ++t) {
+#pragma unroll
+              for (int h = 0; h < H; ++h) acc[h] = fmaf(c[h][i][4 * j + t], x[t], acc[h]);
+            }
+          } else {
+            const float2 x = Pair<T>(w[j]);
+#pragma unroll
+            for (int h = 0; h < H; ++h) {
+              acc[h] = fmaf(c[h][i][2 * j], x.x, acc[h]);
+              acc[h] = fmaf(c[h][i][2 * j + 1], x.y, acc[h]);
+            }
           }
         }
       }
@@ -303,19 +422,19 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
   }
 }
 
-template <typename T, int D, int H>
+template <typename T, bool FP8, int D, int H>
 __global__ __launch_bounds__(kScoreThreads) void ScoreKernel(TopPagesParams p, int64_t n, int64_t stride,
                                                              int64_t per_cta) {
   WaitPrimary();
   const int64_t p0 = blockIdx.x * per_cta;
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
-  ScoreRange<T, D, H, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
+  ScoreRange<T, FP8, D, H, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
   AllowDependents();
 }
 
 // Any head_dim / group: one warp per (page, KV head), the reference's
 // per-head scores and combine.
-template <typename T>
+template <typename T, bool FP8>
 __global__ void ScoreGenericKernel(TopPagesParams p, int64_t n, int64_t stride) {
   WaitPrimary();
   const int d = p.head_dim, kvh = p.num_kv_heads, group = p.num_heads / kvh;
@@ -325,12 +444,16 @@ __global__ void ScoreGenericKernel(TopPagesParams p, int64_t n, int64_t stride) 
   for (int64_t w = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) >> 5; w < total; w += warps) {
     const int g = static_cast<int>(w % kvh);
     const int64_t pg = w / kvh;
-    const T* b = static_cast<const T*>(p.bounds) + (pg * kvh + g) * 2 * d;
+    const int64_t b_off = (pg * kvh + g) * 2 * d;
     float combined = 0.0f;
     for (int h = 0; h < group; ++h) {
       const T* qh = static_cast<const T*>(p.q) + (int64_t{g} * group + h) * d;
       float acc = 0.0f;
-      for (int e = lane; e < 2 * d; e += 32) acc = fmaf(QCoef(qh, d, e), F(b[e]), acc);
+      for (int e = lane; e < 2 * d; e += 32) {
+        const float b = FP8 ? fp8::E4M3ToFloat(static_cast<const uint8_t*>(p.bounds)[b_off + e])
+                            : F(static_cast<const T*>(p.bounds)[b_off + e]);
+        acc = fmaf(QCoef(qh, d, e), b, acc);
+      }
 #pragma unroll
       for (int off = 16; off >= 1; off >>= 1) acc += __shfl_xor_sync(kFull, acc, off);
       combined = h == 0 ? acc : (p.combine_sum ? combined + acc : (combined < acc ? acc : combined));
@@ -574,11 +697,213 @@ __device__ __forceinline__ void SelectRowAnyE(int e, const float* scores, int n,
   }
 }
 
+// The k best of scores[0, n) (0 < k < n) like SelectRow, by counting
+// rounds when the keys fit in registers (n <= kSelectThreads * E). A round
+// histograms the live keys (at first all) over kBins bins: -inf, then
+// equal-width bins between the smallest and largest finite live score,
+// then +inf (a monotone map, so every key of a higher bin scores strictly
+// more); a block suffix scan finds the bin holding the rem-th best live key.
+// The keys above it are taken, those below dropped; the bin is then
+// resolved by one of: taken whole; its few keys (<= kMaxCandidates) ranked
+// by a warp (score, then the lower page); all its keys equal (repeated
+// pages): a tie, the lowest pages first; else it is the next round's live
+// set (its range kBins times narrower). Returns false, having written
+// nothing, where the keys do not fit or kMaxRounds do not resolve it:
+// SelectRow then.
+constexpr int kBins = 4096;
+constexpr int kBinsPerThread = kBins / kSelectThreads;
+constexpr int kMaxCandidates = 32;
+constexpr int kMaxRounds = 4;
+static_assert(kBinsPerThread == 8, "two 16-byte bin vectors per thread");
+
+template <int E>
+__device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, int32_t* out) {
+  static_assert(E <= 32, "key states are bit masks");
+  if (n > kSelectThreads * E) return false;
+  __shared__ __align__(16) unsigned bins[kBins];
+  __shared__ float warp_lo[kSelectWarps], warp_hi[kSelectWarps];
+  __shared__ uint32_t warp_and[kSelectWarps], warp_or[kSelectWarps];
+  __shared__ unsigned warp_cnt[kSelectWarps];
+  __shared__ unsigned found[4];  // bin, live keys above it, live keys in it, candidates gathered
+  __shared__ uint32_t cand_key[kMaxCandidates];
+  __shared__ int cand_idx[kMaxCandidates];
+  extern __shared__ uint4 select_dyn_smem[];
+  uint8_t* flags = reinterpret_cast<uint8_t*>(select_dyn_smem);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  uint4* bins4 = reinterpret_cast<uint4*>(bins);
+
+  float sc[E];
+  uint32_t live = 0, taken = 0;  // bit e: key e
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int idx = e * kSelectThreads + tid;
+    float v = idx < n ? __ldg(scores + idx) : -INFINITY;
+    if (isnan(v)) v = -INFINITY;
+    if (v == 0.0f) v = 0.0f;  // -0 == +0 (OrderedKey's rule)
+    sc[e] = v;
+    if (idx < n) live |= 1u << e;
+  }
+  unsigned rem = static_cast<unsigned>(k);  // still to take from the live keys
+  enum { kOpen, kWhole, kFew, kTie } how = kOpen;
+  for (int round = 0; round < kMaxRounds && how == kOpen; ++round) {
+    bins4[2 * tid] = make_uint4(0, 0, 0, 0);
+    bins4[2 * tid + 1] = make_uint4(0, 0, 0, 0);
+    if (tid == 0) found[3] = 0;
+    float lo = INFINITY, hi = -INFINITY;
+    uint32_t all_and = ~0u, all_or = 0u;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (live & (1u << e)) {
+        if (isfinite(sc[e])) {
+          lo = fminf(lo, sc[e]);
+          hi = fmaxf(hi, sc[e]);
+        }
+        const uint32_t key = OrderedKey(sc[e]);
+        all_and &= key;
+        all_or |= key;
+      }
+    }
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) {
+      lo = fminf(lo, __shfl_xor_sync(kFull, lo, off));
+      hi = fmaxf(hi, __shfl_xor_sync(kFull, hi, off));
+    }
+    all_and = __reduce_and_sync(kFull, all_and);
+    all_or = __reduce_or_sync(kFull, all_or);
+    if (lane == 0) {
+      warp_lo[warp] = lo;
+      warp_hi[warp] = hi;
+      warp_and[warp] = all_and;
+      warp_or[warp] = all_or;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kSelectWarps; ++i) {
+      lo = fminf(lo, warp_lo[i]);
+      hi = fmaxf(hi, warp_hi[i]);
+      all_and &= warp_and[i];
+      all_or |= warp_or[i];
+    }
+    if (all_and == all_or) {  // every live key equal (uniform)
+      how = kTie;
+      break;
+    }
+    // (halves: hi - lo never overflows; a degenerate scale is caught by the
+    // clamp, and kMaxRounds bounds what makes no progress)
+    const float scale = hi > lo ? static_cast<float>(kBins - 3) / (0.5f * hi - 0.5f * lo) : 0.0f;
+    auto bin_of = [&](float v) {
+      if (v < lo) return 0;          // -inf
+      if (v > hi) return kBins - 1;  // +inf
+      const float t = fminf(fmaxf((0.5f * v - 0.5f * lo) * scale, 0.0f), static_cast<float>(kBins - 3));
+      return 1 + static_cast<int>(t);
+    };
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (live & (1u << e)) atomicAdd(&bins[bin_of(sc[e])], 1u);
+    }
+    __syncthreads();
+
+    // Thread t owns bins [8t, 8t + 8): live keys in the bins above them
+    // (suffix scan), then the bin where the count reaches rem.
+    const uint4 c0 = bins4[2 * tid], c1 = bins4[2 * tid + 1];
+    const unsigned c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+    unsigned total = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) total += c[j];
+    unsigned incl = total;  // over this lane's and the higher lanes' bins
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const unsigned o = __shfl_down_sync(kFull, incl, off);
+      if (lane + off < 32) incl += o;
+    }
+    if (lane == 0) warp_cnt[warp] = incl;
+    __syncthreads();
+    unsigned above = incl - total;
+#pragma unroll
+    for (int w = 0; w < kSelectWarps; ++w) above += w > warp ? warp_cnt[w] : 0u;
+    if (above < rem && rem <= above + total) {
+#pragma unroll
+      for (int j = 7; j >= 0; --j) {
+        if (above + c[j] >= rem) {
+          found[0] = tid * kBinsPerThread + j;
+          found[1] = above;
+          found[2] = c[j];
+          break;
+        }
+        above += c[j];
+      }
+    }
+    __syncthreads();
+    const int bstar = static_cast<int>(found[0]);
+    const unsigned cnt = found[2];
+    rem -= found[1];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (live & (1u << e)) {
+        const int b = bin_of(sc[e]);
+        if (b > bstar) taken |= 1u << e;
+        if (b != bstar) live &= ~(1u << e);
+      }
+    }
+    how = cnt == rem ? kWhole : cnt <= kMaxCandidates ? kFew : kOpen;
+  }
+  if (how == kOpen) return false;  // uniform
+  if (how == kWhole) {
+    taken |= live;
+    live = 0;
+  }
+
+  const int n_pad = (n + kFlagRound - 1) / kFlagRound * kFlagRound;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int idx = e * kSelectThreads + tid;
+    if (idx < n) {
+      const bool is_live = live & (1u << e);
+      flags[idx] = (taken & (1u << e)) ? 2 : (how == kTie && is_live) ? 1 : 0;
+      if (how == kFew && is_live) {
+        const unsigned slot = atomicAdd(&found[3], 1u);
+        cand_key[slot] = OrderedKey(sc[e]);
+        cand_idx[slot] = idx;
+      }
+    }
+  }
+  for (int idx = n + tid; idx < n_pad; idx += kSelectThreads) flags[idx] = 0;
+  __syncthreads();
+  if (how == kFew && warp == 0) {
+    const unsigned cnt = found[3];
+    const bool mine = static_cast<unsigned>(lane) < cnt;
+    const uint32_t key = mine ? cand_key[lane] : 0u;
+    const int idx = mine ? cand_idx[lane] : 0;
+    unsigned rank = 0;  // candidates ahead: a higher score, or equal at a lower page
+    for (unsigned j = 0; j < cnt; ++j) {
+      const uint32_t kj = __shfl_sync(kFull, key, static_cast<int>(j));
+      const int ij = __shfl_sync(kFull, idx, static_cast<int>(j));
+      rank += (kj > key || (kj == key && ij < idx)) ? 1u : 0u;
+    }
+    if (mine && rank < rem) flags[idx] = 2;
+  }
+  __syncthreads();
+  OrderedCompact(flags, n_pad, how == kTie ? rem : 0u, out);
+  return true;
+}
+
+__device__ __forceinline__ bool SelectRowBinnedAnyE(int e, const float* scores, int n, int k, int32_t* out) {
+  switch (e) {
+    case 2: return SelectRowBinned<2>(scores, n, k, out);
+    case 4: return SelectRowBinned<4>(scores, n, k, out);
+    case 8: return SelectRowBinned<8>(scores, n, k, out);
+    case 16: return SelectRowBinned<16>(scores, n, k, out);
+    default: return SelectRowBinned<32>(scores, n, k, out);
+  }
+}
+
 __global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scores, int64_t stride, int n,
                                                                int k, int e, int32_t* selected) {
+  AllowDependents();  // the next kernel may start launching; it waits for this grid before any read
   WaitPrimary();
   int32_t* out = selected + int64_t{blockIdx.x} * (k + 1);
-  SelectRowAnyE<false>(e, scores + blockIdx.x * stride, n, k, out);
+  const float* row = scores + blockIdx.x * stride;
+  if (!SelectRowBinnedAnyE(e, row, n, k, out)) SelectRowAnyE<false>(e, row, n, k, out);
   if (threadIdx.x == 0) out[k] = n;
 }
 
@@ -606,7 +931,7 @@ constexpr int kClusterThreads = 512;
 constexpr int kClusterWarps = kClusterThreads / 32;
 constexpr int kMaxClusterSlice = 8192;  // keys per CTA in shared memory (32 KB)
 
-template <typename T, int D, int H>
+template <typename T, bool FP8, int D, int H>
 __global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesParams p, int n, int slice) {
   namespace cg = cooperative_groups;
   WaitPrimary();
@@ -628,7 +953,7 @@ __global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesP
   const int p0 = r * slice;
   const int p1 = p0 + slice < n ? p0 + slice : n;
   const int cnt = p1 > p0 ? p1 - p0 : 0;
-  if (cnt > 0) ScoreRange<T, D, H, kClusterThreads>(p, g, p0, p1, sc - p0);
+  if (cnt > 0) ScoreRange<T, FP8, D, H, kClusterThreads>(p, g, p0, p1, sc - p0);
   __syncthreads();
   for (int i = tid; i < cnt; i += kClusterThreads) key[i] = OrderedKey(sc[i]);
   // (the barrier of the first pass orders these writes before the reads)
@@ -717,11 +1042,11 @@ __global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesP
   }
 }
 
-template <typename T, int D, int H>
+template <typename T, bool FP8, int D, int H>
 cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cudaStream_t stream) {
   const int slice = (n + cluster_size - 1) / cluster_size;
   if (slice > kMaxClusterSlice) return cudaErrorInvalidValue;
-  const void* kernel = reinterpret_cast<const void*>(&ClusterSelectKernel<T, D, H>);
+  const void* kernel = reinterpret_cast<const void*>(&ClusterSelectKernel<T, FP8, D, H>);
   static bool configured = false;  // host-side, per instantiation
   if (!configured) {
     if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -744,20 +1069,21 @@ cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cuda
   attr[1].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attr;
   config.numAttrs = p.pdl ? 2 : 1;
-  return cudaLaunchKernelEx(&config, ClusterSelectKernel<T, D, H>, p, n, slice);
+  return cudaLaunchKernelEx(&config, ClusterSelectKernel<T, FP8, D, H>, p, n, slice);
 }
 
 // Measured on an H100 (quest_kernels_test, CUDA graph timing, head_dim
-// 128): up to 4096 scored pages (32K tokens) the two-kernel radix select is
-// fastest (MHA 16.8 us vs cluster8 19.8; GQA 32/8 10.8 vs 12.7); above it
-// the 8-CTA cluster select wins for one coefficient vector (SUM / MHA:
-// 128K MHA 58.7-59.9 us vs 62.2-62.8, GQA 22.6-22.8 vs 23.4-24.0) but not
-// for MAX over a GQA group (31.2 vs 27.7: its scorer's registers). Fusing
-// the select into the last scoring CTA, clusters of 16 (scheduling) and
-// BlockRadixSort are slower everywhere.
+// 128, 16-token pages, k+1 = 128): with the binned select and 32 KB+
+// scoring CTAs the two-kernel path is fastest everywhere, bf16 and FP8
+// (letting the select kernel launch as scoring starts, 8 FP8 pages in
+// flight per lane instead of 4 and scoring CTAs of up to 8 per SM were
+// slower)
+// (bf16: 32K MHA 12.8 us vs cluster8 19.5, 128K MHA 55.6 vs 60.2, 128K GQA
+// 32/8 16.0 vs 22.3; FP8: 32K MHA 10.7 vs 23.9, 128K MHA 33.4 vs 54.5).
+// Before them the cluster select won above 4096 pages for one coefficient
+// vector. Fusing the select into the last scoring CTA, clusters of 16
+// (scheduling) and BlockRadixSort were slower everywhere.
 constexpr int kDefaultVariant = 1;
-constexpr int kDefaultLargeVariant = 5;
-constexpr int64_t kClusterFromPages = 4096;
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
@@ -768,52 +1094,67 @@ cudaError_t SetDynamicSmem(const void* kernel, size_t bytes) {
 
 // Pages per scoring CTA: a multiple of what one pass of the CTA covers,
 // aiming at a few CTAs per SM over all KV heads.
-int64_t PagesPerCta(int64_t n, int kv_heads, int unit, int64_t target_ctas) {
-  int64_t per = (n * kv_heads + target_ctas - 1) / target_ctas;
+// (`fixed`: exactly min_pages, rounded up to the unit.)
+int64_t PagesPerCta(int64_t n, int kv_heads, int unit, int64_t target_ctas, int64_t min_pages, bool fixed) {
+  int64_t per = fixed ? min_pages : (n * kv_heads + target_ctas - 1) / target_ctas;
+  if (per < min_pages) per = min_pages;
   per = (per + unit - 1) / unit * unit;
   return per < unit ? unit : per;
 }
 
-template <typename T, int D, int H>
+template <typename T, bool FP8, int D, int H>
 cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, cudaStream_t stream) {
-  constexpr int kVpr = 2 * D / 8;
+  constexpr bool kVec8 = FP8 && H >= 4;  // as ScoreRange
+  constexpr int kVpr = 2 * D / (FP8 && !kVec8 ? 16 : 8);
   constexpr int kLanes = kVpr < 32 ? kVpr : 32;
   constexpr int kNv = kVpr / kLanes;
-  constexpr int kUnroll = H * kNv <= 2 ? 4 : 2;
+  constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll : H * kNv <= 2 || kVec8 ? 4 : 2;
   const int64_t stride = p.num_pages;
   if (variant == 5 || variant == 6) {
-    return LaunchCluster<T, D, H>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
+    return LaunchCluster<T, FP8, D, H>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
   }
   const int unit = kScoreThreads / kLanes * kUnroll;
-  const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 8);
+  // About 4 CTAs per SM over all KV heads, each at least 32 KB of bounds
+  // (measured on an H100: smaller CTAs, up to the 8 per SM before, spent
+  // more on CTA start-up than they saved in tail).
+  const int64_t min_pages = 32768 / (2 * D * (FP8 ? 1 : static_cast<int>(sizeof(T))));
+  const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 4,
+                                  p.score_pages_per_cta > 0 ? p.score_pages_per_cta : min_pages,
+                                  p.score_pages_per_cta > 0);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
-  return LaunchMaybePdl(p.pdl, &ScoreKernel<T, D, H>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per);
+  return LaunchMaybePdl(p.pdl, &ScoreKernel<T, FP8, D, H>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per);
 }
 
-template <typename T>
+template <typename T, bool FP8>
 cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, int64_t n,
                        cudaStream_t stream) {
   if (fast) {
     switch (p.head_dim * 16 + h) {
-      case 64 * 16 + 1: return RunFast<T, 64, 1>(p, variant, n, stream);
-      case 64 * 16 + 2: return RunFast<T, 64, 2>(p, variant, n, stream);
-      case 64 * 16 + 4: return RunFast<T, 64, 4>(p, variant, n, stream);
-      case 64 * 16 + 8: return RunFast<T, 64, 8>(p, variant, n, stream);
-      case 128 * 16 + 1: return RunFast<T, 128, 1>(p, variant, n, stream);
-      case 128 * 16 + 2: return RunFast<T, 128, 2>(p, variant, n, stream);
-      case 128 * 16 + 4: return RunFast<T, 128, 4>(p, variant, n, stream);
-      case 128 * 16 + 8: return RunFast<T, 128, 8>(p, variant, n, stream);
-      case 256 * 16 + 1: return RunFast<T, 256, 1>(p, variant, n, stream);
-      case 256 * 16 + 2: return RunFast<T, 256, 2>(p, variant, n, stream);
-      case 256 * 16 + 4: return RunFast<T, 256, 4>(p, variant, n, stream);
+      case 64 * 16 + 1: return RunFast<T, FP8, 64, 1>(p, variant, n, stream);
+      case 64 * 16 + 2: return RunFast<T, FP8, 64, 2>(p, variant, n, stream);
+      case 64 * 16 + 4: return RunFast<T, FP8, 64, 4>(p, variant, n, stream);
+      case 64 * 16 + 8: return RunFast<T, FP8, 64, 8>(p, variant, n, stream);
+      case 128 * 16 + 1: return RunFast<T, FP8, 128, 1>(p, variant, n, stream);
+      case 128 * 16 + 2: return RunFast<T, FP8, 128, 2>(p, variant, n, stream);
+      case 128 * 16 + 4: return RunFast<T, FP8, 128, 4>(p, variant, n, stream);
+      case 128 * 16 + 8: return RunFast<T, FP8, 128, 8>(p, variant, n, stream);
+      case 256 * 16 + 1: return RunFast<T, FP8, 256, 1>(p, variant, n, stream);
+      case 256 * 16 + 2: return RunFast<T, FP8, 256, 2>(p, variant, n, stream);
+      case 256 * 16 + 4: return RunFast<T, FP8, 256, 4>(p, variant, n, stream);
       default: break;
     }
   }
   const int64_t warps = n * p.num_kv_heads;
   const int64_t blocks64 = (warps * 32 + kThreads - 1) / kThreads;
   const unsigned blocks = static_cast<unsigned>(blocks64 < 65536 ? blocks64 : 65536);
-  ScoreGenericKernel<T><<<blocks, kThreads, 0, stream>>>(p, n, p.num_pages);
+  ScoreGenericKernel<T, FP8><<<blocks, kThreads, 0, stream>>>(p, n, p.num_pages);
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t Score(const TopPagesParams& p, int h, bool fast, int variant, int64_t n, cudaStream_t stream) {
+  return p.bounds_fp8 ? RunScoring<T, true>(p, h, fast, variant, n, stream)
+                      : RunScoring<T, false>(p, h, fast, variant, n, stream);
 }
 
 }  // namespace
@@ -828,8 +1169,10 @@ cudaError_t LaunchUpdatePageBounds(ElemType type, const PageBoundsParams& p, cud
   const bool vec8 = p.head_dim % 8 == 0 && Aligned16(p.k_pages) && Aligned16(p.bounds);
   const int64_t items = (last - first + 1) * p.num_kv_heads * (vec8 ? p.head_dim / 8 : p.head_dim);
   QUEST_DISPATCH(type, {
-    return LaunchMaybePdl(p.pdl, vec8 ? &PageBoundsKernel<T, 8> : &PageBoundsKernel<T, 1>, dim3(Blocks(items)),
-                          dim3(kThreads), 0, stream, p, first, items);
+    void (*kernel)(PageBoundsParams, int64_t, int64_t) =
+        p.bounds_fp8 ? (vec8 ? &PageBoundsKernel<T, 8, true> : &PageBoundsKernel<T, 1, true>)
+                     : (vec8 ? &PageBoundsKernel<T, 8, false> : &PageBoundsKernel<T, 1, false>);
+    return LaunchMaybePdl(p.pdl, kernel, dim3(Blocks(items)), dim3(kThreads), 0, stream, p, first, items);
   });
   return cudaErrorInvalidValue;
 }
@@ -852,15 +1195,13 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   const bool fast = (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(p.bounds);
   const int e = n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32;
   const size_t flag_bytes = static_cast<size_t>((n + kFlagRound - 1) / kFlagRound * kFlagRound);
-  int variant = p.variant != 0                         ? p.variant
-                : n > kClusterFromPages && h == 1 ? kDefaultLargeVariant
-                                                  : kDefaultVariant;
+  int variant = p.variant != 0 ? p.variant : kDefaultVariant;
   if ((variant == 5 || variant == 6) && (!fast || n > int64_t{8} * kMaxClusterSlice)) variant = 1;
   if (variant != 4 && variant != 5 && variant != 6) variant = 1;
 
   cudaError_t err = cudaSuccess;
   if (variant == 5 || variant == 6) {
-    QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, stream); });
+    QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, n, stream); });
     if (err == cudaSuccess) {
       if (p.launched_variant != nullptr) *p.launched_variant = variant;
       return err;
@@ -869,7 +1210,7 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
     variant = 1;
   }
   if (p.launched_variant != nullptr) *p.launched_variant = variant;
-  QUEST_DISPATCH(type, { err = RunScoring<T>(p, h, fast, variant, n, stream); });
+  QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, n, stream); });
   if (err != cudaSuccess || variant == 4) return err;
   if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectKernel), flag_bytes)) != cudaSuccess) {
     return err;

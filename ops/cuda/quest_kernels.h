@@ -64,13 +64,17 @@ struct TopPagesParams {
   float* scores = nullptr;  // scratch [num_kv_heads, num_pages] floats
   int32_t* selected = nullptr;  // [num_kv_heads, k + 1]
   // Implementation (benchmarks and tests; every one gives the same output):
-  // 0 the default, 1 scoring + radix-select kernels,
+  // 0 the default (1), 1 scoring + select kernels (a binned select, radix
+  // where ties crowd the k-th score's bin),
   // 4 the scoring pass alone (timing only: `selected` is not written),
   // 5 / 6 one fused kernel: a thread-block cluster of 8 / 16 CTAs per KV
   // head scores its slices into shared memory and radix-selects over the
   // cluster's distributed shared memory (no scores round trip; falls back
-  // to 1 where a cluster launch is refused or the shape is not a fast one).
+  // to 1 where a cluster launch is refused or the shape is not a fast one;
+  // slower than 1 on an H100 at 32K-128K tokens).
   int variant = 0;
+  // Pages per scoring CTA of the two-kernel path (tuning; 0: the default).
+  int64_t score_pages_per_cta = 0;
   // Launch the kernels with programmatic stream serialization (each starts
   // launching while the previous kernel on the stream ends; it waits for
   // that kernel before reading anything).

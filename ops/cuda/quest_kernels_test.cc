@@ -10,6 +10,10 @@
 //    reference) within 1e-3 of the score scale of the k-th best. With
 //    integer-valued inputs (exact sums) the selection must match exactly,
 //    ties included. Outputs are poisoned before each run.
+//  - Every bounds and select case runs with bf16/f32 bounds and with FP8
+//    E4M3 bounds (min rounded down, max rounded up: runtime/fp8.h), the
+//    bounds bit-identical to the CPU's codes, selections as above over the
+//    codes' values.
 //  - Every select implementation (TopPagesParams::variant) gives the same
 //    rows; a timing printout (not asserted) against a device-to-device copy
 //    of the same bounds bytes.
@@ -34,6 +38,7 @@
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/testing/cpu_gpu_test.h"
 #include "ops/cuda/quest_kernels.h"
+#include "runtime/fp8.h"
 
 namespace quest::ops {
 namespace {
@@ -59,9 +64,13 @@ class QuestKernelsTest : public testing::CpuGpuTest {
     return t;
   }
 
-  // Exact equality of two float tensors' values (both read back).
+  // Exact equality of two float tensors' values (both read back; FP8 codes
+  // compare as their decoded values, which tell every code apart).
   void ExpectBitIdentical(const Tensor& cpu_t, const Tensor& gpu_t, const std::string& what) {
     Tensor want = cpu_->ToHost(cpu_t), got = gpu_->ToHost(gpu_t);
+    ASSERT_EQ(cpu_t.dtype() == DType::kFloat8E4M3, gpu_t.dtype() == DType::kFloat8E4M3) << what;
+    if (want.dtype() != DType::kFloat32) want = want.ToFloat32();
+    if (got.dtype() != DType::kFloat32) got = got.ToFloat32();
     ASSERT_EQ(want.numel(), got.numel());
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < want.numel(); ++i) {
@@ -75,7 +84,31 @@ class QuestKernelsTest : public testing::CpuGpuTest {
                       << got.data<float>()[std::max<int64_t>(first, 0)] << ")";
   }
 
+  // A host f32 tensor's values as FP8 codes on `backend` (rounded down,
+  // or up with round_up).
+  Tensor Fp8On(Backend& backend, const Tensor& host, bool round_up) {
+    Tensor codes = Tensor::Empty(DType::kFloat8E4M3, host.shape());
+    for (int64_t i = 0; i < host.numel(); ++i) {
+      const float x = host.data<float>()[i];
+      codes.data<uint8_t>()[i] = round_up ? fp8::E4M3RoundUp(x) : fp8::E4M3RoundDown(x);
+    }
+    Tensor t = backend.Allocate(DType::kFloat8E4M3, host.shape());
+    backend.CopyFromHost(codes, t);
+    return t;
+  }
 };
+
+// [rows, 2, d] bounds rounded outward to FP8 values (min down, max up; NaN
+// stays NaN), as host f32.
+Tensor RoundBoundsToFp8(const Tensor& bounds, int d) {
+  Tensor out = Tensor::Empty(DType::kFloat32, bounds.shape());
+  for (int64_t i = 0; i < bounds.numel(); ++i) {
+    const float x = bounds.data<float>()[i];
+    const bool hi = (i / d) % 2 == 1;
+    out.data<float>()[i] = fp8::E4M3ToFloat(hi ? fp8::E4M3RoundUp(x) : fp8::E4M3RoundDown(x));
+  }
+  return out;
+}
 
 // ---------------------------------------------------------------- bounds
 
@@ -83,6 +116,7 @@ struct BoundsCase {
   int page_size, bound_page, kv_heads, head_dim;
   int64_t len;
   bool holes;
+  float key_scale = 2.0f;  // Keys uniform in [-key_scale, key_scale]
 };
 
 TEST_F(QuestKernelsTest, UpdatePageBounds) {
@@ -93,12 +127,16 @@ TEST_F(QuestKernelsTest, UpdatePageBounds) {
       {16, 16, 1, 36, 100, false},    // head_dim not a multiple of 8 (scalar path)
       {16, 4, 3, 256, 129, true},
       {16, 16, 8, 128, 32768 - 5, false},  // a long prefill (the wide launch)
+      {16, 16, 2, 128, 300, true, 700.0f},  // beyond FP8's +-448 (saturates)
+      {16, 8, 2, 64, 300, false, 0.03f},    // FP8 subnormals (below 2^-6)
   };
+  for (const bool fp8 : {false, true})
   for (const BoundsCase& c : cases) {
     const std::string name = "bounds page=" + std::to_string(c.page_size) + " quest=" +
                              std::to_string(c.bound_page) + " kv=" + std::to_string(c.kv_heads) +
                              " d=" + std::to_string(c.head_dim) + " len=" + std::to_string(c.len) +
-                             (c.holes ? " holes" : "");
+                             " keys=" + std::to_string(c.key_scale) + (c.holes ? " holes" : "") +
+                             (fp8 ? " fp8" : "");
     SCOPED_TRACE(name);
     const int64_t total = c.len + 40;  // room for the appends
     const int64_t logical = (total + c.page_size - 1) / c.page_size;
@@ -110,10 +148,12 @@ TEST_F(QuestKernelsTest, UpdatePageBounds) {
     if (c.holes) {
       for (int64_t p = 1; p + 2 < logical; p += 3) table[p] = -1;
     }
-    Tensor keys = Random({physical, c.page_size, c.kv_heads, c.head_dim}, 2.0f);
+    Tensor keys = Random({physical, c.page_size, c.kv_heads, c.head_dim}, c.key_scale);
     const int64_t capacity = (total + c.bound_page - 1) / c.bound_page + 2;
-    Tensor stale = Random({capacity, c.kv_heads, 2, c.head_dim}, 3.0f);
-    Tensor ck = OnCpu(keys), gk = OnGpu(keys), cb = OnCpu(stale), gb = OnGpu(stale);
+    Tensor stale = Random({capacity, c.kv_heads, 2, c.head_dim}, 1.5f * c.key_scale);
+    Tensor ck = OnCpu(keys), gk = OnGpu(keys);
+    Tensor cb = fp8 ? Fp8On(*cpu_, stale, false) : OnCpu(stale);
+    Tensor gb = fp8 ? Fp8On(*gpu_, stale, false) : OnGpu(stale);
     auto fold = [&](int64_t begin, int64_t end, const std::string& what) {
       PageBoundsArgs a;
       a.page_table = table;
@@ -138,7 +178,7 @@ TEST_F(QuestKernelsTest, UpdatePageBounds) {
     if (s % c.bound_page == 0) ++s;
     {
       const int64_t row = int64_t{c.kv_heads} * c.head_dim;
-      std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
+      std::uniform_real_distribution<float> dist(-2.0f * c.key_scale, 2.0f * c.key_scale);
       for (int64_t pos = s; pos < len; ++pos) {
         const int32_t phys = table[pos / c.page_size];
         if (phys < 0) continue;
@@ -164,10 +204,10 @@ struct SelectCase {
   int heads, kv_heads, head_dim;
 };
 
-std::string Name(const SelectCase& c, int64_t k, bool sum) {
+std::string Name(const SelectCase& c, int64_t k, bool sum, bool fp8) {
   return "select pages=" + std::to_string(c.num_pages) + " k=" + std::to_string(k) + " H=" +
          std::to_string(c.heads) + " KV=" + std::to_string(c.kv_heads) + " d=" +
-         std::to_string(c.head_dim) + (sum ? " sum" : " max");
+         std::to_string(c.head_dim) + (sum ? " sum" : " max") + (fp8 ? " fp8" : "");
 }
 
 // float64 scores [kv_heads][num_pages - 1] and the score scale (the largest
@@ -296,7 +336,8 @@ class SelectTest : public QuestKernelsTest {
   }
 
   // Runs every k over the case on both backends; returns the near-tie flips.
-  int64_t RunCase(const SelectCase& c, bool sum, Fill fill, std::vector<int64_t> ks) {
+  // fp8: the bounds are stored as FP8 codes (rounded outward).
+  int64_t RunCase(const SelectCase& c, bool sum, Fill fill, std::vector<int64_t> ks, bool fp8 = false) {
     const int64_t n = c.num_pages - 1;
     Tensor q = fill == Fill::kIntegers ? Tensor::Empty(DType::kFloat32, {1, c.heads, c.head_dim})
                                        : Random({1, c.heads, c.head_dim});
@@ -305,16 +346,19 @@ class SelectTest : public QuestKernelsTest {
       for (int64_t i = 0; i < q.numel(); ++i) q.data<float>()[i] = static_cast<float>(ints(rng_));
     }
     Tensor bounds = MakeBounds(c, c.num_pages + 5, fill);
+    if (fp8) bounds = RoundBoundsToFp8(bounds, c.head_dim);  // exact as codes
     std::vector<std::vector<double>> ref;
     double scale = 0.0;
     ReferenceScores(q, bounds, c, sum, &ref, &scale);
-    Tensor cq = OnCpu(q), gq = OnGpu(q), cb = OnCpu(bounds), gb = OnGpu(bounds);
+    Tensor cq = OnCpu(q), gq = OnGpu(q);
+    Tensor cb = fp8 ? Fp8On(*cpu_, bounds, false) : OnCpu(bounds);
+    Tensor gb = fp8 ? Fp8On(*gpu_, bounds, false) : OnGpu(bounds);
     std::sort(ks.begin(), ks.end());
     ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
     int64_t flips = 0;
     for (int64_t k : ks) {
       if (k < 0 || k > n) continue;
-      const std::string what = Name(c, k, sum);
+      const std::string what = Name(c, k, sum, fp8);
       SCOPED_TRACE(what);
       TopPagesArgs a;
       a.num_pages = c.num_pages;
@@ -356,11 +400,14 @@ TEST_F(SelectTest, MatchesCpuOverShapes) {
   int64_t runs = 0, flips = 0;
   for (const SelectCase& c : cases) {
     const int64_t n = c.num_pages - 1;
-    for (bool sum : {true, false}) {
-      const int64_t f = RunCase(c, sum, Fill::kRandom, {0, 1, 2, 7, 15, 127, 255, 511, n / 2, n - 1, n});
-      ASSERT_GE(f, 0);
-      flips += f;
-      ++runs;
+    for (bool fp8 : {false, true}) {
+      for (bool sum : {true, false}) {
+        const int64_t f =
+            RunCase(c, sum, Fill::kRandom, {0, 1, 2, 7, 15, 127, 255, 511, n / 2, n - 1, n}, fp8);
+        ASSERT_GE(f, 0);
+        flips += f;
+        ++runs;
+      }
     }
   }
   std::printf("  select vs cpu: %lld shapes x ks, %lld near-tie pages differ in all\n",
@@ -373,10 +420,12 @@ TEST_F(SelectTest, ExactTiesMatchExactly) {
   for (int64_t pages : {2, 40, 1000, 5000, 9000}) {
     for (auto [h, kv] : std::vector<std::pair<int, int>>{{4, 4}, {16, 2}}) {
       for (bool sum : {true, false}) {
-        const SelectCase c{pages, h, kv, 128};
-        const int64_t n = pages - 1;
-        EXPECT_EQ(RunCase(c, sum, Fill::kIntegers, {1, 3, 100, 300, n / 3, n - 1}), 0);
-        EXPECT_EQ(RunCase(c, sum, Fill::kConstant, {1, 5, 200, n - 1}), 0);
+        for (bool fp8 : {false, true}) {
+          const SelectCase c{pages, h, kv, 128};
+          const int64_t n = pages - 1;
+          EXPECT_EQ(RunCase(c, sum, Fill::kIntegers, {1, 3, 100, 300, n / 3, n - 1}, fp8), 0);
+          EXPECT_EQ(RunCase(c, sum, Fill::kConstant, {1, 5, 200, n - 1}, fp8), 0);
+        }
       }
     }
   }
@@ -454,7 +503,8 @@ class SelectLaunchTest : public QuestKernelsTest {
 TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
   const int d = 128, max_kv = 32, heads = 32;
   const int64_t max_pages = 131072 / 16;
-  // One random bf16 bounds buffer, read as [pages, kv_heads, 2, d] for every shape.
+  // One random bounds buffer (bf16 values, and the same rounded outward to
+  // FP8), read as [pages, kv_heads, 2, d] for every shape.
   Tensor host = Tensor::Empty(DType::kFloat32, {max_pages, max_kv, 2, d});
   {
     std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
@@ -468,21 +518,21 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
     }
   }
   Tensor bounds = OnGpu(host);
+  Tensor bounds8 = Fp8On(*gpu_, RoundBoundsToFp8(host, d), false);
   Tensor q = OnGpu(Random({1, heads, d}));
   const size_t max_bytes = static_cast<size_t>(max_pages) * max_kv * 2 * d * 2;
   void* copy_dst = Buffer(max_bytes);
   float* scores = static_cast<float*>(Buffer(sizeof(float) * max_pages * max_kv));
   int32_t* selected = static_cast<int32_t*>(Buffer(sizeof(int32_t) * max_kv * 1024));
 
-  std::printf("  SelectTopPages, bf16, head_dim 128, 16-token pages, times per call in a CUDA graph of 50\n"
-              "  calls; a D2D copy of the same bounds bytes moves 2x them (read + write); bw = bounds\n"
-              "  bytes / time; 'x copy' = copy time / time\n");
+  std::printf("  SelectTopPages, head_dim 128, 16-token pages, times per call in a CUDA graph of 50 calls;\n"
+              "  a D2D copy of the bf16 bounds bytes moves 2x them (read + write); bw = bounds bytes read /\n"
+              "  time (fp8: half the bf16 bytes); 'x copy' = bf16 copy time / time\n");
   for (int64_t ctx : {32768, 131072}) {
     for (int kv : {32, 8}) {
       const int64_t pages = ctx / 16;
       cuda::TopPagesParams p;
       p.q = q.raw_data();
-      p.bounds = bounds.raw_data();
       p.num_pages = pages;
       p.num_heads = heads;
       p.num_kv_heads = kv;
@@ -494,53 +544,100 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
       const double copy_us = TimeUs(
           [&] { cudaMemcpyAsync(copy_dst, bounds.raw_data(), bytes, cudaMemcpyDeviceToDevice, stream_); },
           /*graph=*/true);
-      std::printf("  ctx %6lld heads %d/%d: bounds %.1f MB, D2D copy %.2f us (%.0f GB/s read+write)\n",
+      std::printf("  ctx %6lld heads %d/%d: bf16 bounds %.1f MB, D2D copy %.2f us (%.0f GB/s read+write)\n",
                   static_cast<long long>(ctx), heads, kv, bytes / 1e6, copy_us, 2.0 * bytes / copy_us / 1e3);
       for (int64_t budget : {128, 256}) {
         p.k = budget - 1;
         for (bool sum : {true, false}) {
           p.combine_sum = sum;
-          const std::vector<int32_t> want = Run(p, 1);
-          std::string line;
-          for (int variant : {1, 4, 5, 6}) {
-            if (variant != 4) {
-              int launched = -1;
-              EXPECT_EQ(Run(p, variant, &launched), want) << "variant " << variant << " ctx " << ctx << " kv "
-                                                          << kv << " k+1 " << budget;
-              if (variant >= 5) {
-                EXPECT_EQ(launched, variant) << "the cluster launch fell back";
+          double default_us[2] = {0, 0};
+          for (bool fp8 : {false, true}) {
+            p.bounds = fp8 ? bounds8.raw_data() : bounds.raw_data();
+            p.bounds_fp8 = fp8;
+            const double read = fp8 ? bytes / 2.0 : static_cast<double>(bytes);
+            const std::vector<int32_t> want = Run(p, 1);
+            std::string line;
+            for (int variant : {1, 4, 5, 6}) {
+              if (variant != 4) {
+                int launched = -1;
+                EXPECT_EQ(Run(p, variant, &launched), want) << "variant " << variant << " ctx " << ctx << " kv "
+                                                            << kv << " k+1 " << budget << (fp8 ? " fp8" : "");
+                if (variant >= 5) {
+                  EXPECT_EQ(launched, variant) << "the cluster launch fell back";
+                }
+              }
+              const double us = TimeUs(
+                  [&] {
+                    p.variant = variant;
+                    cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_);
+                  },
+                  /*graph=*/true);
+              char buf[200];
+              std::snprintf(buf, sizeof(buf), "  %s %.2f us (%.0f GB/s, %.2fx)",
+                            variant == 1   ? "radix"
+                            : variant == 4 ? "[scoring]"
+                            : variant == 5 ? "cluster8"
+                                           : "cluster16",
+                            us, read / us / 1e3, copy_us / us);
+              line += buf;
+            }
+            p.variant = 0;
+            double def_us[2][2];  // [pdl][graph]
+            for (int pdl : {0, 1}) {
+              for (int graph : {0, 1}) {
+                p.pdl = pdl == 1;
+                def_us[pdl][graph] = TimeUs(
+                    [&] { cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_); }, graph == 1);
               }
             }
-            const double us = TimeUs(
+            p.pdl = true;
+            default_us[fp8] = def_us[1][1];
+            std::printf("    k+1=%lld %s %s:%s\n      default: graph %.2f us = %.2fx copy (no PDL %.2f), "
+                        "stream-launched %.2f us (no PDL %.2f)\n",
+                        static_cast<long long>(budget), sum ? "sum" : "max", fp8 ? "fp8 " : "bf16", line.c_str(),
+                        def_us[1][1], copy_us / def_us[1][1], def_us[0][1], def_us[1][0], def_us[0][0]);
+          }
+          std::printf("    => fp8 default / bf16 default = %.1f %%\n", 100.0 * default_us[1] / default_us[0]);
+        }
+      }
+    }
+  }
+  // Scoring CTA sizes (TopPagesParams::score_pages_per_cta), SUM, k+1 = 128.
+  std::printf("  scoring CTA size sweep (radix / scoring only, us):\n");
+  for (int64_t ctx : {32768, 131072}) {
+    for (int kv : {32, 8}) {
+      for (bool fp8 : {false, true}) {
+        cuda::TopPagesParams p;
+        p.q = q.raw_data();
+        p.bounds = fp8 ? bounds8.raw_data() : bounds.raw_data();
+        p.bounds_fp8 = fp8;
+        p.num_pages = ctx / 16;
+        p.k = 127;
+        p.num_heads = heads;
+        p.num_kv_heads = kv;
+        p.head_dim = d;
+        p.scores = scores;
+        p.selected = selected;
+        const std::vector<int32_t> want = Run(p, 1);
+        std::string line;
+        for (int64_t per : {0, 32, 64, 128, 256, 512, 1024}) {
+          p.score_pages_per_cta = per;
+          EXPECT_EQ(Run(p, 1), want) << "pages per CTA " << per;
+          double us[2];
+          for (int v : {1, 4}) {
+            us[v == 4] = TimeUs(
                 [&] {
-                  p.variant = variant;
+                  p.variant = v;
                   cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_);
                 },
                 /*graph=*/true);
-            char buf[200];
-            std::snprintf(buf, sizeof(buf), "  %s %.2f us (%.0f GB/s, %.2fx copy)",
-                          variant == 1   ? "radix"
-                          : variant == 4 ? "[scoring only]"
-                          : variant == 5 ? "cluster8"
-                                         : "cluster16",
-                          us, bytes / us / 1e3, copy_us / us);
-            line += buf;
           }
-          p.variant = 0;
-          double def_us[2][2];  // [pdl][graph]
-          for (int pdl : {0, 1}) {
-            for (int graph : {0, 1}) {
-              p.pdl = pdl == 1;
-              def_us[pdl][graph] = TimeUs(
-                  [&] { cuda::LaunchSelectTopPages(cuda::ElemType::kBFloat16, p, stream_); }, graph == 1);
-            }
-          }
-          p.pdl = true;
-          std::printf("    k+1=%lld %s:%s\n      default: graph %.2f us (no PDL %.2f), stream-launched %.2f us "
-                      "(no PDL %.2f)\n",
-                      static_cast<long long>(budget), sum ? "sum" : "max", line.c_str(), def_us[1][1],
-                      def_us[0][1], def_us[1][0], def_us[0][0]);
+          char buf[100];
+          std::snprintf(buf, sizeof(buf), "  %lld: %.2f/%.2f", static_cast<long long>(per), us[0], us[1]);
+          line += buf;
         }
+        std::printf("    ctx %6lld %d/%d %s%s\n", static_cast<long long>(ctx), heads, kv, fp8 ? "fp8 " : "bf16",
+                    line.c_str());
       }
     }
   }
@@ -548,13 +645,19 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
   CUDA_OK(cudaGetLastError());
 }
 
-// The cluster selects (variants 5 and 6) against the two-kernel radix
-// select on small and odd shapes (empty CTAs, one page per CTA, ties).
+// The cluster selects (variants 5 and 6, radix over the cluster) against the
+// two-kernel select (binned, falling back to radix with many ties) on small
+// and odd shapes (empty CTAs, one page per CTA, ties between few or many
+// pages), bf16 and FP8 bounds.
 TEST_F(SelectLaunchTest, ClusterVariantsMatchRadix) {
   const int d = 128;
   for (int64_t pages : {3, 10, 17, 130, 1025, 2048, 9000, 40000}) {
     for (auto [heads, kv] : std::vector<std::pair<int, int>>{{4, 4}, {16, 2}}) {
-      for (bool ties : {false, true}) {
+      // fill 0: random (a few duplicated pages), 1: values in {-1, 0, 1}
+      // (ties everywhere), 2: random pages repeating every 24 (groups of
+      // equal scores around every k, as a pool of repeated Keys gives).
+      for (int fill = 0; fill < 3; ++fill) {
+        const bool ties = fill == 1;
         Tensor host = Tensor::Empty(DType::kFloat32, {pages, kv, 2, d});
         std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
         std::uniform_int_distribution<int> ints(-1, 1);
@@ -566,17 +669,34 @@ TEST_F(SelectLaunchTest, ClusterVariantsMatchRadix) {
             b[d + i] = std::max(x, y);
           }
         }
+        if (fill == 2) {
+          const int64_t per_page = int64_t{kv} * 2 * d;
+          for (int64_t pg = 24; pg < pages; ++pg) {
+            std::copy_n(host.data<float>() + (pg % 24) * per_page, per_page, host.data<float>() + pg * per_page);
+          }
+        }
+        if (fill == 0 && pages >= 8) {  // a few duplicated pages: exact ties between few pages
+          std::uniform_int_distribution<int64_t> page(0, pages - 2);
+          const int64_t per_page = int64_t{kv} * 2 * d;
+          for (int64_t i = 0; i < 1 + pages / 20; ++i) {
+            const int64_t from = page(rng_), to = page(rng_);
+            std::copy_n(host.data<float>() + from * per_page, per_page, host.data<float>() + to * per_page);
+          }
+        }
         Tensor bounds = OnGpu(host);
+        Tensor bounds8 = Fp8On(*gpu_, RoundBoundsToFp8(host, d), false);
         Tensor q = OnGpu(Random({1, heads, d}));
         float* scores = static_cast<float*>(Buffer(sizeof(float) * pages * kv));
         const int64_t n = pages - 1;
         for (int64_t k : {int64_t{1}, int64_t{2}, int64_t{31}, int64_t{255}, n / 2, n - 1}) {
           if (k < 1 || k >= n) continue;
           int32_t* selected = static_cast<int32_t*>(Buffer(sizeof(int32_t) * kv * (k + 1)));
-          for (bool sum : {true, false}) {
+          for (int mode = 0; mode < 4; ++mode) {
+            const bool sum = mode % 2 == 0, fp8 = mode >= 2;
             cuda::TopPagesParams p;
             p.q = q.raw_data();
-            p.bounds = bounds.raw_data();
+            p.bounds = fp8 ? bounds8.raw_data() : bounds.raw_data();
+            p.bounds_fp8 = fp8;
             p.num_pages = pages;
             p.k = k;
             p.num_heads = heads;
@@ -590,7 +710,7 @@ TEST_F(SelectLaunchTest, ClusterVariantsMatchRadix) {
               int launched = -1;
               EXPECT_EQ(Run(p, variant, &launched), want)
                   << "variant " << variant << " pages " << pages << " k " << k << " kv " << kv
-                  << (sum ? " sum" : " max") << (ties ? " ties" : "");
+                  << (sum ? " sum" : " max") << " fill " << fill << (fp8 ? " fp8" : "");
               EXPECT_EQ(launched, variant);
             }
           }
@@ -608,6 +728,7 @@ TEST_F(SelectLaunchTest, UpdatePageBoundsTiming) {
   const int64_t len = 32768;
   Tensor keys = OnGpu(Random({len / page + 1, page, kv, d}));
   Tensor bounds = gpu_->AllocateZeros(DType::kBFloat16, {len / page + 1, kv, 2, d});
+  Tensor bounds8 = gpu_->AllocateZeros(DType::kFloat8E4M3, {len / page + 1, kv, 2, d});
   std::vector<int32_t> table(len / page + 1);
   std::iota(table.begin(), table.end(), 0);
   int32_t* dev_table = static_cast<int32_t*>(Buffer(table.size() * sizeof(int32_t)));
@@ -620,9 +741,11 @@ TEST_F(SelectLaunchTest, UpdatePageBoundsTiming) {
   p.num_kv_heads = kv;
   p.head_dim = d;
   p.bounds = bounds.raw_data();
-  for (int64_t n : {int64_t{1}, int64_t{1}, len}) {
-    static int call = 0;
-    const bool one_page = call++ == 1;  // the backend's decode path: the page as an argument
+  for (int call = 0; call < 6; ++call) {
+    const int64_t n = call % 3 == 2 ? len : 1;
+    const bool one_page = call % 3 == 1;  // the backend's decode path: the page as an argument
+    p.bounds_fp8 = call >= 3;
+    p.bounds = p.bounds_fp8 ? bounds8.raw_data() : bounds.raw_data();
     p.begin = len - n;
     p.end = len;
     p.one_page = one_page;
@@ -630,8 +753,9 @@ TEST_F(SelectLaunchTest, UpdatePageBoundsTiming) {
     const double us = TimeUs([&] { cuda::LaunchUpdatePageBounds(cuda::ElemType::kBFloat16, p, stream_); },
                              /*graph=*/true);
     const double bytes = static_cast<double>(n) * kv * d * 2;
-    std::printf("  UpdatePageBounds %lld tokens x %d KV heads x %d%s: %.2f us (%.0f GB/s of Keys)\n",
-                static_cast<long long>(n), kv, d, one_page ? " (page as argument)" : "", us, bytes / us / 1e3);
+    std::printf("  UpdatePageBounds %s %lld tokens x %d KV heads x %d%s: %.2f us (%.0f GB/s of Keys)\n",
+                p.bounds_fp8 ? "fp8 " : "bf16", static_cast<long long>(n), kv, d,
+                one_page ? " (page as argument)" : "", us, bytes / us / 1e3);
   }
   CUDA_OK(cudaStreamSynchronize(stream_));
   CUDA_OK(cudaGetLastError());
