@@ -32,43 +32,46 @@ inline constexpr uint8_t kE4M3Nan = 0x7F;
 inline constexpr uint8_t kE4M3MaxCode = 0x7E;  // 448
 inline constexpr float kE4M3Max = 448.0f;
 
-// The value of an E4M3 code (exact in float).
-QUEST_FP8_FN float E4M3ToFloat(uint8_t code) {
-  const int exponent = (code >> 3) & 0xF, mantissa = code & 0x7;
-  float magnitude;
-  if (exponent == 0xF && mantissa == 0x7) {
-    magnitude = NAN;
-  } else if (exponent == 0) {
-    magnitude = ldexpf(static_cast<float>(mantissa), -9);  // subnormal: m * 2^-9
-  } else {
-    magnitude = ldexpf(static_cast<float>(8 + mantissa), exponent - 10);  // 1.m * 2^(e-7)
-  }
-  return (code & 0x80) ? -magnitude : magnitude;
-}
-
 namespace internal {
 
-// The code of the largest E4M3 magnitude <= a (a >= 0, not NaN),
-// saturating at 448; *exact says whether it equals a.
+QUEST_FP8_FN uint32_t Bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+#endif
+}
+
+QUEST_FP8_FN float FromBits(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+#endif
+}
+
+// The code of the largest E4M3 magnitude <= a (a >= 0 or -0, not NaN),
+// saturating at 448; *exact says whether it equals a. Bit operations, not
+// frexpf / ldexpf: a decode step's bounds fold runs this per element.
 QUEST_FP8_FN uint8_t TruncateMagnitude(float a, bool* exact) {
   if (a >= kE4M3Max) {
     *exact = a == kE4M3Max;
     return kE4M3MaxCode;
   }
-  uint8_t code;
   if (a < 0.015625f) {  // below 2^-6, the smallest normal: subnormal steps of 2^-9
-    const float steps = floorf(a * 512.0f);
-    code = static_cast<uint8_t>(steps);
-    *exact = steps == a * 512.0f;
-  } else {
-    int e2 = 0;
-    const float fraction = frexpf(a, &e2);  // a = fraction * 2^e2, fraction in [0.5, 1)
-    const float scaled = fraction * 16.0f - 8.0f;  // the mantissa in eighths, [0, 8)
-    const float mantissa = floorf(scaled);
-    code = static_cast<uint8_t>(((e2 - 1 + 7) << 3) | static_cast<int>(mantissa));
-    *exact = mantissa == scaled;
+    const float steps = a * 512.0f, whole = floorf(steps);
+    *exact = whole == steps;
+    return static_cast<uint8_t>(whole);
   }
-  return code;
+  // A normal float in [2^-6, 448): its biased exponent - 120 is the E4M3
+  // one (bias 127 vs 7), its top 3 mantissa bits the E4M3 mantissa.
+  const uint32_t b = Bits(a);
+  *exact = (b & 0xFFFFFu) == 0;
+  return static_cast<uint8_t>(((((b >> 23) & 0xFFu) - 120u) << 3) | ((b >> 20) & 0x7u));
 }
 
 // Largest E4M3 value <= x (saturating at -448 below it); NaN stays NaN.
@@ -83,6 +86,20 @@ QUEST_FP8_FN uint8_t RoundDown(float x) {
 }
 
 }  // namespace internal
+
+// The value of an E4M3 code (exact in float).
+QUEST_FP8_FN float E4M3ToFloat(uint8_t code) {
+  const uint32_t magnitude = code & 0x7Fu;
+  float v;
+  if (magnitude == 0x7Fu) {
+    v = NAN;
+  } else if (magnitude >= 8u) {
+    v = internal::FromBits((magnitude << 20) + (120u << 23));  // 1.m * 2^(e-7): rebias the exponent
+  } else {
+    v = static_cast<float>(magnitude) * 0.001953125f;  // subnormal: m * 2^-9
+  }
+  return (code & 0x80u) ? -v : v;
+}
 
 // The E4M3 code of the largest value <= x: a page's min Keys.
 QUEST_FP8_FN uint8_t E4M3RoundDown(float x) { return internal::RoundDown(x); }
