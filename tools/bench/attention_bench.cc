@@ -172,10 +172,15 @@ struct Row {
 };
 
 // Fills device bytes with random bf16 values in [-1, 1) (never zeros): one
-// random 64 MiB block uploaded, then tiled with device copies.
+// random block of 64 MiB + 1 MiB uploaded, then every 64 MiB of dst copied
+// from it at a random even offset. Shifted windows keep pages from
+// repeating (a plain tiling would repeat every page's Keys, and so its
+// bounds, every 64 MiB: the exact score ties real Keys do not have).
 void FillRandom(void* dst, size_t bytes, std::mt19937& rng) {
-  const size_t block = std::min<size_t>(bytes, size_t{64} << 20);
-  std::vector<uint16_t> host(block / 2);
+  constexpr size_t kBlock = size_t{64} << 20, kSlack = size_t{1} << 20;
+  const size_t block = std::min(bytes, kBlock);
+  const size_t source_bytes = bytes > kBlock ? kBlock + kSlack : block;
+  std::vector<uint16_t> host(source_bytes / 2);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (auto& h : host) {
     float f = u(rng);
@@ -184,10 +189,19 @@ void FillRandom(void* dst, size_t bytes, std::mt19937& rng) {
     h = static_cast<uint16_t>(bits >> 16);
   }
   char* d = static_cast<char*>(dst);
-  BENCH_CUDA(cudaMemcpy(d, host.data(), block, cudaMemcpyHostToDevice));
-  for (size_t off = block; off < bytes; off += block) {
-    BENCH_CUDA(cudaMemcpy(d + off, d, std::min(block, bytes - off), cudaMemcpyDeviceToDevice));
+  if (bytes <= kBlock) {
+    BENCH_CUDA(cudaMemcpy(d, host.data(), bytes, cudaMemcpyHostToDevice));
+    return;
   }
+  char* source = nullptr;
+  BENCH_CUDA(cudaMalloc(&source, source_bytes));
+  BENCH_CUDA(cudaMemcpy(source, host.data(), source_bytes, cudaMemcpyHostToDevice));
+  std::uniform_int_distribution<size_t> shift(0, kSlack / 2 - 1);
+  for (size_t off = 0; off < bytes; off += kBlock) {
+    BENCH_CUDA(cudaMemcpy(d + off, source + 2 * shift(rng), std::min(kBlock, bytes - off),
+                          cudaMemcpyDeviceToDevice));
+  }
+  BENCH_CUDA(cudaFree(source));
 }
 
 // Backend::Linear (cuBLASLt, bf16 in and out, fp32 accumulate) on
