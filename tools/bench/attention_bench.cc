@@ -497,7 +497,8 @@ int Main() {
   std::printf("\nsparse rows: the attention kernel alone with a CSR selection given from the host.\n");
   std::printf("%% copy = (K+V bytes read / time) / (D2D cudaMemcpyAsync bytes read+written / time), same "
               "run, same size; speed-up = dense b1 time / sparse time, same context (ideal = ctx/B).\n");
-  std::printf("ev/host = event time / host-clock time (near 1: host-side work is not the bottleneck).\n");
+  std::printf("ev/host = event time / host-clock time (near 1: the host clock measured the GPU stream; "
+              "whether launches set the pace is the Quest table's host column).\n");
   std::printf("%-10s %7s %-24s %8s %9s %7s %8s\n", "shape", "context", "case", "% copy", "speed-up",
               "ideal", "ev/host");
   for (const Row& r : rows) {
