@@ -7,6 +7,7 @@
 
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/device_util.cuh"
+#include "ops/cuda/ptx.cuh"
 
 namespace quest::ops::cuda {
 namespace {
@@ -199,14 +200,6 @@ constexpr size_t kPipeElems = static_cast<size_t>(kSplitWarps) * kStages * 2 * 3
 constexpr size_t kSplitSmem = kPipeElems * 2 + sizeof(uint32_t) * kSplitWarps * kStages;
 static_assert(kSplitSmem >= sizeof(float) * (3 * kMaxSplits * 8 + 8 + 4 + kMergeRedFloats), "merge fits");
 
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool pred) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int n = pred ? 16 : 0;  // 0: zero-fill, nothing read
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // Programmatic dependent launch: the split kernels are launched allowed to
 // start before the previous kernel in the stream ends (launch and block
@@ -630,8 +623,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(Paged
       const int row = k * kRps + rg;
       const int64_t roff = __shfl_sync(0xffffffffu, off, row);
       const bool v = (mask >> row) & 1u;
-      CpAsync16(sk + row * D + tx * 8, v ? kbase + roff + tx * 8 : kbase, v);
-      CpAsync16(sv + row * D + tx * 8, v ? vbase + roff + tx * 8 : vbase, v);
+      CpAsync16(sk + row * D + tx * 8, v ? kbase + roff + tx * 8 : kbase, v ? 16 : 0);
+      CpAsync16(sv + row * D + tx * 8, v ? vbase + roff + tx * 8 : vbase, v ? 16 : 0);
     }
   };
 
@@ -763,60 +756,11 @@ __host__ __device__ constexpr size_t MmaSmem() {
   return pipe > merge ? pipe : merge;
 }
 
+// Rows 0-7 of A only (rows 8-15 zero): the group's <= 8 query heads.
 template <typename T>
-__device__ __forceinline__ void Mma16816(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void Mma16816<__nv_bfloat16>(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0,
-                                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void Mma16816<__half>(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0,
-                                                 uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
-}
-
-// The same with all four A registers (a full 16-row A operand).
-template <typename T>
-__device__ __forceinline__ void Mma16816Full(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void Mma16816Full<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                            uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void Mma16816Full<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                     uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void Ldmatrix4(uint32_t (&r)[4], const void* smem) {
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-__device__ __forceinline__ void Ldmatrix4Trans(uint32_t (&r)[4], const void* smem) {
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
+__device__ __forceinline__ void MmaTopRows(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+  const uint32_t a[4] = {a0, 0u, a2, 0u};
+  Mma16816<T>(c, a, b0, b1);
 }
 
 template <typename T>
@@ -901,8 +845,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
       const int key = idx / kChunks, c = idx % kChunks;
       const int64_t roff = __shfl_sync(0xffffffffu, off, key);
       const bool v = (mask >> key) & 1u;
-      CpAsync16(sk + Swz<D>(key, c), v ? kbase + roff + c * 8 : kbase, v);
-      CpAsync16(sv + Swz<D>(key, c), v ? vbase + roff + c * 8 : vbase, v);
+      CpAsync16(sk + Swz<D>(key, c), v ? kbase + roff + c * 8 : kbase, v ? 16 : 0);
+      CpAsync16(sv + Swz<D>(key, c), v ? vbase + roff + c * 8 : vbase, v ? 16 : 0);
     }
   };
 
@@ -919,9 +863,9 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
       for (int k2 = 0; k2 < D / 32; ++k2) {
         uint32_t b[4];
         const int key = nt * 8 + (lane & 7);
-        Ldmatrix4(b, sk + Swz<D>(key, k2 * 4 + (lane >> 3)));
-        Mma16816<T>(s[nt], qa[2 * k2][0], qa[2 * k2][1], b[0], b[1]);
-        Mma16816<T>(s[nt], qa[2 * k2 + 1][0], qa[2 * k2 + 1][1], b[2], b[3]);
+        LdMatrixX4(b, sk + Swz<D>(key, k2 * 4 + (lane >> 3)));
+        MmaTopRows<T>(s[nt], qa[2 * k2][0], qa[2 * k2][1], b[0], b[1]);
+        MmaTopRows<T>(s[nt], qa[2 * k2 + 1][0], qa[2 * k2 + 1][1], b[2], b[3]);
       }
     }
     float mx = -INFINITY;
@@ -972,8 +916,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(PagedAtt
       // + 8, transposed by ldmatrix.
       uint32_t a[4];
       const int key = (lane & 7) + ((lane >> 4) & 1) * 8;
-      Ldmatrix4Trans(a, sv + Swz<D>(key, dj * 2 + ((lane >> 3) & 1)));
-      Mma16816Full<T>(o[dj], a, pb0, pb1);
+      LdMatrixX4Trans(a, sv + Swz<D>(key, dj * 2 + ((lane >> 3) & 1)));
+      Mma16816<T>(o[dj], a, pb0, pb1);
     }
   }, [] {});
   l += __shfl_xor_sync(0xffffffffu, l, 1);

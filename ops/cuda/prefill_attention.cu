@@ -18,58 +18,13 @@
 #include <cstdint>
 
 #include "ops/cuda/device_util.cuh"
+#include "ops/cuda/ptx.cuh"
 #include "ops/cuda/prefill_attention.h"
 
 namespace quest::ops::cuda {
 namespace {
 
 constexpr int kBlockN = 64;  // keys per tile
-
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared; `bytes` 0 writes zeros (src is not read).
-__device__ __forceinline__ void CpAsync16(void* dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src),
-               "r"(bytes));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
-
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SmemAddr(p)));
-}
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SmemAddr(p)));
-}
-
-// c += a (16x16, row) * b (16x8, col), fp32 accumulate.
-template <typename T>
-__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void Mma<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                   uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void Mma<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                            uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // Two floats as a packed pair (lo = a).
 template <typename T>
@@ -281,8 +236,8 @@ __global__ void __launch_bounds__(kWarps * 32) PrefillAttentionKernel(PagedAtten
           LdMatrixX4(kb, tK + Swz<D>(16 * np + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1)));
 #pragma unroll
           for (int mr = 0; mr < MR; ++mr) {
-            Mma<T>(s[mr][2 * np], qa[mr], kb[0], kb[1]);
-            Mma<T>(s[mr][2 * np + 1], qa[mr], kb[2], kb[3]);
+            Mma16816<T>(s[mr][2 * np], qa[mr], kb[0], kb[1]);
+            Mma16816<T>(s[mr][2 * np + 1], qa[mr], kb[2], kb[3]);
           }
         }
       }
@@ -354,8 +309,8 @@ __global__ void __launch_bounds__(kWarps * 32) PrefillAttentionKernel(PagedAtten
           LdMatrixX4Trans(vb, tV + Swz<D>(16 * kk + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * dp + (lane >> 4)));
 #pragma unroll
           for (int mr = 0; mr < MR; ++mr) {
-            Mma<T>(o[mr][2 * dp], pa[mr], vb[0], vb[1]);
-            Mma<T>(o[mr][2 * dp + 1], pa[mr], vb[2], vb[3]);
+            Mma16816<T>(o[mr][2 * dp], pa[mr], vb[0], vb[1]);
+            Mma16816<T>(o[mr][2 * dp + 1], pa[mr], vb[2], vb[3]);
           }
         }
       }

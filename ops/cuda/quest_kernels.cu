@@ -524,35 +524,55 @@ __device__ __forceinline__ void OrderedCompact(const uint8_t* flags, int n_pad, 
   }
 }
 
+// Thread `slot`'s 8 consecutive counters counts[8 slot, 8 slot + 8), their
+// total, and the inclusive suffix sum of the totals over its warp (this
+// lane's and every higher lane's): the scan both selects run over their
+// histograms, highest bin first.
+struct Counts8 {
+  unsigned c[8];
+  unsigned total;
+  unsigned suffix;
+};
+__device__ __forceinline__ Counts8 LoadCounts8(const unsigned* counts, int slot) {
+  const int lane = threadIdx.x & 31;
+  const uint4 c0 = reinterpret_cast<const uint4*>(counts)[2 * slot];
+  const uint4 c1 = reinterpret_cast<const uint4*>(counts)[2 * slot + 1];
+  Counts8 k = {{c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w}, 0u, 0u};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) k.total += k.c[j];
+  k.suffix = k.total;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const unsigned o = __shfl_down_sync(kFull, k.suffix, off);
+    if (lane + off < 32) k.suffix += o;
+  }
+  return k;
+}
+
+// With `above` keys in the bins higher than this thread's 8 and the rem-th
+// largest among this thread's: found = {bin (first_bin + j), keys above
+// it, keys in it}.
+__device__ __forceinline__ void FindInCounts8(const Counts8& k, unsigned above, unsigned rem, unsigned first_bin,
+                                              unsigned* found) {
+#pragma unroll
+  for (int j = 7; j >= 0; --j) {
+    if (above + k.c[j] >= rem) {
+      found[0] = first_bin + j;
+      found[1] = above;
+      found[2] = k.c[j];
+      return;
+    }
+    above += k.c[j];
+  }
+}
+
 // Warp 0: the digit holding the rem-th largest of the counted keys:
 // found = {digit, keys above its bin, keys in its bin}.
 __device__ __forceinline__ void FindDigit(const unsigned* hist, unsigned rem, unsigned* found) {
   const int lane = threadIdx.x & 31;
-  const uint4 c0 = reinterpret_cast<const uint4*>(hist)[2 * lane];
-  const uint4 c1 = reinterpret_cast<const uint4*>(hist)[2 * lane + 1];
-  const unsigned c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-  unsigned s = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) s += c[j];
-  unsigned incl = s;  // over this lane's and the higher lanes' digits
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const unsigned o = __shfl_down_sync(kFull, incl, off);
-    if (lane + off < 32) incl += o;
-  }
-  unsigned above = incl - s;
-  if (above < rem && rem <= incl) {
-#pragma unroll
-    for (int j = 7; j >= 0; --j) {
-      if (above + c[j] >= rem) {
-        found[0] = lane * 8 + j;
-        found[1] = above;
-        found[2] = c[j];
-        break;
-      }
-      above += c[j];
-    }
-  }
+  const Counts8 k = LoadCounts8(hist, lane);
+  const unsigned above = k.suffix - k.total;
+  if (above < rem && rem <= k.suffix) FindInCounts8(k, above, rem, lane * 8, found);
 }
 
 // The k best of scores[0, n) (0 < k < n), ascending, into out[0, k); ties
@@ -805,34 +825,13 @@ __device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, 
 
     // Thread t owns bins [8t, 8t + 8): live keys in the bins above them
     // (suffix scan), then the bin where the count reaches rem.
-    const uint4 c0 = bins4[2 * tid], c1 = bins4[2 * tid + 1];
-    const unsigned c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-    unsigned total = 0;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) total += c[j];
-    unsigned incl = total;  // over this lane's and the higher lanes' bins
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-      const unsigned o = __shfl_down_sync(kFull, incl, off);
-      if (lane + off < 32) incl += o;
-    }
-    if (lane == 0) warp_cnt[warp] = incl;
+    const Counts8 k8 = LoadCounts8(bins, tid);
+    if (lane == 0) warp_cnt[warp] = k8.suffix;
     __syncthreads();
-    unsigned above = incl - total;
+    unsigned above = k8.suffix - k8.total;
 #pragma unroll
     for (int w = 0; w < kSelectWarps; ++w) above += w > warp ? warp_cnt[w] : 0u;
-    if (above < rem && rem <= above + total) {
-#pragma unroll
-      for (int j = 7; j >= 0; --j) {
-        if (above + c[j] >= rem) {
-          found[0] = tid * kBinsPerThread + j;
-          found[1] = above;
-          found[2] = c[j];
-          break;
-        }
-        above += c[j];
-      }
-    }
+    if (above < rem && rem <= above + k8.total) FindInCounts8(k8, above, rem, tid * kBinsPerThread, found);
     __syncthreads();
     const int bstar = static_cast<int>(found[0]);
     const unsigned cnt = found[2];
