@@ -61,10 +61,11 @@ struct PagedAttentionArgs {
 };
 
 // Quest page bounds (cache/quest): `bounds` is [capacity, num_kv_heads, 2,
-// head_dim] in the KV dtype; for Quest page p (positions [p * bound_page,
-// (p + 1) * bound_page)) and KV head g, row 0 holds the elementwise min and
-// row 1 the max of the page's Keys. Min and max of stored Keys are exact in
-// the storage dtype.
+// head_dim] in the KV dtype or kFloat8E4M3; for Quest page p (positions
+// [p * bound_page, (p + 1) * bound_page)) and KV head g, row 0 holds the
+// elementwise min and row 1 the max of the page's Keys. In the KV dtype they
+// are exact; in E4M3 the min is rounded down and the max up (runtime/fp8.h),
+// so the scores below stay upper bounds.
 struct PageBoundsArgs {
   const Tensor* k_pages = nullptr;  // one layer's pool, as in PagedAttentionArgs
   absl::Span<const int32_t> page_table;
