@@ -97,7 +97,7 @@ void QuestPolicy::OnAppend(const SequenceLayerView& seq, int64_t start, int64_t 
   const int64_t end = start + n;
   covered_[layer] = end;
 
-  // The pages [start, end) completes, each folded from its first Key: the
+  // The pages that [start, end) completes, each folded from its first Key: the
   // first may have been begun by an earlier append, and its Keys rewritten
   // since (an uncommitted step).
   int64_t from = start - start % qpage;
