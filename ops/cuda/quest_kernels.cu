@@ -472,12 +472,39 @@ __device__ __forceinline__ uint32_t OrderedKey(float s) {
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
+// Block-wide exclusive prefix sum of one value per thread (the selects'
+// packed (taken << 32) | ties counts): the sum over the earlier threads of
+// the block; *total is the whole block's. warp_sums holds kWarps values in
+// shared memory; a caller that reuses it syncs first.
+template <int kWarps>
+__device__ __forceinline__ unsigned long long BlockExclusiveSum(unsigned long long mine, unsigned long long* warp_sums,
+                                                                unsigned long long* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  unsigned long long incl = mine;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const unsigned long long o = __shfl_up_sync(kFull, incl, off);
+    if (lane >= off) incl += o;
+  }
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  unsigned long long before = incl - mine, sum = 0;
+#pragma unroll
+  for (int i = 0; i < kWarps; ++i) {
+    const unsigned long long s = warp_sums[i];
+    if (i < warp) before += s;
+    sum += s;
+  }
+  *total = sum;
+  return before;
+}
+
 // flags[0, n_pad) (2: taken, 1: a tie at the k-th key, 0: not) -> out, in
 // ascending index order: every 2, and the first `need` 1s.
 __device__ __forceinline__ void OrderedCompact(const uint8_t* flags, int n_pad, unsigned need,
                                                int32_t* out) {
   __shared__ unsigned long long warp_sums[kSelectWarps];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x;
   unsigned long long carry = 0;  // (taken << 32) | ties, over earlier rounds
   for (int base = 0; base < n_pad; base += kFlagRound) {
     const uint4 f = reinterpret_cast<const uint4*>(flags + base)[tid];
@@ -488,22 +515,9 @@ __device__ __forceinline__ void OrderedCompact(const uint8_t* flags, int n_pad, 
       gt += __popc(w[j] & 0x02020202u);
       eq += __popc(w[j] & 0x01010101u);
     }
-    const unsigned long long mine = (static_cast<unsigned long long>(gt) << 32) | eq;
-    unsigned long long incl = mine;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-      const unsigned long long o = __shfl_up_sync(kFull, incl, off);
-      if (lane >= off) incl += o;
-    }
-    if (lane == 31) warp_sums[warp] = incl;
-    __syncthreads();
-    unsigned long long before = carry + incl - mine, total = 0;
-#pragma unroll
-    for (int i = 0; i < kSelectWarps; ++i) {
-      const unsigned long long s = warp_sums[i];
-      if (i < warp) before += s;
-      total += s;
-    }
+    unsigned long long total;
+    const unsigned long long before =
+        carry + BlockExclusiveSum<kSelectWarps>((static_cast<unsigned long long>(gt) << 32) | eq, warp_sums, &total);
     __syncthreads();  // warp_sums is rewritten by the next round
     carry += total;
     if ((gt | eq) == 0) continue;
@@ -998,22 +1012,9 @@ __global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesP
     gt += m > prefix;
     eq += m == prefix;
   }
-  const unsigned long long mine = (static_cast<unsigned long long>(gt) << 32) | eq;
-  unsigned long long incl = mine;
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const unsigned long long o = __shfl_up_sync(kFull, incl, off);
-    if (lane >= off) incl += o;
-  }
-  if (lane == 31) warp_sums[warp] = incl;
-  __syncthreads();
-  unsigned long long before = incl - mine, total = 0;
-#pragma unroll
-  for (int i = 0; i < kClusterWarps; ++i) {
-    const unsigned long long s = warp_sums[i];
-    if (i < warp) before += s;
-    total += s;
-  }
+  unsigned long long total;
+  unsigned long long before =
+      BlockExclusiveSum<kClusterWarps>((static_cast<unsigned long long>(gt) << 32) | eq, warp_sums, &total);
   if (tid == 0) cta_count = total;
   cluster.sync();
   if (warp == 0) {

@@ -449,6 +449,24 @@ class SelectLaunchTest : public QuestKernelsTest {
     buffers_.push_back(p);
     return p;
   }
+  // The launch's params for query q [1, heads, d] over `bounds` (bf16 or
+  // fp8 codes, read as [pages, kv_heads, 2, d]), SUM over the group.
+  static cuda::TopPagesParams SelectParams(const Tensor& q, const Tensor& bounds, int kv_heads, int64_t pages,
+                                           int64_t k, float* scores, int32_t* selected) {
+    cuda::TopPagesParams p;
+    p.q = q.raw_data();
+    p.bounds = bounds.raw_data();
+    p.bounds_fp8 = bounds.dtype() == DType::kFloat8E4M3;
+    p.num_pages = pages;
+    p.k = k;
+    p.num_heads = static_cast<int>(q.dim(1));
+    p.num_kv_heads = kv_heads;
+    p.head_dim = static_cast<int>(q.dim(2));
+    p.combine_sum = true;
+    p.scores = scores;
+    p.selected = selected;
+    return p;
+  }
   std::vector<int32_t> Run(cuda::TopPagesParams p, int variant, int* launched = nullptr) {
     p.variant = variant;
     p.launched_variant = launched;
@@ -531,15 +549,7 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
   for (int64_t ctx : {32768, 131072}) {
     for (int kv : {32, 8}) {
       const int64_t pages = ctx / 16;
-      cuda::TopPagesParams p;
-      p.q = q.raw_data();
-      p.num_pages = pages;
-      p.num_heads = heads;
-      p.num_kv_heads = kv;
-      p.head_dim = d;
-      p.combine_sum = true;
-      p.scores = scores;
-      p.selected = selected;
+      cuda::TopPagesParams p = SelectParams(q, bounds, kv, pages, /*k=*/0, scores, selected);
       const size_t bytes = static_cast<size_t>(pages) * kv * 2 * d * 2;
       const double copy_us = TimeUs(
           [&] { cudaMemcpyAsync(copy_dst, bounds.raw_data(), bytes, cudaMemcpyDeviceToDevice, stream_); },
@@ -607,17 +617,7 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
   for (int64_t ctx : {32768, 131072}) {
     for (int kv : {32, 8}) {
       for (bool fp8 : {false, true}) {
-        cuda::TopPagesParams p;
-        p.q = q.raw_data();
-        p.bounds = fp8 ? bounds8.raw_data() : bounds.raw_data();
-        p.bounds_fp8 = fp8;
-        p.num_pages = ctx / 16;
-        p.k = 127;
-        p.num_heads = heads;
-        p.num_kv_heads = kv;
-        p.head_dim = d;
-        p.scores = scores;
-        p.selected = selected;
+        cuda::TopPagesParams p = SelectParams(q, fp8 ? bounds8 : bounds, kv, ctx / 16, /*k=*/127, scores, selected);
         const std::vector<int32_t> want = Run(p, 1);
         std::string line;
         for (int64_t per : {0, 32, 64, 128, 256, 512, 1024}) {
@@ -693,18 +693,8 @@ TEST_F(SelectLaunchTest, ClusterVariantsMatchRadix) {
           int32_t* selected = static_cast<int32_t*>(Buffer(sizeof(int32_t) * kv * (k + 1)));
           for (int mode = 0; mode < 4; ++mode) {
             const bool sum = mode % 2 == 0, fp8 = mode >= 2;
-            cuda::TopPagesParams p;
-            p.q = q.raw_data();
-            p.bounds = fp8 ? bounds8.raw_data() : bounds.raw_data();
-            p.bounds_fp8 = fp8;
-            p.num_pages = pages;
-            p.k = k;
-            p.num_heads = heads;
-            p.num_kv_heads = kv;
-            p.head_dim = d;
+            cuda::TopPagesParams p = SelectParams(q, fp8 ? bounds8 : bounds, kv, pages, k, scores, selected);
             p.combine_sum = sum;
-            p.scores = scores;
-            p.selected = selected;
             const std::vector<int32_t> want = Run(p, 1);
             for (int variant : {5, 6}) {
               int launched = -1;
