@@ -1,8 +1,6 @@
 #include "cache/quest/quest_policy.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -123,27 +121,6 @@ std::vector<float> QuestPolicy::PageBounds(int layer, int kv_head, int64_t page)
   const Tensor host = backend_->ToHost(bounds_[layer]);
   const float* b = host.data<float>() + (page * geometry_.num_kv_heads + kv_head) * 2 * d;
   return std::vector<float>(b, b + 2 * d);
-}
-
-std::vector<float> QuestPolicy::PageScores(int layer, const Tensor& q, int kv_head) const {
-  const int d = geometry_.head_dim;
-  const int group = geometry_.num_heads / geometry_.num_kv_heads;
-  const bool sum = params_.gqa_combine == config::QuestOptions::SUM;
-  const Tensor host = backend_->ToHost(bounds_[layer]);
-  std::vector<float> scores(num_pages(layer));
-  for (int64_t p = 0; p < num_pages(layer); ++p) {
-    const float* lo = host.data<float>() + (p * geometry_.num_kv_heads + kv_head) * 2 * d;
-    const float* hi = lo + d;
-    float combined = 0.0f;
-    for (int h = 0; h < group; ++h) {
-      const float* qh = q.data<float>() + static_cast<int64_t>(kv_head * group + h) * d;
-      float s = 0.0f;
-      for (int i = 0; i < d; ++i) s += std::max(qh[i] * lo[i], qh[i] * hi[i]);
-      combined = h == 0 ? s : (sum ? combined + s : std::max(combined, s));
-    }
-    scores[p] = std::isnan(combined) ? -std::numeric_limits<float>::infinity() : combined;
-  }
-  return scores;
 }
 
 void QuestPolicy::SelectPages(const SequenceLayerView& seq, const Tensor& q,

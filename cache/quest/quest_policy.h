@@ -84,10 +84,6 @@ class QuestPolicy final : public CachePolicy {
   int64_t num_pages(int layer) const;
   // min[head_dim] followed by max[head_dim] of one page's Keys, as float.
   std::vector<float> PageBounds(int layer, int kv_head, int64_t page) const;
-  // The group-combined score of every page of `layer` for the query heads of
-  // `kv_head`, computed on the host from the bounds; q is a host f32 [1,
-  // num_heads, head_dim]. These are the values SelectTopPages ranks.
-  std::vector<float> PageScores(int layer, const Tensor& q, int kv_head) const;
 
  private:
   // Makes room for `pages` Quest pages in the layer's bounds; returns true

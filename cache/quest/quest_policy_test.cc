@@ -195,6 +195,46 @@ double ReferenceBound(const PagedSequence& seq, const Tensor& q, const CacheGeom
   return combined;
 }
 
+// The policy's bounds of every complete page of `layer`: [kv_head][page] ->
+// min[head_dim] then max[head_dim]. Read once up front, since each
+// PageBounds call copies the whole layer to the host.
+std::vector<std::vector<std::vector<float>>> PolicyPageBounds(const QuestPolicy& policy,
+                                                              const CacheGeometry& g, int layer) {
+  std::vector<std::vector<std::vector<float>>> bounds(g.num_kv_heads);
+  for (int kv = 0; kv < g.num_kv_heads; ++kv) {
+    for (int64_t p = 0; p < policy.num_pages(layer); ++p) {
+      bounds[kv].push_back(policy.PageBounds(layer, kv, p));
+    }
+  }
+  return bounds;
+}
+
+// The group-combined Quest score of each page for the query heads of
+// `kv_head`, from the policy's own (possibly FP8, outward-rounded) bounds and
+// in float as the backends accumulate it: the quantity SelectTopPages ranks,
+// so the bound property is checked on what the policy stores, not on exact
+// min/max recomputed from the Keys (ReferenceBound does that).
+std::vector<float> ScoresFromBounds(const std::vector<std::vector<float>>& page_bounds,
+                                    const Tensor& q, const CacheGeometry& g, int kv_head,
+                                    bool sum) {
+  const int d = g.head_dim;
+  const int group = g.num_heads / g.num_kv_heads;
+  std::vector<float> scores;
+  for (const std::vector<float>& b : page_bounds) {
+    const float* lo = b.data();
+    const float* hi = lo + d;
+    float combined = 0.0f;
+    for (int h = 0; h < group; ++h) {
+      const float* qh = QueryHead(q, kv_head * group + h, d);
+      float s = 0.0f;
+      for (int i = 0; i < d; ++i) s += std::max(qh[i] * lo[i], qh[i] * hi[i]);
+      combined = h == 0 ? s : (sum ? combined + s : std::max(combined, s));
+    }
+    scores.push_back(combined);
+  }
+  return scores;
+}
+
 std::vector<int32_t> ChunksOf(const PageSelection& s, int kv_head) {
   return std::vector<int32_t>(s.chunks.begin() + s.indptr[kv_head],
                               s.chunks.begin() + s.indptr[kv_head + 1]);
@@ -215,11 +255,13 @@ TEST(QuestPolicyTest, ScoreIsAnUpperBoundOfEveryKeyInThePage) {
         auto policy = MakePolicy(QuestConfig(8, qpage, 0, combine, bounds), g);
         PagedSequence seq(g, length, rng, *backend);
         seq.Fill(length, *policy, rng, /*key_mean=*/0.3f);
+        // Complete pages only: the current one is attended, never scored.
+        ASSERT_EQ(policy->num_pages(0), length / qpage);
+        const auto page_bounds = PolicyPageBounds(*policy, g, 0);
         for (int trial = 0; trial < 20; ++trial) {
           const Tensor q = RandomTensor({1, g.num_heads, g.head_dim}, rng, -0.1f, 1.5f);
           for (int kv = 0; kv < g.num_kv_heads; ++kv) {
-            const std::vector<float> scores = policy->PageScores(0, q, kv);
-            // Complete pages only: the current one is attended, never scored.
+            const std::vector<float> scores = ScoresFromBounds(page_bounds[kv], q, g, kv, sum);
             ASSERT_EQ(scores.size(), length / qpage);
             for (int64_t p = 0; p < static_cast<int64_t>(scores.size()); ++p) {
               double best = -INFINITY;

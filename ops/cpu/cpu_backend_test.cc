@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -39,6 +40,42 @@ std::vector<double> ReferenceAttention(const Tensor& q, int t, int h, const Tens
   }
   return out;
 }
+
+// Random K/V of `len` tokens twice over: contiguous (what ReferenceAttention
+// reads) and written through `page_table` into a pool of `pool_pages` pages
+// (what PagedAttention reads), so a test compares the two views of one cache.
+struct PagedKv {
+  Tensor k, v;              // [len, kv_heads, d]
+  Tensor k_pages, v_pages;  // [pool_pages, page_size, kv_heads, d]
+  std::vector<int32_t> page_table;
+  int len = 0, page_size = 0;
+
+  PagedKv(Backend& backend, std::mt19937& rng, int len, int kv_heads, int d, int page_size,
+          std::vector<int32_t> table, int pool_pages)
+      : k(RandomTensor({len, kv_heads, d}, rng)),
+        v(RandomTensor({len, kv_heads, d}, rng)),
+        k_pages(backend.AllocateZeros(DType::kFloat32, {pool_pages, page_size, kv_heads, d})),
+        v_pages(backend.AllocateZeros(DType::kFloat32, {pool_pages, page_size, kv_heads, d})),
+        page_table(std::move(table)),
+        len(len),
+        page_size(page_size) {
+    backend.WriteKvPages(k, v, page_table, 0, page_size, k_pages, v_pages);
+  }
+
+  // Attention of q over the whole cache; a test adds its selection, masks
+  // and outputs. The args view page_table, so a page evicted after the write
+  // (set to -1) is seen.
+  PagedAttentionArgs Args(const Tensor& q) const {
+    PagedAttentionArgs args;
+    args.q = &q;
+    args.k_pages = &k_pages;
+    args.v_pages = &v_pages;
+    args.page_table = page_table;
+    args.kv_len = len;
+    args.page_size = page_size;
+    return args;
+  }
+};
 
 TEST(CpuBackendTest, LinearMatchesNaiveProductWithBias) {
   auto backend = CreateCpuBackend();
@@ -93,20 +130,13 @@ TEST(CpuBackendTest, PagedAttentionMatchesContiguousReference) {
   auto backend = CreateCpuBackend();
   std::mt19937 rng(7);
   const int heads = 4, kv_heads = 2, d = 8, page_size = 4, len = 11, n = 3;
-  Tensor k = RandomTensor({len, kv_heads, d}, rng), v = RandomTensor({len, kv_heads, d}, rng);
+  // 3 pages for 11 tokens, in a pool of 6.
+  const PagedKv kv(*backend, rng, len, kv_heads, d, page_size, {5, 0, 3}, 6);
+  const Tensor& k = kv.k;
+  const Tensor& v = kv.v;
   Tensor q = RandomTensor({n, heads, d}, rng);
-  const std::vector<int32_t> page_table = {5, 0, 3};  // 3 pages for 11 tokens
-  Tensor k_pages = backend->AllocateZeros(DType::kFloat32, {6, page_size, kv_heads, d});
-  Tensor v_pages = backend->AllocateZeros(DType::kFloat32, {6, page_size, kv_heads, d});
-  backend->WriteKvPages(k, v, page_table, 0, page_size, k_pages, v_pages);
 
-  PagedAttentionArgs args;
-  args.q = &q;
-  args.k_pages = &k_pages;
-  args.v_pages = &v_pages;
-  args.page_table = page_table;
-  args.kv_len = len;
-  args.page_size = page_size;
+  PagedAttentionArgs args = kv.Args(q);
   args.scale = 1.0f / std::sqrt(static_cast<float>(d));
   Tensor out = backend->Allocate(DType::kFloat32, {n, heads * d});
   backend->PagedAttention(args, out);
@@ -130,21 +160,13 @@ TEST(CpuBackendTest, PagedAttentionHonoursPerHeadSelection) {
   auto backend = CreateCpuBackend();
   std::mt19937 rng(9);
   const int heads = 2, kv_heads = 2, d = 4, page_size = 2, len = 6;
-  Tensor k = RandomTensor({len, kv_heads, d}, rng), v = RandomTensor({len, kv_heads, d}, rng);
+  const PagedKv kv(*backend, rng, len, kv_heads, d, page_size, {0, 1, 2}, 3);
+  const Tensor& k = kv.k;
+  const Tensor& v = kv.v;
   Tensor q = RandomTensor({1, heads, d}, rng);
-  const std::vector<int32_t> page_table = {0, 1, 2};
-  Tensor k_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
-  Tensor v_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
-  backend->WriteKvPages(k, v, page_table, 0, page_size, k_pages, v_pages);
   // Head 0 attends page 1 only; head 1 attends pages 0 and 2.
   const std::vector<int32_t> indptr = {0, 1, 3}, pages = {1, 0, 2};
-  PagedAttentionArgs args;
-  args.q = &q;
-  args.k_pages = &k_pages;
-  args.v_pages = &v_pages;
-  args.page_table = page_table;
-  args.kv_len = len;
-  args.page_size = page_size;
+  PagedAttentionArgs args = kv.Args(q);
   args.selected_indptr = indptr;
   args.selected_chunks = pages;
   Tensor out = backend->Allocate(DType::kFloat32, {1, heads * d});
@@ -165,25 +187,17 @@ TEST(CpuBackendTest, ChunksMasksHolesAndAttentionOutputs) {
   auto backend = CreateCpuBackend();
   std::mt19937 rng(21);
   const int heads = 4, kv_heads = 2, d = 4, page_size = 4, len = 12;
-  Tensor k = RandomTensor({len, kv_heads, d}, rng), v = RandomTensor({len, kv_heads, d}, rng);
+  PagedKv kv(*backend, rng, len, kv_heads, d, page_size, {2, 0, 1}, 3);
+  const Tensor& k = kv.k;
+  const Tensor& v = kv.v;
   Tensor q = RandomTensor({1, heads, d}, rng);
-  std::vector<int32_t> page_table = {2, 0, 1};
-  Tensor k_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
-  Tensor v_pages = backend->AllocateZeros(DType::kFloat32, {3, page_size, kv_heads, d});
-  backend->WriteKvPages(k, v, page_table, 0, page_size, k_pages, v_pages);
-  page_table[1] = -1;  // positions 4..7 evicted for everyone
+  kv.page_table[1] = -1;  // positions 4..7 evicted for everyone
   // Chunks of 2 tokens. KV head 0: chunks 0, 3 (hole: skipped), 5; KV head 1: all.
   const std::vector<int32_t> indptr = {0, 3, 9}, chunks = {0, 3, 5, 0, 1, 2, 3, 4, 5};
   std::vector<uint8_t> valid(kv_heads * 12, 1);
   valid[1 * 12 + 9] = 0;  // KV head 1 evicted position 9
   std::vector<float> sum(heads * len), last(heads * len);
-  PagedAttentionArgs args;
-  args.q = &q;
-  args.k_pages = &k_pages;
-  args.v_pages = &v_pages;
-  args.page_table = page_table;
-  args.kv_len = len;
-  args.page_size = page_size;
+  PagedAttentionArgs args = kv.Args(q);
   args.selected_indptr = indptr;
   args.selected_chunks = chunks;
   args.selection_chunk = 2;
