@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "cache/cache_policy.h"
 #include "proto/engine_config.pb.h"
 #include "runtime/backend.h"
@@ -31,6 +32,13 @@ struct CacheStats {
   int total_pages = 0;
   int pages_in_use = 0;
   int sequences = 0;
+};
+
+// One sequence's part of KVCache::AttendBatch.
+struct AttendRequest {
+  SequenceId id = 0;
+  const Tensor* q = nullptr;  // [n, num_heads, head_dim]
+  Tensor* out = nullptr;      // [n, num_heads * head_dim]
 };
 
 class KVCache {
@@ -48,7 +56,14 @@ class KVCache {
   virtual void Append(int layer, SequenceId id, const Tensor& k, const Tensor& v) = 0;
   // Attention of q [n, num_heads, head_dim] (the same n new tokens, causal)
   // over the cached tokens the policy selects; out [n, num_heads*head_dim].
-  virtual void Attend(int layer, SequenceId id, const Tensor& q, Tensor& out) = 0;
+  void Attend(int layer, SequenceId id, const Tensor& q, Tensor& out) {
+    const AttendRequest request{id, &q, &out};
+    AttendBatch(layer, {&request, 1});
+  }
+  // Attend for each request (distinct sequences) of one layer, in one
+  // backend call so the sequences' attention can run together (a forward
+  // step's decode tokens share one kernel launch on CUDA).
+  virtual void AttendBatch(int layer, absl::Span<const AttendRequest> requests) = 0;
   // After the last layer: the n appended tokens become part of the sequence.
   virtual void Commit(SequenceId id, int64_t n) = 0;
   // Frees the sequence's pages and policy state. Unknown ids are ignored.

@@ -122,5 +122,69 @@ TEST(KVCacheTest, ChunkedAppendAndAttendMatchesOneShot) {
   EXPECT_EQ(c.Length(7), len);
 }
 
+// AttendBatch over sequences of every built-in policy (selections on the
+// host, eviction masks, attention weights) equals Attend one sequence at a
+// time: each request keeps its own selection until the batched backend
+// call, and a policy that learns from attention still sees its own.
+TEST(KVCacheTest, AttendBatchMatchesAttendPerSequence) {
+  auto backend = ops::CreateCpuBackend();
+  std::vector<config::CacheConfig> configs(5);
+  configs[0].set_policy("dense");
+  configs[1].set_policy("quest");
+  configs[1].mutable_quest()->set_token_budget(8);
+  configs[1].mutable_quest()->set_dense_layers(0);
+  configs[2].set_policy("streaming_llm");
+  configs[2].mutable_streaming_llm()->set_window_tokens(6);
+  configs[3].set_policy("h2o");
+  configs[3].mutable_h2o()->set_token_budget(10);
+  configs[4].set_policy("tova");
+  configs[4].mutable_tova()->set_token_budget(9);
+  auto batched = CreatePagedKVCache(Options(64), *backend);
+  auto single = CreatePagedKVCache(Options(64), *backend);
+  ASSERT_TRUE(batched.ok() && single.ok());
+  const int seqs = static_cast<int>(configs.size());
+  for (KVCache* c : {batched->get(), single->get()}) {
+    for (int s = 0; s < seqs; ++s) ASSERT_TRUE(c->AddSequence(s, &configs[s]).ok());
+  }
+  std::mt19937 rng(11);
+  // A ragged prefill (3 + s tokens), then decode steps.
+  for (int step = 0; step < 12; ++step) {
+    std::vector<Tensor> qs, ks, vs, outs_batched, outs_single;
+    for (int s = 0; s < seqs; ++s) {
+      const int n = step == 0 ? 3 + s : 1;
+      ks.push_back(RandomTensor({n, 2, 8}, rng));
+      vs.push_back(RandomTensor({n, 2, 8}, rng));
+      qs.push_back(RandomTensor({n, 4, 8}, rng));
+      outs_batched.push_back(Tensor::Empty(DType::kFloat32, {n, 32}));
+      outs_single.push_back(Tensor::Empty(DType::kFloat32, {n, 32}));
+    }
+    for (KVCache* c : {batched->get(), single->get()}) {
+      for (int s = 0; s < seqs; ++s) ASSERT_TRUE(c->Reserve(s, ks[s].dim(0)).ok());
+    }
+    for (int layer = 0; layer < 2; ++layer) {
+      std::vector<AttendRequest> requests;
+      for (int s = 0; s < seqs; ++s) {
+        (*batched)->Append(layer, s, ks[s], vs[s]);
+        requests.push_back({s, &qs[s], &outs_batched[s]});
+      }
+      (*batched)->AttendBatch(layer, requests);
+      for (int s = 0; s < seqs; ++s) {
+        (*single)->Append(layer, s, ks[s], vs[s]);
+        (*single)->Attend(layer, s, qs[s], outs_single[s]);
+      }
+      for (int s = 0; s < seqs; ++s) {
+        for (int64_t i = 0; i < outs_single[s].numel(); ++i) {
+          ASSERT_EQ(outs_batched[s].data<float>()[i], outs_single[s].data<float>()[i])
+              << configs[s].policy() << " step " << step << " layer " << layer << " elem " << i;
+        }
+      }
+    }
+    for (KVCache* c : {batched->get(), single->get()}) {
+      for (int s = 0; s < seqs; ++s) c->Commit(s, ks[s].dim(0));
+    }
+  }
+  EXPECT_EQ((*batched)->stats().pages_in_use, (*single)->stats().pages_in_use);
+}
+
 }  // namespace
 }  // namespace quest::cache

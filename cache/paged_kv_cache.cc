@@ -62,36 +62,50 @@ class PagedKVCache final : public KVCache {
     seq.policy->OnAppend(View(layer, seq, seq.length + n), seq.length, n);
   }
 
-  void Attend(int layer, SequenceId id, const Tensor& q, Tensor& out) override {
-    Sequence& seq = Get(id);
-    const int64_t n = q.dim(0);
-    const SequenceLayerView view = View(layer, seq, seq.length + n);
-    selection_.Clear();
-    seq.policy->SelectPages(view, q, selection_);
+  void AttendBatch(int layer, absl::Span<const AttendRequest> requests) override {
+    // Each request's selection lives until the batched backend call.
+    if (selections_.size() < requests.size()) selections_.resize(requests.size());
+    batch_args_.clear();
+    batch_outs_.clear();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(options_.geometry.head_dim));
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const AttendRequest& r = requests[i];
+      Sequence& seq = Get(r.id);
+      const int64_t n = r.q->dim(0);
+      const SequenceLayerView view = View(layer, seq, seq.length + n);
+      PageSelection& selection = selections_[i];
+      selection.Clear();
+      seq.policy->SelectPages(view, *r.q, selection);
 
-    PagedAttentionArgs args;
-    args.q = &q;
-    args.k_pages = view.k_pages;
-    args.v_pages = view.v_pages;
-    args.page_table = seq.page_table;
-    args.kv_len = view.length;
-    args.page_size = options_.geometry.page_size;
-    args.selected_indptr = selection_.indptr;
-    args.selected_chunks = selection_.chunks;
-    args.selected_table = selection_.table;
-    args.selection_chunk = selection_.chunk_size;
-    args.token_valid = selection_.token_valid;
-    args.scale = 1.0f / std::sqrt(static_cast<float>(options_.geometry.head_dim));
-    const bool wants_attention = seq.policy->WantsAttention();
-    if (wants_attention) {
+      PagedAttentionArgs args;
+      args.q = r.q;
+      args.k_pages = view.k_pages;
+      args.v_pages = view.v_pages;
+      args.page_table = seq.page_table;
+      args.kv_len = view.length;
+      args.page_size = options_.geometry.page_size;
+      args.selected_indptr = selection.indptr;
+      args.selected_chunks = selection.chunks;
+      args.selected_table = selection.table;
+      args.selection_chunk = selection.chunk_size;
+      args.token_valid = selection.token_valid;
+      args.scale = scale;
+      if (!seq.policy->WantsAttention()) {
+        batch_args_.push_back(args);
+        batch_outs_.push_back(r.out);
+        continue;
+      }
+      // The policy learns from this sequence's softmax weights (and may
+      // evict right after): it attends on its own.
       const size_t size = static_cast<size_t>(options_.geometry.num_heads) * view.length;
       attention_sum_.resize(size);
       attention_last_.resize(size);
       args.attention_sum = attention_sum_.data();
       args.attention_last = attention_last_.data();
+      backend_.PagedAttention(args, *r.out);
+      seq.policy->OnAttention(view, n, attention_sum_, attention_last_);
     }
-    backend_.PagedAttention(args, out);
-    if (wants_attention) seq.policy->OnAttention(view, n, attention_sum_, attention_last_);
+    if (!batch_args_.empty()) backend_.PagedAttentionBatch(batch_args_, batch_outs_);
   }
 
   void Commit(SequenceId id, int64_t n) override {
@@ -186,7 +200,11 @@ class PagedKVCache final : public KVCache {
   Backend& backend_;
   std::unique_ptr<PagePool> pool_;
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
-  PageSelection selection_;  // reused across calls
+  // AttendBatch's per-request selections and backend arguments, reused
+  // across calls.
+  std::vector<PageSelection> selections_;
+  std::vector<PagedAttentionArgs> batch_args_;
+  std::vector<Tensor*> batch_outs_;
   std::vector<float> attention_sum_, attention_last_;  // for WantsAttention() policies
   std::vector<int32_t> released_;
 };

@@ -142,6 +142,14 @@ class Backend {
                             int64_t start, int page_size, Tensor& k_pages, Tensor& v_pages) = 0;
   // out [n, num_heads * head_dim].
   virtual void PagedAttention(const PagedAttentionArgs& args, Tensor& out) = 0;
+  // PagedAttention of several sequences of one layer (args[i] into
+  // *outs[i]; the same pools, distinct sequences): the result is that of
+  // calling PagedAttention for each, which is what this default does. A
+  // backend may run them together (CUDA: the sequences decoding one token
+  // share one launch, so a batch of short sequences still fills the GPU).
+  virtual void PagedAttentionBatch(absl::Span<const PagedAttentionArgs> args, absl::Span<Tensor* const> outs) {
+    for (size_t i = 0; i < args.size(); ++i) PagedAttention(args[i], *outs[i]);
+  }
 
   // Folds the Keys at positions [args.begin, args.end) into `bounds`: a
   // position at a Quest page's start resets that page's bounds to its Key,

@@ -135,6 +135,9 @@ absl::StatusOr<Tensor> LlamaModel::ForwardOnDevice(absl::Span<const SequenceStep
   Tensor gate = b.Allocate(act, {T, c.intermediate_size});
   Tensor up = b.Allocate(act, {T, c.intermediate_size});
 
+  std::vector<Tensor> q_rows(batch.size()), out_rows(batch.size());
+  std::vector<cache::AttendRequest> requests(batch.size());
+
   b.Embedding(embed_, ids, x);
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
@@ -144,12 +147,16 @@ absl::StatusOr<Tensor> LlamaModel::ForwardOnDevice(absl::Span<const SequenceStep
     b.Linear(h, l.v, c.attention_bias ? &l.v_bias : nullptr, v);
     b.Rope(q, positions, rope);
     b.Rope(k, positions, rope);
+    // Every sequence's K/V first, then one attention call for the batch
+    // (the decode tokens' attention runs together on the GPU).
     for (size_t s = 0; s < batch.size(); ++s) {
       const int64_t begin = offsets[s], end = offsets[s + 1];
       cache.Append(static_cast<int>(li), batch[s].id, k.Slice(begin, end), v.Slice(begin, end));
-      Tensor out = attn.Slice(begin, end);
-      cache.Attend(static_cast<int>(li), batch[s].id, q.Slice(begin, end), out);
+      q_rows[s] = q.Slice(begin, end);
+      out_rows[s] = attn.Slice(begin, end);
+      requests[s] = cache::AttendRequest{batch[s].id, &q_rows[s], &out_rows[s]};
     }
+    cache.AttendBatch(static_cast<int>(li), requests);
     b.Linear(attn, l.o, l.o_bias.defined() ? &l.o_bias : nullptr, proj);
     b.Add(x, proj);
     b.RmsNorm(x, l.post_norm, static_cast<float>(c.rms_norm_eps), h);

@@ -16,6 +16,8 @@ namespace quest::ops::cuda {
 // Largest head_dim PagedAttention supports (8 floats per lane of a warp).
 inline constexpr int kMaxHeadDim = 256;
 
+struct DecodeSequence;
+
 // Device-side arguments of paged attention (see runtime/backend.h,
 // PagedAttentionArgs). All pointers are device pointers.
 struct PagedAttentionParams {
@@ -61,6 +63,34 @@ struct PagedAttentionParams {
   // be zero before the first launch (the kernel leaves them zero again).
   float* workspace = nullptr;
   int* counters = nullptr;
+
+  // Batched decode: when set, `batch_size` sequences of one layer, each
+  // decoding one token (n must be 1), attend in one launch. Each brings its
+  // own q, out, page table, kv_len and selection table (DecodeSequence, a
+  // device array); the pools, shape, chunk and scale are the fields above.
+  // No CSR selections, token masks or lse; q and out 16-byte aligned.
+  const DecodeSequence* batch = nullptr;
+  int batch_size = 0;
+};
+
+// One sequence of a batched decode launch (PagedAttentionParams::batch).
+// No padding between fields, so equal descriptors compare equal bytewise.
+struct DecodeSequence {
+  const void* q = nullptr;  // [num_heads, head_dim]
+  void* out = nullptr;      // [num_heads * head_dim]
+  const int32_t* page_table = nullptr;
+  // nullptr: dense. Else KV head g attends the chunks chunks[g *
+  // chunks_per_head .. (g + 1) * chunks_per_head) (SelectTopPages' table).
+  const int32_t* chunks = nullptr;
+  int64_t kv_len = 0;
+  // Set by PlanPagedAttentionBatch: the length of the sequence's splits,
+  // and where its partial results and arrival counters start in the
+  // launch's workspace (floats) and counters (ints).
+  int64_t split_len = 0;
+  int64_t workspace_offset = 0;
+  int64_t counters_offset = 0;
+  int chunks_per_head = 0;
+  int num_splits = 1;  // set by PlanPagedAttentionBatch
 };
 
 // What LaunchPagedAttention needs beyond the inputs.
@@ -73,6 +103,14 @@ struct PagedAttentionPlan {
 // max_candidates): sets p.num_splits and p.split_len and returns the
 // workspace to provide. Short work gets one split (no workspace).
 PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p);
+
+// Plans a batched decode launch: `seqs` (host memory, `count` of them) get
+// their splits, all of one length, so that the batch's candidate keys
+// spread over one wave of resident blocks (a short sequence gets one split,
+// a long one many); p.num_splits becomes the most any sequence has (the
+// grid's width). The caller then copies `seqs` to the device as p.batch.
+PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& p, DecodeSequence* seqs,
+                                           int count);
 
 // head_dim 64, 128 or 256 (16-byte aligned q and pages): split-KV
 // (flash-decoding), any n (causal). Grid (KV split, KV head x head tile,
@@ -94,6 +132,8 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p);
 // pipeline's prologue of tiles; lists up to two such blocks long get one
 // split (no merge). The split kernels are launched with programmatic
 // dependent launch (they wait for the previous grid before touching memory).
+// With p.batch (head_dim 64, 128 or 256 only), the grid's last dimension is
+// the sequence instead of the query token.
 // Other head_dims: one block per (query token, query head).
 cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, cudaStream_t stream);
 

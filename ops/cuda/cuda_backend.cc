@@ -108,12 +108,13 @@ class DeviceScratch {
   std::vector<char> uploaded_;  // what UploadIfChanged last put there
 };
 
-// The last few distinct page tables uploaded (KV writes and attention), each
-// in its own device buffer. Batched decode calls the layers' attention sequence by
-// sequence (layer-major), so the tables rotate over the batch: with one
-// buffer every call would cross the bus again; with a small cache each
-// sequence's table is uploaded once per step (a host compare is far
-// cheaper than a pageable copy and its wait in the stream).
+// The last few distinct page tables uploaded (KV writes and single
+// sequences' attention), each in its own device buffer. A forward step
+// writes the layers' K/V sequence by sequence (layer-major), so the tables
+// rotate over the batch: with one buffer every call would cross the bus
+// again; with a small cache each sequence's table is uploaded once per step
+// (a host compare is far cheaper than a pageable copy and its wait in the
+// stream).
 class PageTableCache {
  public:
   const int32_t* Get(const int32_t* host, size_t count, cudaStream_t stream) {
@@ -375,40 +376,20 @@ class CudaBackend final : public Backend {
   }
 
   void PagedAttention(const PagedAttentionArgs& a, Tensor& out) override {
-    const Tensor& q = *a.q;
-    CheckCompute(q, "attention q");
-    CheckCompute(*a.k_pages, "k pages");
-    CheckCompute(*a.v_pages, "v pages");
-    CheckCompute(out, "attention out");
-    cuda::PagedAttentionParams p;
-    p.n = static_cast<int>(q.dim(0));
-    p.num_heads = static_cast<int>(q.dim(1));
-    p.head_dim = static_cast<int>(q.dim(2));
-    p.num_kv_heads = static_cast<int>(a.k_pages->dim(2));
-    CHECK_LE(p.head_dim, cuda::kMaxHeadDim) << "cuda paged attention: head_dim " << p.head_dim;
-    CHECK_EQ(p.num_heads % p.num_kv_heads, 0);
-    CHECK_EQ(out.numel(), static_cast<int64_t>(p.n) * p.num_heads * p.head_dim);
-    p.q = q.raw_data();
-    p.k_pages = a.k_pages->raw_data();
-    p.v_pages = a.v_pages->raw_data();
-    p.page_size = a.page_size;
-    p.kv_len = a.kv_len;
-    p.scale = a.scale;
+    cuda::PagedAttentionParams p = ShapeParams(a, out);
+    p.q = a.q->raw_data();
     p.out = out.raw_data();
+    p.kv_len = a.kv_len;
     p.page_table = page_tables_.Get(a.page_table.data(), a.page_table.size(), stream_);
     if (a.selected_table != nullptr) {
-      const Tensor& table = *a.selected_table;
       CHECK(a.selected_indptr.empty()) << "cuda paged attention: both a CSR and a table selection";
-      CHECK(table.device() == Device::kCuda && table.dtype() == DType::kInt32 && table.rank() == 2 &&
-            table.dim(0) == p.num_kv_heads)
-          << "cuda paged attention: selected_table is " << table.ShapeString()
-          << ", expected [" << p.num_kv_heads << ", per_head] i32 on cuda";
-      p.chunk = a.selection_chunk > 0 ? a.selection_chunk : a.page_size;
-      p.chunks = table.data<int32_t>();
-      p.chunks_per_head = static_cast<int>(table.dim(1));
+      CheckSelectedTable(*a.selected_table, p.num_kv_heads);
+      p.chunk = SelectionChunk(a);
+      p.chunks = a.selected_table->data<int32_t>();
+      p.chunks_per_head = static_cast<int>(a.selected_table->dim(1));
     } else if (!a.selected_indptr.empty()) {
       CHECK_EQ(static_cast<int>(a.selected_indptr.size()), p.num_kv_heads + 1);
-      p.chunk = a.selection_chunk > 0 ? a.selection_chunk : a.page_size;
+      p.chunk = SelectionChunk(a);
       // Host selections often repeat (a static policy, or one selection
       // shared by the layers): unchanged lists are not copied again.
       p.indptr = indptr_.UploadIfChanged(a.selected_indptr.data(), a.selected_indptr.size(), stream_);
@@ -436,7 +417,6 @@ class CudaBackend final : public Backend {
       QUEST_CUDA_CHECK(cuda::LaunchPrefillAttention(type(), p, stream_));
       return;
     }
-    CHECK_LT(a.kv_len, int64_t{1} << 31) << "cuda paged attention: kv_len " << a.kv_len;
     // The most candidate keys a KV head visits (the split-KV launch is
     // sized by it).
     if (a.selected_table != nullptr) {
@@ -451,17 +431,7 @@ class CudaBackend final : public Backend {
       p.max_candidates = a.kv_len;
     }
     CHECK_LT(p.max_candidates, int64_t{1} << 31) << "cuda paged attention: too many candidates";
-    const cuda::PagedAttentionPlan plan = cuda::PlanPagedAttention(type(), p);
-    if (plan.workspace_floats > 0) {
-      p.workspace = static_cast<float*>(attn_workspace_.Ensure(sizeof(float) * plan.workspace_floats, stream_));
-      const size_t counter_bytes = sizeof(int) * plan.counters;
-      p.counters = static_cast<int*>(attn_counters_.Ensure(counter_bytes, stream_));
-      if (counter_bytes > attn_counters_zeroed_) {
-        // Fresh counters start at zero; the kernel leaves them zero.
-        QUEST_CUDA_CHECK(cudaMemsetAsync(p.counters, 0, counter_bytes, stream_));
-        attn_counters_zeroed_ = counter_bytes;
-      }
-    }
+    ProvideSplitScratch(cuda::PlanPagedAttention(type(), p), p);
     QUEST_CUDA_CHECK(cuda::LaunchPagedAttention(type(), p, stream_));
     if (weights) {
       QUEST_CUDA_CHECK(cuda::LaunchAttentionWeights(type(), p, stream_));
@@ -475,6 +445,64 @@ class CudaBackend final : public Backend {
       }
       QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
+  }
+
+  // The decode tokens among `args` (one query each, dense or a device
+  // selection table, no token mask or weights, the same pools and selection
+  // chunk) attend in one split-KV launch (PagedAttentionParams::batch); the
+  // rest go through PagedAttention one by one.
+  void PagedAttentionBatch(absl::Span<const PagedAttentionArgs> args, absl::Span<Tensor* const> outs) override {
+    CHECK_EQ(args.size(), outs.size()) << "cuda paged attention batch: arguments and outputs";
+    members_.clear();
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (Batchable(args[i], *outs[i]) &&
+          (members_.empty() || SameLaunch(args[members_.front()], args[i]))) {
+        members_.push_back(i);
+      } else {
+        PagedAttention(args[i], *outs[i]);
+      }
+    }
+    if (members_.size() <= 1) {
+      for (size_t i : members_) PagedAttention(args[i], *outs[i]);
+      return;
+    }
+    const PagedAttentionArgs& first = args[members_.front()];
+    cuda::PagedAttentionParams p = ShapeParams(first, *outs[members_.front()]);
+    p.chunk = SelectionChunk(first);
+    // Every member's page table in one upload: a layer's calls repeat the
+    // step's tables, so after the first layer nothing crosses the bus.
+    batch_tables_host_.clear();
+    for (size_t i : members_) {
+      const PagedAttentionArgs& a = args[i];
+      batch_tables_host_.insert(batch_tables_host_.end(), a.page_table.begin(), a.page_table.end());
+    }
+    const int32_t* tables = batch_tables_.UploadIfChanged(batch_tables_host_.data(), batch_tables_host_.size(), stream_);
+    batch_seqs_host_.assign(members_.size(), cuda::DecodeSequence{});
+    size_t table_offset = 0;
+    for (size_t m = 0; m < members_.size(); ++m) {
+      const PagedAttentionArgs& a = args[members_[m]];
+      CHECK_EQ(outs[members_[m]]->numel(), static_cast<int64_t>(p.num_heads) * p.head_dim);
+      CHECK_LT(a.kv_len, int64_t{1} << 31) << "cuda paged attention: kv_len " << a.kv_len;
+      cuda::DecodeSequence& s = batch_seqs_host_[m];
+      s.q = a.q->raw_data();
+      s.out = outs[members_[m]]->raw_data();
+      s.page_table = tables + table_offset;
+      table_offset += a.page_table.size();
+      s.kv_len = a.kv_len;
+      if (a.selected_table != nullptr) {
+        CheckSelectedTable(*a.selected_table, p.num_kv_heads);
+        s.chunks = a.selected_table->data<int32_t>();
+        s.chunks_per_head = static_cast<int>(a.selected_table->dim(1));
+        CHECK_LT(static_cast<int64_t>(s.chunks_per_head) * p.chunk, int64_t{1} << 31)
+            << "cuda paged attention: too many candidates";
+      }
+    }
+    const cuda::PagedAttentionPlan plan =
+        cuda::PlanPagedAttentionBatch(type(), p, batch_seqs_host_.data(), static_cast<int>(members_.size()));
+    ProvideSplitScratch(plan, p);
+    p.batch = batch_seqs_.UploadIfChanged(batch_seqs_host_.data(), batch_seqs_host_.size(), stream_);
+    p.batch_size = static_cast<int>(members_.size());
+    QUEST_CUDA_CHECK(cuda::LaunchPagedAttention(type(), p, stream_));
   }
 
   void UpdatePageBounds(const PageBoundsArgs& a, Tensor& bounds) override {
@@ -587,6 +615,69 @@ class CudaBackend final : public Backend {
         << " on cuda";
   }
 
+  // The launch fields every paged attention call shares (shape, pools,
+  // scale), checked against the tensors.
+  cuda::PagedAttentionParams ShapeParams(const PagedAttentionArgs& a, const Tensor& out) const {
+    const Tensor& q = *a.q;
+    CheckCompute(q, "attention q");
+    CheckCompute(*a.k_pages, "k pages");
+    CheckCompute(*a.v_pages, "v pages");
+    CheckCompute(out, "attention out");
+    cuda::PagedAttentionParams p;
+    p.n = static_cast<int>(q.dim(0));
+    p.num_heads = static_cast<int>(q.dim(1));
+    p.head_dim = static_cast<int>(q.dim(2));
+    p.num_kv_heads = static_cast<int>(a.k_pages->dim(2));
+    CHECK_LE(p.head_dim, cuda::kMaxHeadDim) << "cuda paged attention: head_dim " << p.head_dim;
+    CHECK_EQ(p.num_heads % p.num_kv_heads, 0);
+    CHECK_EQ(out.numel(), static_cast<int64_t>(p.n) * p.num_heads * p.head_dim);
+    CHECK_LT(a.kv_len, int64_t{1} << 31) << "cuda paged attention: kv_len " << a.kv_len;
+    p.k_pages = a.k_pages->raw_data();
+    p.v_pages = a.v_pages->raw_data();
+    p.page_size = a.page_size;
+    p.scale = a.scale;
+    return p;
+  }
+
+  static int SelectionChunk(const PagedAttentionArgs& a) {
+    return a.selection_chunk > 0 ? a.selection_chunk : a.page_size;
+  }
+
+  void CheckSelectedTable(const Tensor& table, int num_kv_heads) const {
+    CHECK(table.device() == Device::kCuda && table.dtype() == DType::kInt32 && table.rank() == 2 &&
+          table.dim(0) == num_kv_heads)
+        << "cuda paged attention: selected_table is " << table.ShapeString() << ", expected ["
+        << num_kv_heads << ", per_head] i32 on cuda";
+  }
+
+  // Whether a call can join a batched decode launch (see
+  // PagedAttentionBatch).
+  static bool Batchable(const PagedAttentionArgs& a, const Tensor& out) {
+    auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+    const int64_t d = a.q->rank() == 3 ? a.q->dim(2) : 0;
+    return a.q->rank() == 3 && a.q->dim(0) == 1 && (d == 64 || d == 128 || d == 256) &&
+           a.selected_indptr.empty() && a.token_valid == nullptr && a.attention_sum == nullptr &&
+           a.attention_last == nullptr && aligned(a.q->raw_data()) && aligned(out.raw_data());
+  }
+  static bool SameLaunch(const PagedAttentionArgs& a, const PagedAttentionArgs& b) {
+    return a.k_pages == b.k_pages && a.v_pages == b.v_pages && a.page_size == b.page_size &&
+           a.scale == b.scale && a.q->dim(1) == b.q->dim(1) && a.q->dim(2) == b.q->dim(2) &&
+           SelectionChunk(a) == SelectionChunk(b);
+  }
+
+  // The split-KV launch's partial results and arrival counters.
+  void ProvideSplitScratch(const cuda::PagedAttentionPlan& plan, cuda::PagedAttentionParams& p) {
+    if (plan.workspace_floats == 0) return;
+    p.workspace = static_cast<float*>(attn_workspace_.Ensure(sizeof(float) * plan.workspace_floats, stream_));
+    const size_t counter_bytes = sizeof(int) * plan.counters;
+    p.counters = static_cast<int*>(attn_counters_.Ensure(counter_bytes, stream_));
+    if (counter_bytes > attn_counters_zeroed_) {
+      // Fresh counters start at zero; the kernel leaves them zero.
+      QUEST_CUDA_CHECK(cudaMemsetAsync(p.counters, 0, counter_bytes, stream_));
+      attn_counters_zeroed_ = counter_bytes;
+    }
+  }
+
   // Quest page bounds: in the compute dtype, or FP8 E4M3.
   void CheckBounds(const Tensor& t) const {
     CHECK(t.device() == Device::kCuda && (t.dtype() == dtype_ || t.dtype() == DType::kFloat8E4M3))
@@ -645,6 +736,12 @@ class CudaBackend final : public Backend {
   // KV head, head tile) arrival counters (zero between launches).
   DeviceScratch attn_workspace_, attn_counters_;
   PageTableCache page_tables_;  // WriteKvPages' and PagedAttention's
+  // PagedAttentionBatch: the members' indices, their page tables (one
+  // upload) and launch descriptors.
+  std::vector<size_t> members_;
+  std::vector<int32_t> batch_tables_host_;
+  std::vector<cuda::DecodeSequence> batch_seqs_host_;
+  DeviceScratch batch_tables_, batch_seqs_;
   size_t attn_counters_zeroed_ = 0;
   std::vector<float> inv_freq_host_;
   const float* inv_freq_dev_ = nullptr;

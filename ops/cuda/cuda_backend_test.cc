@@ -437,6 +437,158 @@ TEST_F(CudaAttentionTest, RepeatedCallsAgree) {
   for (int r = 0; r < 3; ++r) Run({32, 8, 128, 16, 16384, 1, Sel::kDense, 1, false, false, true});
 }
 
+// PagedAttentionBatch: a batch of decode tokens of ragged lengths (1 to
+// ~20000: one split or many) over one shared pool, each dense or with a
+// device selection table, some with page-table holes, against the CPU's
+// per-sequence PagedAttention. Members that cannot join the batched launch
+// (a CSR selection, attention weights, a prefill chunk) are mixed in, so
+// the backend's partition is checked too. Each batch runs twice (the split
+// counters must be left at zero).
+struct BatchCase {
+  int heads, kv_heads, head_dim, seqs;
+  bool mixed = false;  // add members that go through PagedAttention alone
+  DType dtype = DType::kBFloat16;
+};
+
+TEST_F(CudaAttentionTest, BatchedDecode) {
+  const std::vector<BatchCase> cases = {
+      {32, 32, 128, 8},                              // MHA, CUDA-core kernel
+      {32, 8, 128, 8},                               // GQA 4, tensor cores
+      {32, 4, 128, 5, true},                         // GQA 8, mixed members
+      {16, 16, 64, 12},                              // head_dim 64
+      {8, 2, 256, 6, true},                          // head_dim 256
+      {28, 4, 128, 7},                               // group 7 (a masked head)
+      {32, 2, 128, 3},                               // group 16: two head tiles
+      {32, 8, 128, 9, true, DType::kFloat16},        // f16
+      {32, 32, 64, 2, false, DType::kFloat16},       // two members
+      {32, 8, 128, 40},                              // many sequences
+  };
+  constexpr int kPage = 16;
+  std::uniform_real_distribution<double> log_len(0.0, std::log(20000.0));
+  std::uniform_int_distribution<int> coin(0, 1 << 20);
+  for (const BatchCase& c : cases) {
+    const std::string name = "batch H=" + std::to_string(c.heads) + " KV=" + std::to_string(c.kv_heads) +
+                             " d=" + std::to_string(c.head_dim) + " seqs=" + std::to_string(c.seqs) +
+                             (c.mixed ? " mixed" : "") + " " + DTypeName(c.dtype);
+    SCOPED_TRACE(name);
+    Backend& gpu = Gpu(c.dtype);
+    // Lengths: a first token, a long one, the rest log-uniform.
+    std::vector<int64_t> lens(c.seqs);
+    for (int i = 0; i < c.seqs; ++i) {
+      lens[i] = i == 0 ? 1 : i == 1 ? 19999 : std::max<int64_t>(1, static_cast<int64_t>(std::exp(log_len(rng_))));
+    }
+    std::vector<int64_t> ns(c.seqs, 1);
+    if (c.mixed) ns[c.seqs - 1] = std::min<int64_t>(lens[c.seqs - 1], 5);  // a prefill chunk
+    int64_t total_pages = 0;
+    for (int64_t len : lens) total_pages += (len + kPage - 1) / kPage;
+    std::vector<int32_t> pool_pages(total_pages + 2);
+    std::iota(pool_pages.begin(), pool_pages.end(), 0);
+    std::shuffle(pool_pages.begin(), pool_pages.end(), rng_);
+    const int64_t num_pages = total_pages + 2;
+    Tensor kp = Random({num_pages, kPage, c.kv_heads, c.head_dim}, 2.0f);
+    Tensor vp = Random({num_pages, kPage, c.kv_heads, c.head_dim});
+    Tensor ck = OnCpu(kp), cv = OnCpu(vp);
+    Tensor gk = *gpu.UploadWeight(kp), gv = *gpu.UploadWeight(vp);
+
+    // Per sequence: page table, selection, q, outputs.
+    enum class Kind { kDense, kTable, kCsr, kWeights };
+    struct Member {
+      std::vector<int32_t> table, indptr, chunks;
+      Kind kind = Kind::kDense;
+      Tensor cq, gq, ctable, gtable, cout, gout;
+      std::vector<float> sum, last;
+    };
+    std::vector<Member> ms(c.seqs);
+    int64_t next_page = 0;
+    for (int i = 0; i < c.seqs; ++i) {
+      Member& m = ms[i];
+      const int64_t logical = (lens[i] + kPage - 1) / kPage;
+      m.table.assign(pool_pages.begin() + next_page, pool_pages.begin() + next_page + logical);
+      next_page += logical;
+      if (coin(rng_) % 4 == 0) {  // holes below the newest page, as eviction leaves them
+        for (int64_t p = 1; p + 1 < logical; p += 3) m.table[p] = -1;
+      }
+      m.kind = coin(rng_) % 2 == 0 ? Kind::kDense : Kind::kTable;
+      if (c.mixed && i == 2) m.kind = Kind::kCsr;
+      if (c.mixed && i == 3) m.kind = Kind::kWeights;
+      if (m.kind == Kind::kTable || m.kind == Kind::kCsr) {
+        // Quest's shape: k best pages of each KV head, then the newest.
+        const int64_t per_head = std::min<int64_t>(logical, 1 + coin(rng_) % 64);
+        m.indptr.push_back(0);
+        for (int g = 0; g < c.kv_heads; ++g) {
+          std::vector<int32_t> all(logical - 1);
+          std::iota(all.begin(), all.end(), 0);
+          std::shuffle(all.begin(), all.end(), rng_);
+          all.resize(per_head - 1);
+          std::sort(all.begin(), all.end());
+          all.push_back(static_cast<int32_t>(logical - 1));
+          m.chunks.insert(m.chunks.end(), all.begin(), all.end());
+          m.indptr.push_back(static_cast<int32_t>(m.chunks.size()));
+        }
+        if (m.kind == Kind::kTable) {
+          m.ctable = Tensor::Empty(DType::kInt32, {c.kv_heads, per_head});
+          std::copy(m.chunks.begin(), m.chunks.end(), m.ctable.data<int32_t>());
+          m.gtable = gpu.Allocate(DType::kInt32, {c.kv_heads, per_head});
+          gpu.CopyFromHost(m.ctable, m.gtable);
+        }
+      }
+      Tensor q = Random({ns[i], c.heads, c.head_dim}, 2.0f);
+      m.cq = OnCpu(q);
+      m.gq = *gpu.UploadWeight(q);
+      m.cout = cpu_->Allocate(DType::kFloat32, {ns[i], c.heads * c.head_dim});
+      m.gout = gpu.Allocate(c.dtype, {ns[i], c.heads * c.head_dim});
+      if (m.kind == Kind::kWeights) {
+        m.sum.assign(static_cast<size_t>(c.heads) * lens[i], 0.0f);
+        m.last.assign(m.sum.size(), 0.0f);
+      }
+    }
+    auto args = [&](int i, bool on_gpu) {
+      Member& m = ms[i];
+      PagedAttentionArgs a;
+      a.q = on_gpu ? &m.gq : &m.cq;
+      a.k_pages = on_gpu ? &gk : &ck;
+      a.v_pages = on_gpu ? &gv : &cv;
+      a.page_table = m.table;
+      a.kv_len = lens[i];
+      a.page_size = kPage;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      if (m.kind == Kind::kTable) a.selected_table = on_gpu ? &m.gtable : &m.ctable;
+      if (m.kind == Kind::kCsr) {
+        a.selected_indptr = m.indptr;
+        a.selected_chunks = m.chunks;
+      }
+      if (m.kind == Kind::kWeights && on_gpu) {
+        a.attention_sum = m.sum.data();
+        a.attention_last = m.last.data();
+      }
+      return a;
+    };
+    for (int i = 0; i < c.seqs; ++i) cpu_->PagedAttention(args(i, false), ms[i].cout);
+    for (int rep = 0; rep < 2; ++rep) {
+      std::vector<PagedAttentionArgs> gargs;
+      std::vector<Tensor*> gouts;
+      for (int i = 0; i < c.seqs; ++i) {
+        Tensor nan = Tensor::Empty(DType::kFloat32, ms[i].gout.shape());
+        std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::numeric_limits<float>::quiet_NaN());
+        gpu.CopyFromHost(nan, ms[i].gout);
+        gargs.push_back(args(i, true));
+        gouts.push_back(&ms[i].gout);
+      }
+      gpu.PagedAttentionBatch(gargs, gouts);
+      for (int i = 0; i < c.seqs; ++i) {
+        Tensor want = cpu_->ToHost(ms[i].cout), got = gpu.ToHost(ms[i].gout);
+        const char* kind = ms[i].kind == Kind::kDense ? "dense" : ms[i].kind == Kind::kTable ? "table"
+                           : ms[i].kind == Kind::kCsr ? "csr" : "weights";
+        Compare(want.data<float>(), got.data<float>(), want.numel(),
+                "  seq " + std::to_string(i) + " kv_len=" + std::to_string(lens[i]) + " n=" +
+                    std::to_string(ns[i]) + " " + kind + " rep " + std::to_string(rep),
+                kBf16Tol);
+      }
+      if (HasFailure()) return;
+    }
+  }
+}
+
 // Decode bandwidth of the attention op against a D2D copy of the same
 // bytes (as tools/bench/attention_bench does), only with
 // QUEST_ATTN_BENCH=1: a quick check of the kernel alone on the GPU machine.
