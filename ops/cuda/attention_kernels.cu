@@ -565,6 +565,28 @@ __device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, 
 }
 
 
+// Where a split block works: KV head g, query heads h0 .. h0 + nh of its
+// group (head tile blockIdx.y % tiles), and candidates [js, je) of the
+// query at position qpos (split blockIdx.x).
+struct SplitPlace {
+  int g, h0, nh;
+  int64_t qpos, js, je;
+};
+template <int GB>
+__device__ __forceinline__ SplitPlace PlaceSplit(const PagedAttentionParams& p, const SplitUnit& u) {
+  const int group = p.num_heads / p.num_kv_heads;
+  const int tiles = (group + GB - 1) / GB;
+  SplitPlace at;
+  at.g = blockIdx.y / tiles;
+  const int z = blockIdx.y % tiles;
+  at.h0 = at.g * group + z * GB;
+  at.nh = min(GB, group - z * GB);
+  at.qpos = p.kv_len - p.n + u.t;
+  at.js = static_cast<int64_t>(blockIdx.x) * p.split_len;
+  at.je = min(at.js + p.split_len, SplitCandidates(p, at.g, at.qpos));
+  return at;
+}
+
 template <typename T, int D, int GB>
 __device__ __forceinline__ void SplitKvBlock(const PagedAttentionParams& p, const SplitUnit& u) {
   using Geo = SplitGeo<D>;
@@ -572,17 +594,9 @@ __device__ __forceinline__ void SplitKvBlock(const PagedAttentionParams& p, cons
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int rg = lane / kTpr, tx = lane % kTpr;
-  const int group = p.num_heads / p.num_kv_heads;
-  const int tiles = (group + GB - 1) / GB;
-  const int g = blockIdx.y / tiles, z = blockIdx.y % tiles;
-  const int t = u.t;
-  const int split = blockIdx.x;
-  const int h0 = g * group + z * GB;
-  const int nh = min(GB, group - z * GB);
-  const int64_t qpos = p.kv_len - p.n + t;
-  const int64_t count = SplitCandidates(p, g, qpos);
-  const int64_t js = static_cast<int64_t>(split) * p.split_len;
-  const int64_t je = min(js + p.split_len, count);
+  const SplitPlace at = PlaceSplit<GB>(p, u);
+  const int g = at.g, h0 = at.h0, nh = at.nh, t = u.t, split = blockIdx.x;
+  const int64_t qpos = at.qpos, js = at.js, je = at.je;
 
   // The query's loads are issued here but unpacked only once the
   // pipeline's prologue is issued (StreamTiles' ready()): unpacking here
@@ -802,17 +816,9 @@ __device__ __forceinline__ void SplitKvMmaBlock(const PagedAttentionParams& p, c
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int gid = lane >> 2, tig = lane & 3;
-  const int group = p.num_heads / p.num_kv_heads;
-  const int tiles = (group + GB - 1) / GB;
-  const int g = blockIdx.y / tiles, z = blockIdx.y % tiles;
-  const int t = u.t;
-  const int split = blockIdx.x;
-  const int h0 = g * group + z * GB;
-  const int nh = min(GB, group - z * GB);
-  const int64_t qpos = p.kv_len - p.n + t;
-  const int64_t count = SplitCandidates(p, g, qpos);
-  const int64_t js = static_cast<int64_t>(split) * p.split_len;
-  const int64_t je = min(js + p.split_len, count);
+  const SplitPlace at = PlaceSplit<GB>(p, u);
+  const int g = at.g, h0 = at.h0, nh = at.nh, t = u.t, split = blockIdx.x;
+  const int64_t qpos = at.qpos, js = at.js, je = at.je;
   const float qs = p.scale * kLog2e;
 
   // Q as the A operand (row gid = head gid; rows 8-15 are zero padding).
@@ -976,32 +982,29 @@ __device__ __forceinline__ bool BindSequence(PagedAttentionParams& p) {
   return true;
 }
 
-template <typename T, int D, int GB, bool kBatch>
-__global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(const PagedAttentionParams p) {
+// Runs `block` (a split block function) for this block's place in a
+// one-sequence or a batched launch.
+template <bool kBatch, typename Block>
+__device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& block) {
   WaitPreviousGrid();
   if constexpr (kBatch) {
     PagedAttentionParams s = p;
     if (!BindSequence(s)) return;
-    SplitKvBlock<T, D, GB>(s, SplitUnit{0, blockIdx.y, gridDim.y});
+    block(s, SplitUnit{0, blockIdx.y, gridDim.y});
   } else {
-    SplitKvBlock<T, D, GB>(p, SplitUnit{static_cast<int>(blockIdx.z),
-                                        static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
-                                        static_cast<int64_t>(gridDim.y) * gridDim.z});
+    block(p, SplitUnit{static_cast<int>(blockIdx.z), static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
+                       static_cast<int64_t>(gridDim.y) * gridDim.z});
   }
 }
 
 template <typename T, int D, int GB, bool kBatch>
+__global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(const PagedAttentionParams p) {
+  RunSplit<kBatch>(p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvBlock<T, D, GB>(q, u); });
+}
+
+template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const PagedAttentionParams p) {
-  WaitPreviousGrid();
-  if constexpr (kBatch) {
-    PagedAttentionParams s = p;
-    if (!BindSequence(s)) return;
-    SplitKvMmaBlock<T, D, GB>(s, SplitUnit{0, blockIdx.y, gridDim.y});
-  } else {
-    SplitKvMmaBlock<T, D, GB>(p, SplitUnit{static_cast<int>(blockIdx.z),
-                                           static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
-                                           static_cast<int64_t>(gridDim.y) * gridDim.z});
-  }
+  RunSplit<kBatch>(p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); });
 }
 
 int HeadBlock(int group) { return group == 1 ? 1 : group == 2 ? 2 : group <= 4 ? 4 : 8; }
