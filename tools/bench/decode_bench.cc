@@ -1,5 +1,6 @@
 // decode_bench: end-to-end decode speed of the engine on the GPU, dense
-// against Quest, at long context, batch 1 -- the paper's "end to end" number.
+// against Quest, at long context, batch 1 -- the paper's "end to end" number
+// -- or --batch concurrent requests (continuous batching).
 //
 // The model is Llama-2-7B-shaped (hidden 4096, 32 heads of 128, MLP 11008,
 // vocab 32000; --kv_heads 8 for the GQA variant) with --layers layers of
@@ -24,6 +25,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -42,7 +44,12 @@ ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"2048"}),
 ABSL_FLAG(int, quest_dense_layers, 2, "cache.quest.dense_layers of the Quest runs.");
 ABSL_FLAG(std::vector<std::string>, quest_bounds, (std::vector<std::string>{"kv", "fp8"}),
           "Quest page-bound storage of the Quest runs: kv (the KV dtype) and/or fp8 (E4M3).");
-ABSL_FLAG(int, decode_steps, 32, "Greedy tokens generated per run.");
+ABSL_FLAG(int, decode_steps, 32, "Greedy tokens generated per run (per request).");
+ABSL_FLAG(int, batch, 1,
+          "Concurrent requests per run. Above 1 the engine serves them together (continuous batching) "
+          "and the result is the output tokens per second while every request is decoding (after the "
+          "last prefill, before the first request ends), so --decode_steps must outlast the other "
+          "requests' prefills (prefill_chunk 512 tokens a step: about context / 512 * (batch - 1) steps).");
 ABSL_FLAG(std::string, dir, "/tmp/quest_decode_bench_model", "Where the checkpoint is written.");
 
 namespace quest {
@@ -77,6 +84,52 @@ absl::StatusOr<Run> Generate(Engine& engine, const std::vector<int32_t>& prompt,
   return Run{gaps[gaps.size() / 2], std::chrono::duration<double>(stamps[0] - start).count()};
 }
 
+// `prompts.size()` requests at once, each generating `steps` tokens; the
+// result's tpot_s is the batch's time per decode step in the window where
+// every request decodes (tokens in the window / window length / requests),
+// prefill_s the time until the last request's first token.
+absl::StatusOr<Run> GenerateBatch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                                  const config::CacheConfig& cache, int steps) {
+  const size_t n = prompts.size();
+  std::vector<std::vector<Clock::time_point>> stamps(n);
+  std::vector<absl::Status> status(n);
+  const Clock::time_point start = Clock::now();
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      api::GenerateRequest r;
+      for (int32_t id : prompts[i]) r.mutable_token_ids()->add_ids(id);
+      r.mutable_sampling()->set_max_tokens(steps);
+      *r.mutable_cache() = cache;
+      // Callbacks run on the scheduler thread, one at a time.
+      absl::StatusOr<api::GenerateResponse> resp =
+          engine.Generate(r, [&stamps, i](const TokenEvent&) { stamps[i].push_back(Clock::now()); });
+      status[i] = resp.status();
+      if (resp.ok() && resp->token_ids_size() < steps) {
+        status[i] = absl::InternalError(absl::StrCat("request ", i, " ended after ", resp->token_ids_size(),
+                                                     " of ", steps, " tokens (finish reason ",
+                                                     api::FinishReason_Name(resp->finish_reason()), ")"));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  Clock::time_point begin = start, end = Clock::time_point::max();
+  for (size_t i = 0; i < n; ++i) {
+    if (!status[i].ok()) return status[i];
+    if (stamps[i].empty()) return absl::InternalError(absl::StrCat("request ", i, " streamed no token"));
+    begin = std::max(begin, stamps[i].front());
+    end = std::min(end, stamps[i].back());
+  }
+  int64_t tokens = 0;
+  for (const auto& s : stamps) tokens += std::count_if(s.begin(), s.end(), [&](auto t) { return t > begin && t <= end; });
+  if (tokens < static_cast<int64_t>(16 * n)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "only ", tokens, " tokens while all ", n, " requests decoded: raise --decode_steps"));
+  }
+  const double window = std::chrono::duration<double>(end - begin).count();
+  return Run{window / (static_cast<double>(tokens) / n), std::chrono::duration<double>(begin - start).count()};
+}
+
 std::vector<int64_t> Ints(const std::vector<std::string>& v) {
   std::vector<int64_t> out;
   for (const std::string& s : v) {
@@ -105,6 +158,10 @@ int Main() {
   o.kv_heads = absl::GetFlag(FLAGS_kv_heads);
   o.max_position_embeddings = longest + steps + 64;
   o.dtype = DType::kBFloat16;
+  // Random weights may pick any token greedily: the end-of-sequence id is
+  // the last one, which no prompt holds, so requests run their full length
+  // unless greedy decoding lands on it.
+  o.eos_token_id = static_cast<int32_t>(o.vocab - 1);
   const auto t0 = Clock::now();
   if (absl::Status s = models::WriteTinyLlamaCheckpoint(absl::GetFlag(FLAGS_dir), o); !s.ok()) {
     std::fprintf(stderr, "decode_bench: %s\n", std::string(s.message()).c_str());
@@ -114,7 +171,12 @@ int Main() {
   c.mutable_model()->set_path(absl::GetFlag(FLAGS_dir));
   c.set_backend(config::CUDA);
   c.set_dtype(config::BFLOAT16);
-  c.mutable_limits()->set_max_concurrent_requests(1);
+  const int batch = absl::GetFlag(FLAGS_batch);
+  if (batch < 1) {
+    std::fprintf(stderr, "decode_bench: --batch must be >= 1\n");
+    return 2;
+  }
+  c.mutable_limits()->set_max_concurrent_requests(static_cast<uint32_t>(batch));
   c.mutable_limits()->set_max_context_tokens(static_cast<uint32_t>(longest + steps + 16));
   c.mutable_limits()->set_max_prompt_tokens(static_cast<uint32_t>(longest));
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(c);
@@ -128,7 +190,7 @@ int Main() {
               std::chrono::duration<double>(Clock::now() - t0).count());
 
   std::mt19937 rng(7);
-  std::uniform_int_distribution<int32_t> token(3, 31999);
+  std::uniform_int_distribution<int32_t> token(3, 31998);
   struct Row {
     int64_t context;
     std::string policy;
@@ -137,18 +199,23 @@ int Main() {
   };
   std::vector<Row> rows;
   for (int64_t ctx : contexts) {
-    std::vector<int32_t> prompt(ctx);
-    for (int32_t& t : prompt) t = token(rng);
+    std::vector<std::vector<int32_t>> prompts(batch, std::vector<int32_t>(ctx));
+    for (auto& prompt : prompts) {
+      for (int32_t& t : prompt) t = token(rng);
+    }
+    auto run = [&](const config::CacheConfig& cache) {
+      return batch == 1 ? Generate(**engine, prompts[0], cache, steps) : GenerateBatch(**engine, prompts, cache, steps);
+    };
     config::CacheConfig dense;
     dense.set_policy("dense");
-    absl::StatusOr<Run> base = Generate(**engine, prompt, dense, steps);
+    absl::StatusOr<Run> base = run(dense);
     if (!base.ok()) {
       std::fprintf(stderr, "decode_bench: dense at %lld: %s\n", static_cast<long long>(ctx),
                    std::string(base.status().message()).c_str());
       return 1;
     }
     std::printf("context %lld: dense %.1f output tokens/s (prefill %.1f s)\n", static_cast<long long>(ctx),
-                1 / base->tpot_s, base->prefill_s);
+                batch / base->tpot_s, base->prefill_s);
     rows.push_back({ctx, "dense", 1.0, 1.0});
     for (int64_t budget : budgets) {
       if (budget >= ctx) continue;
@@ -162,7 +229,7 @@ int Main() {
         quest.mutable_quest()->set_token_budget(static_cast<uint32_t>(budget));
         quest.mutable_quest()->set_dense_layers(absl::GetFlag(FLAGS_quest_dense_layers));
         if (bounds == "fp8") quest.mutable_quest()->set_bounds_dtype(config::QuestOptions::FP8_E4M3);
-        absl::StatusOr<Run> q = Generate(**engine, prompt, quest, steps);
+        absl::StatusOr<Run> q = run(quest);
         if (!q.ok()) {
           std::fprintf(stderr, "decode_bench: quest B=%lld (%s bounds) at %lld: %s\n",
                        static_cast<long long>(budget), bounds.c_str(), static_cast<long long>(ctx),
@@ -174,9 +241,16 @@ int Main() {
       }
     }
   }
-  std::printf("\nend-to-end decode, batch 1, %d greedy tokens; speed-up = dense time per output token / "
-              "this one (median inter-token gap, same run); quest dense_layers %d of %lld\n",
-              steps, absl::GetFlag(FLAGS_quest_dense_layers), static_cast<long long>(o.layers));
+  if (batch == 1) {
+    std::printf("\nend-to-end decode, batch 1, %d greedy tokens; speed-up = dense time per output token / "
+                "this one (median inter-token gap, same run); quest dense_layers %d of %lld\n",
+                steps, absl::GetFlag(FLAGS_quest_dense_layers), static_cast<long long>(o.layers));
+  } else {
+    std::printf("\nend-to-end decode, %d concurrent requests, %d greedy tokens each; speed-up = the batch's "
+                "output tokens/s while all %d decode, against dense (same run); prefill ratio = time to the "
+                "last first token; quest dense_layers %d of %lld\n",
+                batch, steps, batch, absl::GetFlag(FLAGS_quest_dense_layers), static_cast<long long>(o.layers));
+  }
   std::printf("%8s %-18s %9s %14s\n", "context", "policy", "speed-up", "prefill ratio");
   for (const Row& r : rows) {
     std::printf("%7lldK %-18s %8.2fx %13.2fx\n", static_cast<long long>(r.context / 1024), r.policy.c_str(),

@@ -80,6 +80,12 @@ case "${1:-}" in
       .gpu/bin/attention_bench 2>&1 | tee /tmp/attention_bench.log | sed -n '/^shape /,$p' | head -160
       echo "===== //tools/bench:decode_bench (8 layers, MHA, 32K)"
       .gpu/bin/decode_bench --layers=8 --contexts=32768 --budgets=512,2048 2>&1 | tee /tmp/decode_bench.log | tail -10
+      # 8 requests served together: 544 tokens each outlast the other 7
+      # prompts' prefills (64 steps of 512 tokens each), leaving ~90 steps
+      # where all 8 decode.
+      echo "===== //tools/bench:decode_bench (8 layers, MHA, 32K, 8 concurrent requests)"
+      .gpu/bin/decode_bench --layers=8 --contexts=32768 --budgets=2048 --quest_bounds=kv,fp8 --batch=8 \
+          --decode_steps=544 2>&1 | tee /tmp/decode_bench_b8.log | tail -6
       if [[ -e "$rf/default_model/$GGUF" ]]; then
         echo "===== //tools/generate on the GPU (greedy, then top-k sampling picked on the device)"
         .gpu/bin/generate --config=tools/configs/cuda.textproto --model="$rf/default_model/$GGUF" \
@@ -99,7 +105,7 @@ case "${1:-}" in
       fi
       echo "===== tools/bench/torch_reference.py"
       python3 tools/bench/torch_reference.py 2>&1 | tee /tmp/torch_reference.log
-      [[ -n "${OUT:-}" ]] && cp /tmp/attention_bench.log /tmp/decode_bench.log /tmp/torch_reference.log /tmp/passkey_*.log "$OUT/" || true
+      [[ -n "${OUT:-}" ]] && cp /tmp/attention_bench.log /tmp/decode_bench.log /tmp/decode_bench_b8.log /tmp/torch_reference.log /tmp/passkey_*.log "$OUT/" || true
     fi
     echo
     echo "===== GPU suite summary"
