@@ -4,10 +4,12 @@
 #include <cmath>
 #include <mutex>
 #include <type_traits>
+#include <vector>
 
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/device_util.cuh"
 #include "ops/cuda/ptx.cuh"
+#include "ops/cuda/split_plan.h"
 
 namespace quest::ops::cuda {
 namespace {
@@ -181,7 +183,6 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionWeightsKernel(PagedA
 constexpr int kSplitWarps = 4;
 constexpr int kStages = 4;
 constexpr int kRowsPerThread = 4;
-constexpr int kMaxSplits = 512;
 constexpr int kMergeRedFloats = kSplitWarps * 32 * 4;  // MergeSplits' group sums
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -1077,15 +1078,7 @@ int64_t Candidates(const DecodeSequence& s, int chunk) {
   return s.chunks != nullptr ? static_cast<int64_t>(s.chunks_per_head) * chunk : s.kv_len;
 }
 
-// What planning a split launch needs of the kernel chosen for p's shape.
-struct SplitGeometry {
-  int64_t slots = 0;     // resident blocks on the device (one wave)
-  int64_t units = 0;     // (KV head, head tile) pairs of one query token
-  int64_t round = 0;     // candidate rows of one block step (all warps)
-  int64_t min_len = 0;   // rows that keep every warp's prologue full
-  int64_t row_floats = 0;  // workspace floats of one split of one unit
-};
-
+// The split geometry of the kernel chosen for p's shape on this device.
 SplitGeometry GeometryFor(ElemType type, const PagedAttentionParams& p) {
   SplitGeometry geo;
   DispatchSplit(p, [&](auto dc, auto gbc) {
@@ -1108,27 +1101,6 @@ SplitGeometry GeometryFor(ElemType type, const PagedAttentionParams& p) {
   return geo;
 }
 
-// Up to two prologues' worth per warp: one block per unit streams it in
-// about the latency the split blocks' merge (partials out, fence, counter,
-// partials back in) would add.
-bool WorthSplitting(const SplitGeometry& geo, int64_t count) { return count > 2 * geo.min_len; }
-
-int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-// The most candidates one block of a batched launch streams. Blocks of equal
-// work finish their streaming at quite different times (they share the
-// memory bandwidth unevenly), so one wave of long blocks ends on its
-// slowest; several waves of shorter blocks let the block scheduler refill
-// the SMs that finish first. Measured on the H100 (attention_bench, 8
-// dense sequences, head_dim 128, % of copy bandwidth, MHA 32K / 128K, GQA
-// 32/8 32K / 128K): one wave 81.6 / 80.9 / 92.6 / 91.8; at most 8192 rows
-// 92.1 / 93.9 / 92.6 / 94.0; 4096: 94.4 / 94.8 / 94.4 / 94.1; 2048: 95.3 /
-// 94.7 / 93.6 / 94.0 (ragged lengths 1/8..8/8 of the context: 94.3 / 94.5 /
-// 91.8 / 93.1, against 84.5 for GQA 32K at 4096); 1024 and 512 lower again.
-// (One sequence alone keeps one wave: there, more waves measured slower for
-// GQA, 80.0 -> 73.0 % at 32K with two.)
-constexpr int64_t kMaxBatchSplitLen = 2048;
-
 }  // namespace
 
 PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
@@ -1138,18 +1110,11 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
   if (p.n == 0 || p.num_heads == 0 || p.batch != nullptr || !SplitEligible(p)) return plan;
   const SplitGeometry geo = GeometryFor(type, p);
   const int64_t units = p.n * geo.units;
-  const int64_t count = p.max_candidates;
-  if (!WorthSplitting(geo, count)) return plan;
-  int64_t splits = geo.slots / units;  // one wave of equal blocks
-  splits = std::min<int64_t>(splits, (count + geo.min_len - 1) / geo.min_len);
-  splits = std::min<int64_t>(std::max<int64_t>(splits, 1), kMaxSplits);
-  if (splits <= 1) return plan;
-  const int64_t len = RoundUp((count + splits - 1) / splits, geo.round);
-  splits = (count + len - 1) / len;
-  if (splits <= 1) return plan;
-  p.num_splits = static_cast<int>(splits);
-  p.split_len = len;
-  plan.workspace_floats = static_cast<size_t>(units * splits * geo.row_floats);
+  const Splits splits = PlanSplits(geo, units, p.max_candidates);
+  if (splits.splits <= 1) return plan;
+  p.num_splits = static_cast<int>(splits.splits);
+  p.split_len = splits.len;
+  plan.workspace_floats = static_cast<size_t>(units * splits.splits * geo.row_floats);
   plan.counters = static_cast<size_t>(units);
   return plan;
 }
@@ -1159,42 +1124,18 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
   PagedAttentionPlan plan;
   p.num_splits = 1;
   p.split_len = 0;
-  for (int i = 0; i < count; ++i) {
-    DecodeSequence& s = seqs[i];
-    s.num_splits = 1;
-    s.split_len = std::max<int64_t>(Candidates(s, p.chunk), 1);
-    s.workspace_offset = 0;
-    s.counters_offset = 0;
-  }
-  if (count == 0 || p.num_heads == 0 || !SplitEligible(p)) return plan;
-  const SplitGeometry geo = GeometryFor(type, p);
-  // One split length for the batch, so every block streams about the same
-  // rows: the batch's candidates spread over one wave of blocks, but never
-  // below a full prologue per warp nor above kMaxSplits splits of a list,
-  // and at most kMaxBatchSplitLen, so a long batch runs as several waves.
-  int64_t total = 0, most = 0;
-  for (int i = 0; i < count; ++i) {
-    const int64_t c = Candidates(seqs[i], p.chunk);
-    if (WorthSplitting(geo, c)) total += c;
-    most = std::max(most, c);
-  }
-  const int64_t blocks = std::max<int64_t>(geo.slots / geo.units, 1);  // per unit, over the batch
-  int64_t len = std::max((total + blocks - 1) / blocks, geo.min_len);
-  len = std::min(len, std::max(kMaxBatchSplitLen, geo.min_len));
-  len = RoundUp(std::max(len, (most + kMaxSplits - 1) / kMaxSplits), geo.round);
+  std::vector<int64_t> candidates(count);
+  std::vector<BatchSplit> splits(count);
+  for (int i = 0; i < count; ++i) candidates[i] = Candidates(seqs[i], p.chunk);
+  SplitGeometry geo;  // units 0: one split each
+  if (count > 0 && p.num_heads > 0 && SplitEligible(p)) geo = GeometryFor(type, p);
   int64_t floats = 0, counters = 0;
+  p.num_splits = PlanBatchSplits(geo, candidates.data(), count, splits.data(), &floats, &counters);
   for (int i = 0; i < count; ++i) {
-    DecodeSequence& s = seqs[i];
-    const int64_t c = Candidates(s, p.chunk);
-    const int64_t splits = WorthSplitting(geo, c) ? (c + len - 1) / len : 1;
-    if (splits <= 1) continue;
-    s.num_splits = static_cast<int>(splits);
-    s.split_len = len;
-    s.workspace_offset = floats;
-    s.counters_offset = counters;
-    floats += geo.units * splits * geo.row_floats;
-    counters += geo.units;
-    p.num_splits = std::max(p.num_splits, s.num_splits);
+    seqs[i].num_splits = splits[i].splits;
+    seqs[i].split_len = splits[i].len;
+    seqs[i].workspace_offset = splits[i].workspace_offset;
+    seqs[i].counters_offset = splits[i].counters_offset;
   }
   plan.workspace_floats = static_cast<size_t>(floats);
   plan.counters = static_cast<size_t>(counters);

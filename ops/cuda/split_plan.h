@@ -1,0 +1,69 @@
+#ifndef QUEST_OPS_CUDA_SPLIT_PLAN_H_
+#define QUEST_OPS_CUDA_SPLIT_PLAN_H_
+
+// How split-KV decode attention divides its candidate keys into splits
+// (blocks of the split kernels, attention_kernels.cu): plain arithmetic over
+// what the kernel and the device allow, kept apart from the CUDA side so it
+// is tested without a GPU.
+
+#include <cstdint>
+
+namespace quest::ops::cuda {
+
+// Splits of one list never exceed this (the merge's shared memory).
+inline constexpr int kMaxSplits = 512;
+
+// The most candidates one block of a batched launch streams. Blocks of equal
+// work finish their streaming at quite different times (they share the
+// memory bandwidth unevenly), so one wave of long blocks ends on its
+// slowest; several waves of shorter blocks let the block scheduler refill
+// the SMs that finish first. Measured on the H100 (attention_bench, 8 dense
+// sequences, head_dim 128, % of copy bandwidth, MHA 32K / 128K, GQA 32/8
+// 32K / 128K): one wave 81.6 / 80.9 / 92.6 / 91.8; at most 8192 rows 92.1 /
+// 93.9 / 92.6 / 94.0; 4096: 94.4 / 94.8 / 94.4 / 94.1; 2048: 95.3 / 94.7 /
+// 93.6 / 94.0 (ragged lengths 1/8..8/8 of the context: 94.3 / 94.5 / 91.8 /
+// 93.1, against 84.5 for GQA 32K at 4096); 1024 and 512 lower again. (One
+// sequence alone keeps one wave: there, more waves measured slower for GQA,
+// 80.0 -> 73.0 % at 32K with two.)
+inline constexpr int64_t kMaxBatchSplitLen = 2048;
+
+// What planning needs of the kernel chosen for a shape on this device.
+struct SplitGeometry {
+  int64_t slots = 0;       // resident blocks on the device (one wave)
+  int64_t units = 0;       // (KV head, head tile) pairs of one query token
+  int64_t round = 0;       // candidate rows of one block step (all warps)
+  int64_t min_len = 0;     // rows that keep every warp's pipeline prologue full
+  int64_t row_floats = 0;  // workspace floats of one split of one unit
+};
+
+// Lists up to two prologues' worth per warp get one block per unit: it
+// streams them in about the latency the split blocks' merge (partials out,
+// counter, partials back in) would add.
+inline bool WorthSplitting(const SplitGeometry& geo, int64_t count) { return count > 2 * geo.min_len; }
+
+// One split launch of `units` units (query tokens x geo.units) over lists
+// of at most `count` candidates: `splits` splits of `len` candidates each
+// (splits == 1: no merge, len = count).
+struct Splits {
+  int64_t splits = 1;
+  int64_t len = 0;
+};
+Splits PlanSplits(const SplitGeometry& geo, int64_t units, int64_t count);
+
+// A batched decode launch: sequence i has candidates[i] candidates; it gets
+// out[i] (its splits, all of one length for the batch, and where its
+// partials and arrival counters start). Returns the most splits any
+// sequence has (the grid's width); `workspace_floats` and `counters` get
+// what the launch needs in all.
+struct BatchSplit {
+  int splits = 1;
+  int64_t len = 0;
+  int64_t workspace_offset = 0;  // floats
+  int64_t counters_offset = 0;   // ints
+};
+int PlanBatchSplits(const SplitGeometry& geo, const int64_t* candidates, int count, BatchSplit* out,
+                    int64_t* workspace_floats, int64_t* counters);
+
+}  // namespace quest::ops::cuda
+
+#endif  // QUEST_OPS_CUDA_SPLIT_PLAN_H_
