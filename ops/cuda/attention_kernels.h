@@ -92,6 +92,8 @@ struct DecodeSequence {
   int chunks_per_head = 0;
   int num_splits = 1;  // set by PlanPagedAttentionBatch
 };
+static_assert(sizeof(DecodeSequence) == 4 * sizeof(void*) + 4 * sizeof(int64_t) + 2 * sizeof(int),
+              "DecodeSequence has no padding");
 
 // What LaunchPagedAttention needs beyond the inputs.
 struct PagedAttentionPlan {
@@ -106,9 +108,11 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p);
 
 // Plans a batched decode launch: `seqs` (host memory, `count` of them) get
 // their splits, all of one length, so that the batch's candidate keys
-// spread over one wave of resident blocks (a short sequence gets one split,
-// a long one many); p.num_splits becomes the most any sequence has (the
-// grid's width). The caller then copies `seqs` to the device as p.batch.
+// spread over one wave of resident blocks, but at most kMaxBatchSplitLen
+// keys per block (split_plan.h), so a long batch runs as several waves (a
+// short sequence gets one split, a long one many); p.num_splits becomes the
+// most any sequence has (the grid's width). The caller then copies `seqs`
+// to the device as p.batch.
 PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& p, DecodeSequence* seqs,
                                            int count);
 
