@@ -481,10 +481,7 @@ class CudaBackend final : public Backend {
     size_t table_offset = 0;
     for (size_t m = 0; m < members_.size(); ++m) {
       const PagedAttentionArgs& a = args[members_[m]];
-      CheckCompute(*a.q, "attention q");
-      CheckCompute(*outs[members_[m]], "attention out");
-      CHECK_EQ(outs[members_[m]]->numel(), static_cast<int64_t>(p.num_heads) * p.head_dim);
-      CHECK_LT(a.kv_len, int64_t{1} << 31) << "cuda paged attention: kv_len " << a.kv_len;
+      ShapeParams(a, *outs[members_[m]]);  // the same checks for every member
       cuda::DecodeSequence& s = batch_seqs_host_[m];
       s.q = a.q->raw_data();
       s.out = outs[members_[m]]->raw_data();

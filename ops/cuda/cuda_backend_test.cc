@@ -35,12 +35,16 @@ class CudaOpsTest : public testing::CpuGpuTest {
  protected:
   CudaOpsTest() : CpuGpuTest(20240611) {}
 
+  // Fills device tensor t of backend b with NaN.
+  static void Poison(Backend& b, Tensor& t) {
+    Tensor nan = Tensor::Empty(DType::kFloat32, t.shape());
+    std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::numeric_limits<float>::quiet_NaN());
+    b.CopyFromHost(nan, t);
+  }
   // Device storage filled with NaN.
   Tensor Poisoned(DType dtype, std::vector<int64_t> shape) {
     Tensor t = gpu_->Allocate(dtype, shape);
-    Tensor nan = Tensor::Empty(DType::kFloat32, shape);
-    std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::numeric_limits<float>::quiet_NaN());
-    gpu_->CopyFromHost(nan, t);
+    Poison(*gpu_, t);
     return t;
   }
 
@@ -335,11 +339,7 @@ class CudaAttentionTest : public CudaOpsTest {
     Tensor cout = cpu_->Allocate(DType::kFloat32, {c.n, c.heads * c.head_dim});
     cpu_->PagedAttention(args(cq, ck, cv, cpu_table, cpu_sum.data(), cpu_last.data()), cout);
     Tensor gout = gpu.Allocate(c.dtype, {c.n, c.heads * c.head_dim});
-    {
-      Tensor nan = Tensor::Empty(DType::kFloat32, {c.n, c.heads * c.head_dim});
-      std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::numeric_limits<float>::quiet_NaN());
-      gpu.CopyFromHost(nan, gout);
-    }
+    Poison(gpu, gout);
     gpu.PagedAttention(args(gq, gk, gv, gpu_table, gpu_sum.data(), gpu_last.data()), gout);
     Tensor want = cpu_->ToHost(cout), got = gpu.ToHost(gout);
     ASSERT_EQ(want.numel(), got.numel());
@@ -568,9 +568,7 @@ TEST_F(CudaAttentionTest, BatchedDecode) {
       std::vector<PagedAttentionArgs> gargs;
       std::vector<Tensor*> gouts;
       for (int i = 0; i < c.seqs; ++i) {
-        Tensor nan = Tensor::Empty(DType::kFloat32, ms[i].gout.shape());
-        std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::numeric_limits<float>::quiet_NaN());
-        gpu.CopyFromHost(nan, ms[i].gout);
+        Poison(gpu, ms[i].gout);
         gargs.push_back(args(i, true));
         gouts.push_back(&ms[i].gout);
       }

@@ -331,22 +331,28 @@ int Main() {
       });
       const double copy_bw = 2.0 * copy_bytes / copy.host_s;  // read + write
 
-      // Decode attention of sequence q: dense, over a host CSR selection, or
-      // over a device table (Quest's).
-      auto attend = [&](int q, absl::Span<const int32_t> indptr, absl::Span<const int32_t> chunks,
-                        const Tensor* table = nullptr) {
+      // Decode attention arguments of sequence q over its first kv_len
+      // tokens: dense, or over a device selection table (Quest's).
+      auto decode_args = [&](int q, int64_t kv_len, const Tensor* table) {
         PagedAttentionArgs a;
         a.q = &qs[q];
         a.k_pages = &k;
         a.v_pages = &v;
-        a.page_table = tables[q];
-        a.kv_len = ctx;
+        a.page_table = absl::MakeConstSpan(tables[q]).subspan(0, (kv_len + kPageSize - 1) / kPageSize);
+        a.kv_len = kv_len;
         a.page_size = kPageSize;
-        a.selected_indptr = indptr;
-        a.selected_chunks = chunks;
         a.selected_table = table;
         a.selection_chunk = kPageSize;
         a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+        return a;
+      };
+      // Decode attention of sequence q: dense, over a host CSR selection, or
+      // over a device table.
+      auto attend = [&](int q, absl::Span<const int32_t> indptr, absl::Span<const int32_t> chunks,
+                        const Tensor* table = nullptr) {
+        PagedAttentionArgs a = decode_args(q, ctx, table);
+        a.selected_indptr = indptr;
+        a.selected_chunks = chunks;
         backend->PagedAttention(a, outs[q]);
       };
 
@@ -376,18 +382,8 @@ int Main() {
         std::vector<PagedAttentionArgs> args(kSeqs);
         std::vector<Tensor*> batch_outs(kSeqs);
         for (int q = 0; q < kSeqs; ++q) {
-          PagedAttentionArgs& a = args[q];
-          a.q = &qs[q];
-          a.k_pages = &k;
-          a.v_pages = &v;
-          a.kv_len = ragged ? ctx * (q + 1) / kSeqs : ctx;
-          a.page_table = absl::MakeConstSpan(tables[q]).subspan(0, (a.kv_len + kPageSize - 1) / kPageSize);
-          a.page_size = kPageSize;
-          a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
-          if (selections != nullptr) {
-            a.selected_table = &(*selections)[q];
-            a.selection_chunk = kPageSize;
-          }
+          args[q] = decode_args(q, ragged ? ctx * (q + 1) / kSeqs : ctx,
+                                selections != nullptr ? &(*selections)[q] : nullptr);
           batch_outs[q] = &outs[q];
         }
         backend->PagedAttentionBatch(args, batch_outs);

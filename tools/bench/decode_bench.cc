@@ -62,12 +62,17 @@ struct Run {
   double prefill_s = 0;  // request start to first token
 };
 
-absl::StatusOr<Run> Generate(Engine& engine, const std::vector<int32_t>& prompt,
-                             const config::CacheConfig& cache, int steps) {
+api::GenerateRequest Request(const std::vector<int32_t>& prompt, const config::CacheConfig& cache, int steps) {
   api::GenerateRequest r;
   for (int32_t id : prompt) r.mutable_token_ids()->add_ids(id);
   r.mutable_sampling()->set_max_tokens(steps);
   *r.mutable_cache() = cache;
+  return r;
+}
+
+absl::StatusOr<Run> Generate(Engine& engine, const std::vector<int32_t>& prompt,
+                             const config::CacheConfig& cache, int steps) {
+  const api::GenerateRequest r = Request(prompt, cache, steps);
   std::vector<Clock::time_point> stamps;
   const Clock::time_point start = Clock::now();
   absl::StatusOr<api::GenerateResponse> resp =
@@ -97,10 +102,7 @@ absl::StatusOr<Run> GenerateBatch(Engine& engine, const std::vector<std::vector<
   std::vector<std::thread> threads;
   for (size_t i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
-      api::GenerateRequest r;
-      for (int32_t id : prompts[i]) r.mutable_token_ids()->add_ids(id);
-      r.mutable_sampling()->set_max_tokens(steps);
-      *r.mutable_cache() = cache;
+      const api::GenerateRequest r = Request(prompts[i], cache, steps);
       // Callbacks run on the scheduler thread, one at a time.
       absl::StatusOr<api::GenerateResponse> resp =
           engine.Generate(r, [&stamps, i](const TokenEvent&) { stamps[i].push_back(Clock::now()); });
