@@ -73,8 +73,19 @@ class DeviceScratch {
       }
       capacity_ = std::max<size_t>(bytes, 256) * 2;
       QUEST_CUDA_CHECK(cudaMalloc(&ptr_, capacity_));
+      zeroed_ = 0;
     }
     return ptr_;
+  }
+  // Ensure, for counters that start at zero and that the kernels using them
+  // leave zero: bytes not handed out before are zeroed, in stream order.
+  void* EnsureZeroed(size_t bytes, cudaStream_t stream) {
+    void* p = Ensure(bytes, stream);
+    if (bytes > zeroed_) {
+      QUEST_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream));
+      zeroed_ = bytes;
+    }
+    return p;
   }
   // Copies host bytes in, in stream order (the host buffer may be reused at
   // once: pageable copies are staged before cudaMemcpyAsync returns).
@@ -105,6 +116,7 @@ class DeviceScratch {
  private:
   void* ptr_ = nullptr;
   size_t capacity_ = 0;
+  size_t zeroed_ = 0;           // EnsureZeroed's bytes
   std::vector<char> uploaded_;  // what UploadIfChanged last put there
 };
 
@@ -170,7 +182,8 @@ struct GemmPlan {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, DType dtype) : device_(device), dtype_(dtype) {}
+  explicit CudaBackend(const CudaBackendOptions& options)
+      : device_(options.device), dtype_(options.dtype), select_variant_(options.quest_select_variant) {}
 
   absl::Status Init() {
     if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
@@ -562,7 +575,9 @@ class CudaBackend final : public Backend {
     p.combine_sum = a.combine_sum;
     p.scores = static_cast<float*>(
         scores_.Ensure(sizeof(float) * static_cast<size_t>(kv_heads) * a.num_pages, stream_));
+    p.arrivals = static_cast<unsigned*>(select_arrivals_.EnsureZeroed(sizeof(unsigned) * kv_heads, stream_));
     p.selected = selected.data<int32_t>();
+    p.variant = select_variant_;
     QUEST_CUDA_CHECK(cuda::LaunchSelectTopPages(type(), p, stream_));
   }
 
@@ -668,13 +683,7 @@ class CudaBackend final : public Backend {
   void ProvideSplitScratch(const cuda::PagedAttentionPlan& plan, cuda::PagedAttentionParams& p) {
     if (plan.workspace_floats == 0) return;
     p.workspace = static_cast<float*>(attn_workspace_.Ensure(sizeof(float) * plan.workspace_floats, stream_));
-    const size_t counter_bytes = sizeof(int) * plan.counters;
-    p.counters = static_cast<int*>(attn_counters_.Ensure(counter_bytes, stream_));
-    if (counter_bytes > attn_counters_zeroed_) {
-      // Fresh counters start at zero; the kernel leaves them zero.
-      QUEST_CUDA_CHECK(cudaMemsetAsync(p.counters, 0, counter_bytes, stream_));
-      attn_counters_zeroed_ = counter_bytes;
-    }
+    p.counters = static_cast<int*>(attn_counters_.EnsureZeroed(sizeof(int) * plan.counters, stream_));
   }
 
   // Quest page bounds: in the compute dtype, or FP8 E4M3.
@@ -724,6 +733,7 @@ class CudaBackend final : public Backend {
 
   const int device_;
   const DType dtype_;
+  const int select_variant_;  // CudaBackendOptions::quest_select_variant
   std::shared_ptr<OwnedStream> owned_stream_;
   cudaStream_t stream_ = nullptr;  // owned_stream_->stream
   cublasLtHandle_t lt_ = nullptr;
@@ -734,6 +744,7 @@ class CudaBackend final : public Backend {
   // Split-KV attention: partial results of the splits, and the per-(token,
   // KV head, head tile) arrival counters (zero between launches).
   DeviceScratch attn_workspace_, attn_counters_;
+  DeviceScratch select_arrivals_;  // SelectTopPages' per-KV-head counters (zero between launches)
   PageTableCache page_tables_;  // WriteKvPages' and PagedAttention's
   // PagedAttentionBatch: the members' indices, their page tables (one
   // upload) and launch descriptors.
@@ -741,7 +752,6 @@ class CudaBackend final : public Backend {
   std::vector<int32_t> batch_tables_host_;
   std::vector<cuda::DecodeSequence> batch_seqs_host_;
   DeviceScratch batch_tables_, batch_seqs_;
-  size_t attn_counters_zeroed_ = 0;
   std::vector<float> inv_freq_host_;
   const float* inv_freq_dev_ = nullptr;
 };
@@ -753,6 +763,11 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
     return absl::InvalidArgumentError(absl::StrCat("CUDA backend: dtype ", DTypeName(options.dtype),
                                                    " is not supported (bf16 or f16)"));
   }
+  const int v = options.quest_select_variant;
+  if (v != 0 && v != 1 && v != 2 && v != 5 && v != 6) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA backend: quest_select_variant ", v,
+                                                   " is not a select (0, 1, 2, 5 or 6)"));
+  }
   int count = 0;
   if (cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {
     return absl::FailedPreconditionError(absl::StrCat("CUDA backend: no usable GPU (cudaGetDeviceCount: ",
@@ -763,7 +778,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
     return absl::InvalidArgumentError(
         absl::StrCat("CUDA backend: device ", options.device, " does not exist (", count, " devices)"));
   }
-  auto backend = std::make_unique<CudaBackend>(options.device, options.dtype);
+  auto backend = std::make_unique<CudaBackend>(options);
   if (absl::Status s = backend->Init(); !s.ok()) return s;
   return backend;
 }

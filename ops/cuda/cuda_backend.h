@@ -19,6 +19,10 @@ struct CudaBackendOptions {
   int device = 0;
   // kBFloat16 or kFloat16.
   DType dtype = DType::kBFloat16;
+  // SelectTopPages' implementation (cuda::TopPagesParams::variant: 0 the
+  // default, 1, 2, 5 or 6). For measuring the alternatives; every one
+  // selects the same pages.
+  int quest_select_variant = 0;
 };
 
 // FAILED_PRECONDITION (naming the CUDA error) when there is no usable GPU;

@@ -3,6 +3,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ops/cuda/cuda_backend.h"
@@ -32,6 +34,17 @@ TEST(CudaBackendNoDeviceTest, RejectsFloat32BeforeTouchingTheDevice) {
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(b.status().message(), HasSubstr("f32"));
+}
+
+TEST(CudaBackendNoDeviceTest, RejectsAnUnknownSelectVariantBeforeTouchingTheDevice) {
+  for (int variant : {-1, 3, 4, 7}) {
+    CudaBackendOptions o;
+    o.quest_select_variant = variant;
+    absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(o);
+    ASSERT_FALSE(b.ok()) << variant;
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(b.status().message(), HasSubstr("quest_select_variant " + std::to_string(variant)));
+  }
 }
 
 }  // namespace

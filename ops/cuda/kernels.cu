@@ -147,4 +147,16 @@ cudaError_t LaunchWriteKvPages(ElemType type, const void* k, const void* v,
   return cudaGetLastError();
 }
 
+int NumSms() {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      return 132;
+    }
+    return n;
+  }();
+  return sms;
+}
+
 }  // namespace quest::ops::cuda

@@ -17,6 +17,10 @@ namespace quest::ops::cuda {
 
 enum class ElemType : int { kBFloat16, kFloat16 };
 
+// The current device's multiprocessor count (looked up once; 132, an
+// H100's, if the query fails).
+int NumSms();
+
 // out[t, :] = table[ids[t], :]; table [vocab, d], out [n, d].
 cudaError_t LaunchEmbedding(ElemType type, const void* table, const int32_t* ids, int64_t n,
                             int64_t d, void* out, cudaStream_t stream);

@@ -363,17 +363,6 @@ cudaError_t LaunchDim(const PagedAttentionParams& p, int warps, int row_tiles, c
 
 bool Aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
 
-int NumSms() {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      return 132;
-    }
-    return n;
-  }();
-  return sms;
-}
 
 }  // namespace
 

@@ -750,7 +750,7 @@ constexpr int kMaxCandidates = 32;
 constexpr int kMaxRounds = 4;
 static_assert(kBinsPerThread == 8, "two 16-byte bin vectors per thread");
 
-template <int E>
+template <int E, bool kCoherent>
 __device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, int32_t* out) {
   static_assert(E <= 32, "key states are bit masks");
   if (n > kSelectThreads * E) return false;
@@ -771,7 +771,7 @@ __device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, 
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     const int idx = e * kSelectThreads + tid;
-    float v = idx < n ? __ldg(scores + idx) : -INFINITY;
+    float v = idx >= n ? -INFINITY : kCoherent ? __ldcg(scores + idx) : __ldg(scores + idx);
     if (isnan(v)) v = -INFINITY;
     if (v == 0.0f) v = 0.0f;  // -0 == +0 (OrderedKey's rule)
     sc[e] = v;
@@ -900,24 +900,59 @@ __device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, 
   return true;
 }
 
+template <bool kCoherent>
 __device__ __forceinline__ bool SelectRowBinnedAnyE(int e, const float* scores, int n, int k, int32_t* out) {
   switch (e) {
-    case 2: return SelectRowBinned<2>(scores, n, k, out);
-    case 4: return SelectRowBinned<4>(scores, n, k, out);
-    case 8: return SelectRowBinned<8>(scores, n, k, out);
-    case 16: return SelectRowBinned<16>(scores, n, k, out);
-    default: return SelectRowBinned<32>(scores, n, k, out);
+    case 2: return SelectRowBinned<2, kCoherent>(scores, n, k, out);
+    case 4: return SelectRowBinned<4, kCoherent>(scores, n, k, out);
+    case 8: return SelectRowBinned<8, kCoherent>(scores, n, k, out);
+    case 16: return SelectRowBinned<16, kCoherent>(scores, n, k, out);
+    default: return SelectRowBinned<32, kCoherent>(scores, n, k, out);
   }
+}
+
+// The k best of row (0 < k < n) into out[0, k), then n (the current page)
+// at out[k]: the binned select, else the radix one.
+template <bool kCoherent>
+__device__ __forceinline__ void SelectHeadRow(int e, const float* row, int n, int k, int32_t* out) {
+  if (!SelectRowBinnedAnyE<kCoherent>(e, row, n, k, out)) SelectRowAnyE<kCoherent>(e, row, n, k, out);
+  if (threadIdx.x == 0) out[k] = n;
 }
 
 __global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scores, int64_t stride, int n,
                                                                int k, int e, int32_t* selected) {
   AllowDependents();  // the next kernel may start launching; it waits for this grid before any read
   WaitPrimary();
-  int32_t* out = selected + int64_t{blockIdx.x} * (k + 1);
-  const float* row = scores + blockIdx.x * stride;
-  if (!SelectRowBinnedAnyE(e, row, n, k, out)) SelectRowAnyE<false>(e, row, n, k, out);
-  if (threadIdx.x == 0) out[k] = n;
+  SelectHeadRow<false>(e, scores + blockIdx.x * stride, n, k, selected + int64_t{blockIdx.x} * (k + 1));
+}
+
+// Variant 2: scoring and select in one launch. CTA (x, g) scores a slice
+// of KV head g's pages; the last of the head's CTAs to finish (an arrival
+// counter per head, left zero again) selects the head's row from the
+// scores the others left in L2. A head's select so starts as soon as its
+// own pages are scored, under the other heads' scoring, with no select
+// launch and no scoring-grid drain in between.
+template <typename T, bool FP8, int D, int H>
+__global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesParams p, int n, int64_t stride,
+                                                                    int64_t per_cta, int e) {
+  WaitPrimary();
+  AllowDependents();  // the next kernel still waits for this grid's end before any read
+  const int g = blockIdx.y;
+  const int64_t p0 = blockIdx.x * per_cta;
+  const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
+  float* row = p.scores + g * stride;
+  ScoreRange<T, FP8, D, H, kSelectThreads>(p, g, p0, p1, row);
+  __shared__ bool last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // this CTA's scores, device-visible before its arrival
+    last = atomicAdd(p.arrivals + g, 1u) == gridDim.x - 1;
+    if (last) p.arrivals[g] = 0;  // every CTA of the head has arrived
+    __threadfence();  // the other CTAs' scores, seen by the loads below
+  }
+  __syncthreads();
+  if (!last) return;
+  SelectHeadRow<true>(e, row, n, static_cast<int>(p.k), p.selected + int64_t{g} * (p.k + 1));
 }
 
 // k == 0 (the current page only) or k == n (every page): no scores needed.
@@ -1083,7 +1118,6 @@ cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cuda
 // Before them the cluster select won above 4096 pages for one coefficient
 // vector. Fusing the select into the last scoring CTA, clusters of 16
 // (scheduling) and BlockRadixSort were slower everywhere.
-constexpr int kDefaultVariant = 1;
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
@@ -1102,23 +1136,48 @@ int64_t PagesPerCta(int64_t n, int kv_heads, int unit, int64_t target_ctas, int6
   return per < unit ? unit : per;
 }
 
+// The fused variant's flag bytes (dynamic shared memory) stay within this,
+// past it the two-kernel path runs.
+constexpr int64_t kMaxFusedSelectPages = 64 * 1024;
+
+// What every select launch needs besides the params: the keys per thread
+// (E) and the flag bytes of the select's compaction.
+struct SelectShape {
+  int64_t n = 0;  // pages scored (the current one is not)
+  int e = 0;
+  size_t flag_bytes = 0;
+};
+
 template <typename T, bool FP8, int D, int H>
-cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, cudaStream_t stream) {
+cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, cudaStream_t stream) {
   constexpr bool kVec8 = FP8 && H >= 4;  // as ScoreRange
   constexpr int kVpr = 2 * D / (FP8 && !kVec8 ? 16 : 8);
   constexpr int kLanes = kVpr < 32 ? kVpr : 32;
   constexpr int kNv = kVpr / kLanes;
   constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll : H * kNv <= 2 || kVec8 ? 4 : 2;
-  const int64_t stride = p.num_pages;
+  const int64_t n = s.n, stride = p.num_pages;
   if (variant == 5 || variant == 6) {
     return LaunchCluster<T, FP8, D, H>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
+  }
+  if (variant == 2) {
+    // One wave: the SMs shared evenly among the KV heads, a CTA of
+    // kSelectThreads each (the select's registers allow one per SM).
+    auto* kernel = &ScoreSelectKernel<T, FP8, D, H>;
+    const int64_t ctas_per_head = NumSms() > p.num_kv_heads ? NumSms() / p.num_kv_heads : 1;
+    const int64_t per = PagesPerCta(n, 1, kSelectThreads / kLanes * kUnroll, ctas_per_head, 1, false);
+    const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
+    if (cudaError_t err = SetDynamicSmem(reinterpret_cast<const void*>(kernel), s.flag_bytes); err != cudaSuccess) {
+      return err;
+    }
+    return LaunchMaybePdl(p.pdl, kernel, grid, dim3(kSelectThreads), s.flag_bytes, stream, p,
+                          static_cast<int>(n), stride, per, s.e);
   }
   const int unit = kScoreThreads / kLanes * kUnroll;
   // About 4 CTAs per SM over all KV heads, each at least 32 KB of bounds
   // (measured on an H100: smaller CTAs, up to the 8 per SM before, spent
   // more on CTA start-up than they saved in tail).
   const int64_t min_pages = 32768 / (2 * D * (FP8 ? 1 : static_cast<int>(sizeof(T))));
-  const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, 132 * 4,
+  const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, int64_t{NumSms()} * 4,
                                   p.score_pages_per_cta > 0 ? p.score_pages_per_cta : min_pages,
                                   p.score_pages_per_cta > 0);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
@@ -1126,24 +1185,25 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, int64_t n, cudaStream_
 }
 
 template <typename T, bool FP8>
-cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, int64_t n,
+cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, const SelectShape& s,
                        cudaStream_t stream) {
   if (fast) {
     switch (p.head_dim * 16 + h) {
-      case 64 * 16 + 1: return RunFast<T, FP8, 64, 1>(p, variant, n, stream);
-      case 64 * 16 + 2: return RunFast<T, FP8, 64, 2>(p, variant, n, stream);
-      case 64 * 16 + 4: return RunFast<T, FP8, 64, 4>(p, variant, n, stream);
-      case 64 * 16 + 8: return RunFast<T, FP8, 64, 8>(p, variant, n, stream);
-      case 128 * 16 + 1: return RunFast<T, FP8, 128, 1>(p, variant, n, stream);
-      case 128 * 16 + 2: return RunFast<T, FP8, 128, 2>(p, variant, n, stream);
-      case 128 * 16 + 4: return RunFast<T, FP8, 128, 4>(p, variant, n, stream);
-      case 128 * 16 + 8: return RunFast<T, FP8, 128, 8>(p, variant, n, stream);
-      case 256 * 16 + 1: return RunFast<T, FP8, 256, 1>(p, variant, n, stream);
-      case 256 * 16 + 2: return RunFast<T, FP8, 256, 2>(p, variant, n, stream);
-      case 256 * 16 + 4: return RunFast<T, FP8, 256, 4>(p, variant, n, stream);
+      case 64 * 16 + 1: return RunFast<T, FP8, 64, 1>(p, variant, s, stream);
+      case 64 * 16 + 2: return RunFast<T, FP8, 64, 2>(p, variant, s, stream);
+      case 64 * 16 + 4: return RunFast<T, FP8, 64, 4>(p, variant, s, stream);
+      case 64 * 16 + 8: return RunFast<T, FP8, 64, 8>(p, variant, s, stream);
+      case 128 * 16 + 1: return RunFast<T, FP8, 128, 1>(p, variant, s, stream);
+      case 128 * 16 + 2: return RunFast<T, FP8, 128, 2>(p, variant, s, stream);
+      case 128 * 16 + 4: return RunFast<T, FP8, 128, 4>(p, variant, s, stream);
+      case 128 * 16 + 8: return RunFast<T, FP8, 128, 8>(p, variant, s, stream);
+      case 256 * 16 + 1: return RunFast<T, FP8, 256, 1>(p, variant, s, stream);
+      case 256 * 16 + 2: return RunFast<T, FP8, 256, 2>(p, variant, s, stream);
+      case 256 * 16 + 4: return RunFast<T, FP8, 256, 4>(p, variant, s, stream);
       default: break;
     }
   }
+  const int64_t n = s.n;
   const int64_t warps = n * p.num_kv_heads;
   const int64_t blocks64 = (warps * 32 + kThreads - 1) / kThreads;
   const unsigned blocks = static_cast<unsigned>(blocks64 < 65536 ? blocks64 : 65536);
@@ -1152,9 +1212,10 @@ cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, i
 }
 
 template <typename T>
-cudaError_t Score(const TopPagesParams& p, int h, bool fast, int variant, int64_t n, cudaStream_t stream) {
-  return p.bounds_fp8 ? RunScoring<T, true>(p, h, fast, variant, n, stream)
-                      : RunScoring<T, false>(p, h, fast, variant, n, stream);
+cudaError_t Score(const TopPagesParams& p, int h, bool fast, int variant, const SelectShape& s,
+                  cudaStream_t stream) {
+  return p.bounds_fp8 ? RunScoring<T, true>(p, h, fast, variant, s, stream)
+                      : RunScoring<T, false>(p, h, fast, variant, s, stream);
 }
 
 }  // namespace
@@ -1193,15 +1254,19 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   const int h = (p.combine_sum || group == 1) ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : group <= 8 ? 8 : 0;
   const int d = p.head_dim;
   const bool fast = (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(p.bounds);
-  const int e = n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32;
-  const size_t flag_bytes = static_cast<size_t>((n + kFlagRound - 1) / kFlagRound * kFlagRound);
-  int variant = p.variant != 0 ? p.variant : kDefaultVariant;
+  SelectShape shape;
+  shape.n = n;
+  shape.e = n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32;
+  shape.flag_bytes = static_cast<size_t>((n + kFlagRound - 1) / kFlagRound * kFlagRound);
+  const bool fusable = fast && p.arrivals != nullptr && n <= kMaxFusedSelectPages;
+  int variant = p.variant != 0 ? p.variant : 1;
+  if (variant == 2 && !fusable) variant = 1;
   if ((variant == 5 || variant == 6) && (!fast || n > int64_t{8} * kMaxClusterSlice)) variant = 1;
-  if (variant != 4 && variant != 5 && variant != 6) variant = 1;
+  if (variant != 2 && variant != 4 && variant != 5 && variant != 6) variant = 1;
 
   cudaError_t err = cudaSuccess;
   if (variant == 5 || variant == 6) {
-    QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, n, stream); });
+    QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, shape, stream); });
     if (err == cudaSuccess) {
       if (p.launched_variant != nullptr) *p.launched_variant = variant;
       return err;
@@ -1210,14 +1275,14 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
     variant = 1;
   }
   if (p.launched_variant != nullptr) *p.launched_variant = variant;
-  QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, n, stream); });
-  if (err != cudaSuccess || variant == 4) return err;
-  if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectKernel), flag_bytes)) != cudaSuccess) {
+  QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, shape, stream); });
+  if (err != cudaSuccess || variant == 2 || variant == 4) return err;
+  if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectKernel), shape.flag_bytes)) != cudaSuccess) {
     return err;
   }
-  return LaunchMaybePdl(p.pdl, &SelectKernel, dim3(p.num_kv_heads), dim3(kSelectThreads), flag_bytes, stream,
-                        static_cast<const float*>(p.scores), int64_t{p.num_pages}, static_cast<int>(n),
-                        static_cast<int>(k), e, p.selected);
+  return LaunchMaybePdl(p.pdl, &SelectKernel, dim3(p.num_kv_heads), dim3(kSelectThreads), shape.flag_bytes,
+                        stream, static_cast<const float*>(p.scores), int64_t{p.num_pages}, static_cast<int>(n),
+                        static_cast<int>(k), shape.e, p.selected);
 }
 
 }  // namespace quest::ops::cuda

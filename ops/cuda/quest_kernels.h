@@ -62,10 +62,19 @@ struct TopPagesParams {
   int head_dim = 0;
   bool combine_sum = true;  // false: max over the group
   float* scores = nullptr;  // scratch [num_kv_heads, num_pages] floats
+  // Scratch [num_kv_heads] counters, zero before the launch and left zero
+  // (variant 2 counts each head's finished scoring CTAs in them). One
+  // launch at a time may use them.
+  unsigned* arrivals = nullptr;
   int32_t* selected = nullptr;  // [num_kv_heads, k + 1]
   // Implementation (benchmarks and tests; every one gives the same output):
-  // 0 the default (1), 1 scoring + select kernels (a binned select, radix
-  // where ties crowd the k-th score's bin),
+  // 0 the default (1),
+  // 1 scoring + select kernels (a binned select, radix where ties crowd
+  // the k-th score's bin),
+  // 2 one kernel: scoring CTAs spread over one wave, the last of each KV
+  // head's CTAs to finish selecting that head's row (needs `arrivals`,
+  // head_dim 64/128/256 and at most 64K pages; else 1). Not yet timed on
+  // a GPU: the default once it is measured faster than 1,
   // 4 the scoring pass alone (timing only: `selected` is not written),
   // 5 / 6 one fused kernel: a thread-block cluster of 8 / 16 CTAs per KV
   // head scores its slices into shared memory and radix-selects over the

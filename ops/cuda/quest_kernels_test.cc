@@ -438,6 +438,8 @@ class SelectLaunchTest : public QuestKernelsTest {
   void SetUp() override {
     QuestKernelsTest::SetUp();
     CUDA_OK(cudaStreamCreate(&stream_));
+    arrivals_ = static_cast<unsigned*>(Buffer(sizeof(unsigned) * kMaxKvHeads));
+    CUDA_OK(cudaMemset(arrivals_, 0, sizeof(unsigned) * kMaxKvHeads));
   }
   void TearDown() override {
     for (void* p : buffers_) cudaFree(p);
@@ -451,9 +453,10 @@ class SelectLaunchTest : public QuestKernelsTest {
   }
   // The launch's params for query q [1, heads, d] over `bounds` (bf16 or
   // fp8 codes, read as [pages, kv_heads, 2, d]), SUM over the group.
-  static cuda::TopPagesParams SelectParams(const Tensor& q, const Tensor& bounds, int kv_heads, int64_t pages,
-                                           int64_t k, float* scores, int32_t* selected) {
+  cuda::TopPagesParams SelectParams(const Tensor& q, const Tensor& bounds, int kv_heads, int64_t pages, int64_t k,
+                                    float* scores, int32_t* selected) const {
     cuda::TopPagesParams p;
+    p.arrivals = arrivals_;
     p.q = q.raw_data();
     p.bounds = bounds.raw_data();
     p.bounds_fp8 = bounds.dtype() == DType::kFloat8E4M3;
@@ -514,8 +517,10 @@ class SelectLaunchTest : public QuestKernelsTest {
     return 1000.0 * ms / iters;
   }
 
+  static constexpr int kMaxKvHeads = 64;
   cudaStream_t stream_ = nullptr;
   std::vector<void*> buffers_;
+  unsigned* arrivals_ = nullptr;  // the fused select's counters (variant 2)
 };
 
 TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
@@ -567,13 +572,13 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
             const double read = fp8 ? bytes / 2.0 : static_cast<double>(bytes);
             const std::vector<int32_t> want = Run(p, 1);
             std::string line;
-            for (int variant : {1, 4, 5, 6}) {
+            for (int variant : {1, 2, 4, 5, 6}) {
               if (variant != 4) {
                 int launched = -1;
                 EXPECT_EQ(Run(p, variant, &launched), want) << "variant " << variant << " ctx " << ctx << " kv "
                                                             << kv << " k+1 " << budget << (fp8 ? " fp8" : "");
-                if (variant >= 5) {
-                  EXPECT_EQ(launched, variant) << "the cluster launch fell back";
+                if (variant != 1) {
+                  EXPECT_EQ(launched, variant) << "the launch fell back";
                 }
               }
               const double us = TimeUs(
@@ -585,6 +590,7 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
               char buf[200];
               std::snprintf(buf, sizeof(buf), "  %s %.2f us (%.0f GB/s, %.2fx)",
                             variant == 1   ? "radix"
+                            : variant == 2 ? "fused"
                             : variant == 4 ? "[scoring]"
                             : variant == 5 ? "cluster8"
                                            : "cluster16",
@@ -645,11 +651,12 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
   CUDA_OK(cudaGetLastError());
 }
 
-// The cluster selects (variants 5 and 6, radix over the cluster) against the
-// two-kernel select (binned, falling back to radix with many ties) on small
-// and odd shapes (empty CTAs, one page per CTA, ties between few or many
-// pages), bf16 and FP8 bounds.
-TEST_F(SelectLaunchTest, ClusterVariantsMatchRadix) {
+// The one-kernel selects (2: the last scoring CTA of a KV head selects; 5
+// and 6: radix over a cluster) against the two-kernel select (binned,
+// falling back to radix with many ties) on small and odd shapes (empty
+// CTAs, one page per CTA, ties between few or many pages), bf16 and FP8
+// bounds.
+TEST_F(SelectLaunchTest, FusedVariantsMatchTwoKernels) {
   const int d = 128;
   for (int64_t pages : {3, 10, 17, 130, 1025, 2048, 9000, 40000}) {
     for (auto [heads, kv] : std::vector<std::pair<int, int>>{{4, 4}, {16, 2}}) {
@@ -696,7 +703,7 @@ TEST_F(SelectLaunchTest, ClusterVariantsMatchRadix) {
             cuda::TopPagesParams p = SelectParams(q, fp8 ? bounds8 : bounds, kv, pages, k, scores, selected);
             p.combine_sum = sum;
             const std::vector<int32_t> want = Run(p, 1);
-            for (int variant : {5, 6}) {
+            for (int variant : {2, 5, 6}) {
               int launched = -1;
               EXPECT_EQ(Run(p, variant, &launched), want)
                   << "variant " << variant << " pages " << pages << " k " << k << " kv " << kv

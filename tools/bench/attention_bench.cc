@@ -63,6 +63,8 @@ ABSL_FLAG(std::vector<std::string>, contexts, std::vector<std::string>({"4096", 
 ABSL_FLAG(std::vector<std::string>, budgets, std::vector<std::string>({"256", "1024", "2048", "4096"}),
           "token budgets of the sparse and Quest rows");
 ABSL_FLAG(bool, no_gemm, false, "skip the GEMM table");
+ABSL_FLAG(int, quest_select_variant, 0,
+          "SelectTopPages' implementation (ops::CudaBackendOptions::quest_select_variant; 0: the default)");
 
 namespace quest {
 namespace {
@@ -252,6 +254,7 @@ int RunGemms(Backend& backend) {
 int Main() {
   ops::CudaBackendOptions options;
   options.dtype = DType::kBFloat16;
+  options.quest_select_variant = absl::GetFlag(FLAGS_quest_select_variant);
   auto created = ops::CreateCudaBackend(options);
   if (!created.ok()) {
     std::fprintf(stderr,
@@ -266,8 +269,9 @@ int Main() {
   BENCH_CUDA(cudaGetDevice(&dev));
   BENCH_CUDA(cudaGetDeviceProperties(&prop, dev));
   std::printf("attention_bench: %s, %d SMs, L2 %d MiB; Backend::PagedAttention of the CUDA backend, "
-              "bf16, decode n=1, page_size %d, head_dim %d\n",
-              prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, kPageSize, kHeadDim);
+              "bf16, decode n=1, page_size %d, head_dim %d, select variant %d\n",
+              prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, kPageSize, kHeadDim,
+              options.quest_select_variant);
   std::printf("timing: backend stream is private -> cudaDeviceSynchronize + steady_clock over N calls, "
               "median of %d repeats (3 when a call takes over 50 ms) after warm-up (legacy-stream CUDA "
               "events beside it as a check)\n",
