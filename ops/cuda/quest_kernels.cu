@@ -42,9 +42,12 @@
 // UpdatePageBounds of a single pool page takes the physical page as an
 // argument (no page-table upload).
 // Variants (TopPagesParams::variant) for measurement: the two-kernel
-// select, scoring alone, and the cluster select with 8 or 16 CTAs. (A select
-// fused into the last scoring CTA of each KV head and a cub::BlockRadixSort
-// select were measured slower and removed.)
+// select, scoring alone, the cluster select with 8 or 16 CTAs, and the
+// select fused into the last scoring CTA of each KV head (variant 2, not yet
+// timed: session 2's fused kernel, measured slower, sized its 512-thread
+// CTAs like the scoring kernel's 256-thread ones, about 4 per SM, which at
+// one per SM, as their registers allow, is 4 waves; variant 2 is one wave).
+// A cub::BlockRadixSort select was measured slower and removed.
 
 #include <cooperative_groups.h>
 #include <cuda_fp8.h>
