@@ -213,6 +213,24 @@ __device__ __forceinline__ void WaitPreviousGrid() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
+// With p.ready (see PagedAttentionParams): waits for KV head g's selection
+// row alone, an acquire at GPU scope by one thread, then the CTA's barrier
+// (the select's PublishRow is the release side). A row never published
+// (a broken contract) traps after about a second rather than hanging.
+__device__ __forceinline__ void WaitForRow(const unsigned* ready, unsigned epoch, int g) {
+  if (threadIdx.x == 0) {
+    for (uint32_t spins = 0;; ++spins) {
+      unsigned v;
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(ready + g) : "memory");
+      if (v == epoch) break;
+      if (spins > (1u << 23)) __trap();
+      __nanosleep(128);
+    }
+  }
+  __syncthreads();
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
 template <typename T>
 __device__ __forceinline__ void Unpack8(const uint4& u, float (&f)[8]);
 template <>
@@ -985,27 +1003,36 @@ __device__ __forceinline__ bool BindSequence(PagedAttentionParams& p) {
 
 // Runs `block` (a split block function) for this block's place in a
 // one-sequence or a batched launch.
-template <bool kBatch, typename Block>
+// With p.ready a block waits for its own KV head's selection row instead
+// of the previous grid's end, and only before it exits for that end (so
+// this grid's end still implies the select's).
+template <bool kBatch, int GB, typename Block>
 __device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& block) {
-  WaitPreviousGrid();
+  if (p.ready != nullptr) {
+    const int group = p.num_heads / p.num_kv_heads;
+    WaitForRow(p.ready, p.ready_epoch, static_cast<int>(blockIdx.y) / ((group + GB - 1) / GB));
+  } else {
+    WaitPreviousGrid();
+  }
   if constexpr (kBatch) {
     PagedAttentionParams s = p;
-    if (!BindSequence(s)) return;
-    block(s, SplitUnit{0, blockIdx.y, gridDim.y});
+    if (BindSequence(s)) block(s, SplitUnit{0, blockIdx.y, gridDim.y});
   } else {
     block(p, SplitUnit{static_cast<int>(blockIdx.z), static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
                        static_cast<int64_t>(gridDim.y) * gridDim.z});
   }
+  if (p.ready != nullptr) asm volatile("griddepcontrol.wait;\n" ::: "memory");
 }
 
 template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(const PagedAttentionParams p) {
-  RunSplit<kBatch>(p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvBlock<T, D, GB>(q, u); });
+  RunSplit<kBatch, GB>(p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvBlock<T, D, GB>(q, u); });
 }
 
 template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const PagedAttentionParams p) {
-  RunSplit<kBatch>(p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); });
+  RunSplit<kBatch, GB>(p,
+                       [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); });
 }
 
 int HeadBlock(int group) { return group == 1 ? 1 : group == 2 ? 2 : group <= 4 ? 4 : 8; }

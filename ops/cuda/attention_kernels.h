@@ -71,6 +71,20 @@ struct PagedAttentionParams {
   // No CSR selections, token masks or lse; q and out 16-byte aligned.
   const DecodeSequence* batch = nullptr;
   int batch_size = 0;
+
+  // Optional, split kernels only: the selection tables come from the
+  // SelectTopPages launch just before this one on the stream, which
+  // publishes each KV head's row (TopPagesParams::ready / epoch). A block
+  // then waits until ready[g] == ready_epoch for its KV head g instead of
+  // for that launch's end, so a head's attention starts as soon as its row
+  // is written. Everything else the launch reads must come from work
+  // enqueued before that select (its first kernel waits for the end of
+  // that work before it lets the next launch begin), and the caller keeps
+  // any other programmatically launched kernel from coming between the
+  // select and this launch. The blocks still wait for the select's end
+  // before they exit, so this launch's end implies the select's.
+  const unsigned* ready = nullptr;
+  unsigned ready_epoch = 0;
 };
 
 // One sequence of a batched decode launch (PagedAttentionParams::batch).

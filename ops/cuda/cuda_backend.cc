@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -183,7 +184,10 @@ struct GemmPlan {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaBackendOptions& options)
-      : device_(options.device), dtype_(options.dtype), select_variant_(options.quest_select_variant) {}
+      : device_(options.device),
+        dtype_(options.dtype),
+        select_variant_(options.quest_select_variant),
+        per_head_select_wait_(options.per_head_select_wait) {}
 
   absl::Status Init() {
     if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
@@ -302,6 +306,7 @@ class CudaBackend final : public Backend {
   }
 
   void Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
+    pending_select_ = {};  // how cuBLASLt launches is not ours to know
     CheckCompute(x, "linear x");
     CheckCompute(w, "linear w");
     CHECK(y.device() == Device::kCuda && (y.dtype() == dtype_ || y.dtype() == DType::kFloat32))
@@ -389,6 +394,7 @@ class CudaBackend final : public Backend {
   }
 
   void PagedAttention(const PagedAttentionArgs& a, Tensor& out) override {
+    const PendingSelect select = std::exchange(pending_select_, {});
     cuda::PagedAttentionParams p = ShapeParams(a, out);
     p.q = a.q->raw_data();
     p.out = out.raw_data();
@@ -445,6 +451,7 @@ class CudaBackend final : public Backend {
     }
     CHECK_LT(p.max_candidates, int64_t{1} << 31) << "cuda paged attention: too many candidates";
     ProvideSplitScratch(cuda::PlanPagedAttention(type(), p), p);
+    if (a.selected_table != nullptr && !weights) WaitPerHead(select, a.selected_table->raw_data(), p);
     QUEST_CUDA_CHECK(cuda::LaunchPagedAttention(type(), p, stream_));
     if (weights) {
       QUEST_CUDA_CHECK(cuda::LaunchAttentionWeights(type(), p, stream_));
@@ -466,16 +473,20 @@ class CudaBackend final : public Backend {
   // rest go through PagedAttention one by one.
   void PagedAttentionBatch(absl::Span<const PagedAttentionArgs> args, absl::Span<Tensor* const> outs) override {
     CHECK_EQ(args.size(), outs.size()) << "cuda paged attention batch: arguments and outputs";
+    const PendingSelect select = std::exchange(pending_select_, {});
     members_.clear();
+    bool launched = false;  // an attention of its own came after the select
     for (size_t i = 0; i < args.size(); ++i) {
       if (Batchable(args[i], *outs[i]) &&
           (members_.empty() || SameLaunch(args[members_.front()], args[i]))) {
         members_.push_back(i);
       } else {
         PagedAttention(args[i], *outs[i]);
+        launched = true;
       }
     }
     if (members_.size() <= 1) {
+      if (!launched) pending_select_ = select;  // the one member still follows the select
       for (size_t i : members_) PagedAttention(args[i], *outs[i]);
       return;
     }
@@ -514,10 +525,14 @@ class CudaBackend final : public Backend {
     ProvideSplitScratch(plan, p);
     p.batch = batch_seqs_.UploadIfChanged(batch_seqs_host_.data(), batch_seqs_host_.size(), stream_);
     p.batch_size = static_cast<int>(members_.size());
+    if (!launched) {
+      for (const cuda::DecodeSequence& s : batch_seqs_host_) WaitPerHead(select, s.chunks, p);
+    }
     QUEST_CUDA_CHECK(cuda::LaunchPagedAttention(type(), p, stream_));
   }
 
   void UpdatePageBounds(const PageBoundsArgs& a, Tensor& bounds) override {
+    pending_select_ = {};  // a programmatically launched kernel of its own
     CheckCompute(*a.k_pages, "k pages");
     CheckBounds(bounds);
     if (a.end <= a.begin) return;
@@ -578,7 +593,17 @@ class CudaBackend final : public Backend {
     p.arrivals = static_cast<unsigned*>(select_arrivals_.EnsureZeroed(sizeof(unsigned) * kv_heads, stream_));
     p.selected = selected.data<int32_t>();
     p.variant = select_variant_;
+    pending_select_ = {};
+    if (per_head_select_wait_) {
+      p.ready = static_cast<unsigned*>(select_ready_.EnsureZeroed(sizeof(unsigned) * kv_heads, stream_));
+      if (++select_epoch_ == 0) {  // wrapped: no flag may hold a reused epoch
+        QUEST_CUDA_CHECK(cudaMemsetAsync(p.ready, 0, sizeof(unsigned) * kv_heads, stream_));
+        select_epoch_ = 1;
+      }
+      p.epoch = select_epoch_;
+    }
     QUEST_CUDA_CHECK(cuda::LaunchSelectTopPages(type(), p, stream_));
+    if (p.ready != nullptr) pending_select_ = {selected.raw_data(), p.ready, p.epoch};
   }
 
   void TopK(const Tensor& logits, int k, Tensor& ids, Tensor& values) override {
@@ -679,6 +704,28 @@ class CudaBackend final : public Backend {
            SelectionChunk(a) == SelectionChunk(b);
   }
 
+  // The last SelectTopPages launch while no other programmatically launched
+  // kernel (ours: UpdatePageBounds, SelectTopPages, attention; or a GEMM,
+  // whose launch cuBLASLt decides) has come after it
+  // (CudaBackendOptions::per_head_select_wait): its table, and the flags it
+  // publishes each KV head's row with. The other ops launch in plain stream
+  // order: an attention after one of them starts after it ends, and it
+  // after the select's end.
+  struct PendingSelect {
+    const void* table = nullptr;
+    const unsigned* ready = nullptr;
+    unsigned epoch = 0;
+  };
+
+  // An attention launched right after `select` over its table (`table`,
+  // one of the launch's) waits per KV head for that select's rows
+  // (PagedAttentionParams::ready).
+  static void WaitPerHead(const PendingSelect& select, const void* table, cuda::PagedAttentionParams& p) {
+    if (select.table == nullptr || table != select.table) return;
+    p.ready = select.ready;
+    p.ready_epoch = select.epoch;
+  }
+
   // The split-KV launch's partial results and arrival counters.
   void ProvideSplitScratch(const cuda::PagedAttentionPlan& plan, cuda::PagedAttentionParams& p) {
     if (plan.workspace_floats == 0) return;
@@ -734,6 +781,7 @@ class CudaBackend final : public Backend {
   const int device_;
   const DType dtype_;
   const int select_variant_;  // CudaBackendOptions::quest_select_variant
+  const bool per_head_select_wait_;  // CudaBackendOptions::per_head_select_wait
   std::shared_ptr<OwnedStream> owned_stream_;
   cudaStream_t stream_ = nullptr;  // owned_stream_->stream
   cublasLtHandle_t lt_ = nullptr;
@@ -745,6 +793,12 @@ class CudaBackend final : public Backend {
   // KV head, head tile) arrival counters (zero between launches).
   DeviceScratch attn_workspace_, attn_counters_;
   DeviceScratch select_arrivals_;  // SelectTopPages' per-KV-head counters (zero between launches)
+  // per_head_select_wait: the flags SelectTopPages publishes its rows with
+  // (TopPagesParams::ready), the last epoch, and the select an attention
+  // may follow.
+  DeviceScratch select_ready_;
+  unsigned select_epoch_ = 0;
+  PendingSelect pending_select_;
   PageTableCache page_tables_;  // WriteKvPages' and PagedAttention's
   // PagedAttentionBatch: the members' indices, their page tables (one
   // upload) and launch descriptors.
@@ -767,6 +821,11 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
   if (v != 0 && v != 1 && v != 2 && v != 5 && v != 6) {
     return absl::InvalidArgumentError(absl::StrCat("CUDA backend: quest_select_variant ", v,
                                                    " is not a select (0, 1, 2, 5 or 6)"));
+  }
+  if (options.per_head_select_wait && v != 0 && v != 1 && v != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA backend: per_head_select_wait needs a select that "
+                                                   "publishes its rows (quest_select_variant 0, 1 or 2, not ",
+                                                   v, ")"));
   }
   int count = 0;
   if (cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {

@@ -23,6 +23,13 @@ struct CudaBackendOptions {
   // default, 1, 2, 5 or 6). For measuring the alternatives; every one
   // selects the same pages.
   int quest_select_variant = 0;
+  // PagedAttention (or PagedAttentionBatch) over the table the
+  // SelectTopPages call just before it made waits, block by block, for its
+  // own KV head's row instead of for the whole select to end
+  // (cuda::PagedAttentionParams::ready). An UpdatePageBounds, Linear or
+  // another attention in between, or attention weights, turn it off for
+  // that attention. Not yet timed on a GPU: off by default.
+  bool per_head_select_wait = false;
 };
 
 // FAILED_PRECONDITION (naming the CUDA error) when there is no usable GPU;

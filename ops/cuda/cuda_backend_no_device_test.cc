@@ -47,5 +47,15 @@ TEST(CudaBackendNoDeviceTest, RejectsAnUnknownSelectVariantBeforeTouchingTheDevi
   }
 }
 
+TEST(CudaBackendNoDeviceTest, RejectsAPerHeadWaitOnASelectThatPublishesNoRows) {
+  CudaBackendOptions o;
+  o.quest_select_variant = 5;
+  o.per_head_select_wait = true;
+  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(o);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(b.status().message(), HasSubstr("per_head_select_wait"));
+}
+
 }  // namespace
 }  // namespace quest::ops

@@ -922,11 +922,24 @@ __device__ __forceinline__ void SelectHeadRow(int e, const float* row, int n, in
   if (threadIdx.x == 0) out[k] = n;
 }
 
+// With TopPagesParams::ready: every thread of the CTA that wrote KV head
+// g's row calls it; then ready[g] = epoch, a release at GPU scope after the
+// CTA's barrier, so a reader that acquires it sees the whole row.
+__device__ __forceinline__ void PublishRow(unsigned* ready, unsigned epoch, int g) {
+  if (ready == nullptr) return;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(ready + g), "r"(epoch) : "memory");
+  }
+}
+
 __global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scores, int64_t stride, int n,
-                                                               int k, int e, int32_t* selected) {
+                                                               int k, int e, int32_t* selected, unsigned* ready,
+                                                               unsigned epoch) {
   AllowDependents();  // the next kernel may start launching; it waits for this grid before any read
   WaitPrimary();
   SelectHeadRow<false>(e, scores + blockIdx.x * stride, n, k, selected + int64_t{blockIdx.x} * (k + 1));
+  PublishRow(ready, epoch, blockIdx.x);
 }
 
 // Variant 2: scoring and select in one launch. CTA (x, g) scores a slice
@@ -956,14 +969,15 @@ __global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesPara
   __syncthreads();
   if (!last) return;
   SelectHeadRow<true>(e, row, n, static_cast<int>(p.k), p.selected + int64_t{g} * (p.k + 1));
+  PublishRow(p.ready, p.epoch, g);
 }
 
 // k == 0 (the current page only) or k == n (every page): no scores needed.
-__global__ void FillKernel(int32_t* selected, int64_t total, int n, int k) {
-  QUEST_GRID_STRIDE(i, total) {
-    const int r = static_cast<int>(i % (k + 1));
-    selected[i] = r == k ? n : r;
-  }
+// A CTA per KV head.
+__global__ void FillKernel(int32_t* selected, int n, int k, unsigned* ready, unsigned epoch) {
+  int32_t* row = selected + int64_t{blockIdx.x} * (k + 1);
+  for (int i = threadIdx.x; i <= k; i += blockDim.x) row[i] = i == k ? n : i;
+  PublishRow(ready, epoch, blockIdx.x);
 }
 
 // ------------------------------------------------------------ cluster select
@@ -1248,9 +1262,8 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
     return cudaErrorInvalidValue;
   }
   if (k == 0 || k == n) {
-    const int64_t total = int64_t{p.num_kv_heads} * (k + 1);
-    FillKernel<<<Blocks(total), kThreads, 0, stream>>>(p.selected, total, static_cast<int>(n),
-                                                       static_cast<int>(k));
+    FillKernel<<<p.num_kv_heads, kThreads, 0, stream>>>(p.selected, static_cast<int>(n), static_cast<int>(k),
+                                                         p.ready, p.epoch);
     return cudaGetLastError();
   }
   const int group = p.num_heads / p.num_kv_heads;
@@ -1266,6 +1279,7 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   if (variant == 2 && !fusable) variant = 1;
   if ((variant == 5 || variant == 6) && (!fast || n > int64_t{8} * kMaxClusterSlice)) variant = 1;
   if (variant != 2 && variant != 4 && variant != 5 && variant != 6) variant = 1;
+  if (p.ready != nullptr && variant != 1 && variant != 2) return cudaErrorInvalidValue;  // they publish no rows
 
   cudaError_t err = cudaSuccess;
   if (variant == 5 || variant == 6) {
@@ -1285,7 +1299,7 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   }
   return LaunchMaybePdl(p.pdl, &SelectKernel, dim3(p.num_kv_heads), dim3(kSelectThreads), shape.flag_bytes,
                         stream, static_cast<const float*>(p.scores), int64_t{p.num_pages}, static_cast<int>(n),
-                        static_cast<int>(k), shape.e, p.selected);
+                        static_cast<int>(k), shape.e, p.selected, p.ready, p.epoch);
 }
 
 }  // namespace quest::ops::cuda

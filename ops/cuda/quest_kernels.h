@@ -66,6 +66,13 @@ struct TopPagesParams {
   // (variant 2 counts each head's finished scoring CTAs in them). One
   // launch at a time may use them.
   unsigned* arrivals = nullptr;
+  // Optional [num_kv_heads]: once KV head g's row is written, ready[g] =
+  // epoch (a release at GPU scope), so a paged attention launched right
+  // after may wait for its own head's row instead of for this launch's end
+  // (PagedAttentionParams::ready). Variants 1 and 2 only (others:
+  // cudaErrorInvalidValue). Each launch should bring a new epoch.
+  unsigned* ready = nullptr;
+  unsigned epoch = 0;
   int32_t* selected = nullptr;  // [num_kv_heads, k + 1]
   // Implementation (benchmarks and tests; every one gives the same output):
   // 0 the default (1),

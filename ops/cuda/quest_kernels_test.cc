@@ -294,6 +294,8 @@ class SelectTest : public QuestKernelsTest {
  protected:
   enum class Fill { kRandom, kIntegers, kConstant };
 
+  void MatchesCpuOverShapes();
+
   // [capacity, kv_heads, 2, d] bounds with min <= max; random ones get
   // duplicated pages (exact ties) and NaN pages.
   Tensor MakeBounds(const SelectCase& c, int64_t capacity, Fill fill) {
@@ -382,7 +384,8 @@ class SelectTest : public QuestKernelsTest {
   }
 };
 
-TEST_F(SelectTest, MatchesCpuOverShapes) {
+// Every shape's selection against the CPU's, by the backend `gpu_` holds.
+void SelectTest::MatchesCpuOverShapes() {
   std::vector<SelectCase> cases;
   for (int64_t pages : {1, 2, 3, 17, 130, 1025, 2049, 4097, 8193, 9000}) {
     for (auto [h, kv] : std::vector<std::pair<int, int>>{{4, 4}, {16, 4}, {16, 2}}) {  // groups 1/4/8
@@ -412,6 +415,20 @@ TEST_F(SelectTest, MatchesCpuOverShapes) {
   }
   std::printf("  select vs cpu: %lld shapes x ks, %lld near-tie pages differ in all\n",
               static_cast<long long>(runs), static_cast<long long>(flips));
+}
+
+TEST_F(SelectTest, MatchesCpuOverShapes) { MatchesCpuOverShapes(); }
+
+// The same through a backend whose SelectTopPages is the one-launch select
+// (variant 2) and publishes its rows for a per-head attention wait.
+TEST_F(SelectTest, OneLaunchSelectMatchesCpuOverShapes) {
+  CudaBackendOptions options;
+  options.quest_select_variant = 2;
+  options.per_head_select_wait = true;
+  absl::StatusOr<std::unique_ptr<Backend>> g = CreateCudaBackend(options);
+  ASSERT_TRUE(g.ok()) << g.status();
+  gpu_ = *std::move(g);
+  MatchesCpuOverShapes();
 }
 
 TEST_F(SelectTest, ExactTiesMatchExactly) {
@@ -756,6 +773,165 @@ TEST_F(SelectLaunchTest, UpdatePageBoundsTiming) {
   }
   CUDA_OK(cudaStreamSynchronize(stream_));
   CUDA_OK(cudaGetLastError());
+}
+
+// ---------------------------------------------------------------- per-head wait
+
+// A Quest decode step (UpdatePageBounds over the context, SelectTopPages,
+// then paged attention over the selected table) on backends whose
+// attention waits per KV head for the select's rows
+// (CudaBackendOptions::per_head_select_wait; two-kernel and one-launch
+// selects) against the default backend: the same tables and bit-identical
+// outputs (the kernels and plans are the same; only when blocks start
+// differs). One sequence alone, and a batch of three whose selects all run
+// before one batched attention; in the "mixed" batch a member with
+// attention weights attends on its own first, which turns the wait off.
+// Every step runs three times (epochs advance, counters must be left at
+// zero).
+TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
+  struct Case {
+    int heads, kv_heads, head_dim;
+    int64_t budget;  // tokens
+  };
+  const std::vector<Case> cases = {{32, 32, 128, 1024}, {32, 8, 128, 2048}, {16, 16, 64, 512}, {8, 2, 256, 256}};
+  constexpr int kPage = 16;
+  const std::vector<int64_t> lens = {9000, 20000, 4097};  // the sequences of the batch; the first alone too
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (int variant : {0, 1, 2}) {
+    CudaBackendOptions options;
+    options.quest_select_variant = variant;
+    options.per_head_select_wait = variant != 0;  // 0: the default backend, the reference
+    absl::StatusOr<std::unique_ptr<Backend>> g = CreateCudaBackend(options);
+    ASSERT_TRUE(g.ok()) << g.status();
+    backends.push_back(*std::move(g));
+  }
+  for (const Case& c : cases) {
+    for (bool mixed : {false, true}) {
+      const std::string name = "H=" + std::to_string(c.heads) + " KV=" + std::to_string(c.kv_heads) + " d=" +
+                               std::to_string(c.head_dim) + " B=" + std::to_string(c.budget) +
+                               (mixed ? " mixed" : "");
+      SCOPED_TRACE(name);
+      int64_t total_pages = 0;
+      for (int64_t len : lens) total_pages += (len + kPage - 1) / kPage;
+      std::vector<int32_t> pool(total_pages);
+      std::iota(pool.begin(), pool.end(), 0);
+      std::shuffle(pool.begin(), pool.end(), rng_);
+      std::vector<std::vector<int32_t>> tables;
+      for (size_t i = 0, next = 0; i < lens.size(); ++i) {
+        const size_t pages = static_cast<size_t>((lens[i] + kPage - 1) / kPage);
+        tables.emplace_back(pool.begin() + next, pool.begin() + next + pages);
+        next += pages;
+      }
+      const Tensor kp = Random({total_pages, kPage, c.kv_heads, c.head_dim}, 2.0f);
+      const Tensor vp = Random({total_pages, kPage, c.kv_heads, c.head_dim});
+      std::vector<Tensor> qs;
+      for (size_t i = 0; i < lens.size(); ++i) qs.push_back(Random({1, c.heads, c.head_dim}, 2.0f));
+
+      // Each backend's outputs and tables, read back: the sequence alone,
+      // then the batch's three, per repetition.
+      std::vector<std::vector<Tensor>> results(backends.size());
+      for (size_t b = 0; b < backends.size(); ++b) {
+        Backend& gpu = *backends[b];
+        Tensor k = *gpu.UploadWeight(kp), v = *gpu.UploadWeight(vp);
+        std::vector<Tensor> q, bounds, selected, out;
+        for (size_t i = 0; i < lens.size(); ++i) {
+          q.push_back(*gpu.UploadWeight(qs[i]));
+          const int64_t pages = (lens[i] + kPage - 1) / kPage;
+          bounds.push_back(gpu.AllocateZeros(DType::kBFloat16, {pages, c.kv_heads, 2, c.head_dim}));
+          PageBoundsArgs pb;
+          pb.k_pages = &k;
+          pb.page_table = tables[i];
+          pb.page_size = kPage;
+          pb.bound_page = kPage;
+          pb.begin = 0;
+          pb.end = lens[i];
+          gpu.UpdatePageBounds(pb, bounds[i]);
+          selected.push_back(gpu.Allocate(DType::kInt32, {c.kv_heads, c.budget / kPage}));
+          out.push_back(gpu.Allocate(DType::kBFloat16, {1, c.heads * c.head_dim}));
+        }
+        // A member with attention weights: dense over the first sequence.
+        Tensor weights_out = gpu.Allocate(DType::kBFloat16, {1, c.heads * c.head_dim});
+        std::vector<float> sum(static_cast<size_t>(c.heads) * lens[0]), last(sum.size());
+        auto select = [&](size_t i) {
+          TopPagesArgs t;
+          t.q = &q[i];
+          t.bounds = &bounds[i];
+          t.num_pages = (lens[i] + kPage - 1) / kPage;
+          t.k = c.budget / kPage - 1;
+          t.combine_sum = true;
+          gpu.SelectTopPages(t, selected[i]);
+        };
+        auto attend_args = [&](size_t i) {
+          PagedAttentionArgs a;
+          a.q = &q[i];
+          a.k_pages = &k;
+          a.v_pages = &v;
+          a.page_table = tables[i];
+          a.kv_len = lens[i];
+          a.page_size = kPage;
+          a.selected_table = &selected[i];
+          a.selection_chunk = kPage;
+          a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+          return a;
+        };
+        // Poisoned before the selects: a copy between a select and its
+        // attention would make the attention wait for the select's end.
+        Tensor nan = Tensor::Empty(DType::kFloat32, {1, c.heads * c.head_dim});
+        std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::numeric_limits<float>::quiet_NaN());
+        Tensor bad_rows = Tensor::Empty(DType::kInt32, {c.kv_heads, c.budget / kPage});
+        std::fill(bad_rows.data<int32_t>(), bad_rows.data<int32_t>() + bad_rows.numel(), -77);
+        auto poison = [&](size_t i) {
+          gpu.CopyFromHost(nan, out[i]);
+          gpu.CopyFromHost(bad_rows, selected[i]);
+        };
+        // From the second repetition on, nothing is uploaded between a
+        // select and its attention (page tables and batch descriptors are
+        // cached), so the attention's blocks start before the select ends.
+        for (int rep = 0; rep < 3; ++rep) {
+          poison(0);
+          select(0);
+          gpu.PagedAttention(attend_args(0), out[0]);
+          results[b].push_back(gpu.ToHost(out[0]));
+          results[b].push_back(gpu.ToHost(selected[0]));
+          std::vector<PagedAttentionArgs> args;
+          std::vector<Tensor*> outs;
+          if (mixed) {
+            PagedAttentionArgs w = attend_args(0);
+            w.selected_table = nullptr;
+            w.attention_sum = sum.data();
+            w.attention_last = last.data();
+            args.push_back(w);
+            outs.push_back(&weights_out);
+          }
+          for (size_t i = 0; i < lens.size(); ++i) poison(i);
+          for (size_t i = 0; i < lens.size(); ++i) {
+            select(i);
+            args.push_back(attend_args(i));
+            outs.push_back(&out[i]);
+          }
+          gpu.PagedAttentionBatch(args, outs);
+          for (size_t i = 0; i < lens.size(); ++i) {
+            results[b].push_back(gpu.ToHost(out[i]));
+            results[b].push_back(gpu.ToHost(selected[i]));
+          }
+        }
+      }
+      for (size_t b = 1; b < backends.size(); ++b) {
+        ASSERT_EQ(results[b].size(), results[0].size());
+        for (size_t r = 0; r < results[0].size(); ++r) {
+          const Tensor& want = results[0][r];
+          const Tensor& got = results[b][r];
+          ASSERT_EQ(want.nbytes(), got.nbytes());
+          EXPECT_EQ(std::memcmp(want.raw_data(), got.raw_data(), want.nbytes()), 0)
+              << "backend " << b << " (select variant " << b << ", per-head wait) result " << r;
+          if (want.dtype() != DType::kInt32) {  // outputs: finite, so not a poisoned or stale buffer
+            const Tensor f = want.ToFloat32();
+            for (int64_t j = 0; j < f.numel(); ++j) ASSERT_TRUE(std::isfinite(f.data<float>()[j])) << r;
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -65,6 +65,9 @@ ABSL_FLAG(std::vector<std::string>, budgets, std::vector<std::string>({"256", "1
 ABSL_FLAG(bool, no_gemm, false, "skip the GEMM table");
 ABSL_FLAG(int, quest_select_variant, 0,
           "SelectTopPages' implementation (ops::CudaBackendOptions::quest_select_variant; 0: the default)");
+ABSL_FLAG(bool, per_head_select_wait, false,
+          "attention over a fresh selection waits per KV head for the select's rows "
+          "(ops::CudaBackendOptions::per_head_select_wait)");
 
 namespace quest {
 namespace {
@@ -255,6 +258,7 @@ int Main() {
   ops::CudaBackendOptions options;
   options.dtype = DType::kBFloat16;
   options.quest_select_variant = absl::GetFlag(FLAGS_quest_select_variant);
+  options.per_head_select_wait = absl::GetFlag(FLAGS_per_head_select_wait);
   auto created = ops::CreateCudaBackend(options);
   if (!created.ok()) {
     std::fprintf(stderr,
@@ -269,9 +273,9 @@ int Main() {
   BENCH_CUDA(cudaGetDevice(&dev));
   BENCH_CUDA(cudaGetDeviceProperties(&prop, dev));
   std::printf("attention_bench: %s, %d SMs, L2 %d MiB; Backend::PagedAttention of the CUDA backend, "
-              "bf16, decode n=1, page_size %d, head_dim %d, select variant %d\n",
+              "bf16, decode n=1, page_size %d, head_dim %d, select variant %d%s\n",
               prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, kPageSize, kHeadDim,
-              options.quest_select_variant);
+              options.quest_select_variant, options.per_head_select_wait ? ", per-head select wait" : "");
   std::printf("timing: backend stream is private -> cudaDeviceSynchronize + steady_clock over N calls, "
               "median of %d repeats (3 when a call takes over 50 ms) after warm-up (legacy-stream CUDA "
               "events beside it as a check)\n",
