@@ -796,6 +796,9 @@ TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
   const std::vector<Case> cases = {{32, 32, 128, 1024}, {32, 8, 128, 2048}, {16, 16, 64, 512}, {8, 2, 256, 256}};
   constexpr int kPage = 16;
   const std::vector<int64_t> lens = {9000, 20000, 4097};  // the sequences of the batch; the first alone too
+  std::vector<int64_t> pages;  // each sequence's pages
+  for (int64_t len : lens) pages.push_back((len + kPage - 1) / kPage);
+  const int64_t total_pages = std::accumulate(pages.begin(), pages.end(), int64_t{0});
   std::vector<std::unique_ptr<Backend>> backends;
   for (int variant : {0, 1, 2}) {
     CudaBackendOptions options;
@@ -811,16 +814,14 @@ TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
                                std::to_string(c.head_dim) + " B=" + std::to_string(c.budget) +
                                (mixed ? " mixed" : "");
       SCOPED_TRACE(name);
-      int64_t total_pages = 0;
-      for (int64_t len : lens) total_pages += (len + kPage - 1) / kPage;
+      const int64_t per_head = c.budget / kPage;  // a selection row: k pages, then the current one
       std::vector<int32_t> pool(total_pages);
       std::iota(pool.begin(), pool.end(), 0);
       std::shuffle(pool.begin(), pool.end(), rng_);
       std::vector<std::vector<int32_t>> tables;
       for (size_t i = 0, next = 0; i < lens.size(); ++i) {
-        const size_t pages = static_cast<size_t>((lens[i] + kPage - 1) / kPage);
-        tables.emplace_back(pool.begin() + next, pool.begin() + next + pages);
-        next += pages;
+        tables.emplace_back(pool.begin() + next, pool.begin() + next + pages[i]);
+        next += pages[i];
       }
       const Tensor kp = Random({total_pages, kPage, c.kv_heads, c.head_dim}, 2.0f);
       const Tensor vp = Random({total_pages, kPage, c.kv_heads, c.head_dim});
@@ -836,8 +837,7 @@ TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
         std::vector<Tensor> q, bounds, selected, out;
         for (size_t i = 0; i < lens.size(); ++i) {
           q.push_back(*gpu.UploadWeight(qs[i]));
-          const int64_t pages = (lens[i] + kPage - 1) / kPage;
-          bounds.push_back(gpu.AllocateZeros(DType::kBFloat16, {pages, c.kv_heads, 2, c.head_dim}));
+          bounds.push_back(gpu.AllocateZeros(DType::kBFloat16, {pages[i], c.kv_heads, 2, c.head_dim}));
           PageBoundsArgs pb;
           pb.k_pages = &k;
           pb.page_table = tables[i];
@@ -846,7 +846,7 @@ TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
           pb.begin = 0;
           pb.end = lens[i];
           gpu.UpdatePageBounds(pb, bounds[i]);
-          selected.push_back(gpu.Allocate(DType::kInt32, {c.kv_heads, c.budget / kPage}));
+          selected.push_back(gpu.Allocate(DType::kInt32, {c.kv_heads, per_head}));
           out.push_back(gpu.Allocate(DType::kBFloat16, {1, c.heads * c.head_dim}));
         }
         // A member with attention weights: dense over the first sequence.
@@ -856,8 +856,8 @@ TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
           TopPagesArgs t;
           t.q = &q[i];
           t.bounds = &bounds[i];
-          t.num_pages = (lens[i] + kPage - 1) / kPage;
-          t.k = c.budget / kPage - 1;
+          t.num_pages = pages[i];
+          t.k = per_head - 1;
           t.combine_sum = true;
           gpu.SelectTopPages(t, selected[i]);
         };
@@ -878,7 +878,7 @@ TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
         // attention would make the attention wait for the select's end.
         Tensor nan = Tensor::Empty(DType::kFloat32, {1, c.heads * c.head_dim});
         std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::numeric_limits<float>::quiet_NaN());
-        Tensor bad_rows = Tensor::Empty(DType::kInt32, {c.kv_heads, c.budget / kPage});
+        Tensor bad_rows = Tensor::Empty(DType::kInt32, {c.kv_heads, per_head});
         std::fill(bad_rows.data<int32_t>(), bad_rows.data<int32_t>() + bad_rows.numel(), -77);
         auto poison = [&](size_t i) {
           gpu.CopyFromHost(nan, out[i]);
