@@ -28,7 +28,9 @@ struct CudaBackendOptions {
   // own KV head's row instead of for the whole select to end
   // (cuda::PagedAttentionParams::ready). An UpdatePageBounds, Linear or
   // another attention in between, or attention weights, turn it off for
-  // that attention. Not yet timed on a GPU: off by default.
+  // that attention. Off by default: on an H100 the Quest step with it was
+  // within noise of without (32K MHA B=2048 FP8 4.63x dense vs 4.51x, 128K
+  // 12.90x vs 12.82x, attention_bench session 5), correct (bit-identical).
   bool per_head_select_wait = false;
 };
 

@@ -5,11 +5,11 @@
 #
 #   here:   tools/gpu/gpu_ci.sh pack
 #             builds every gpu-tagged test and the benches, packs them into
-#             .gpupack_ci/gpu.tar.xz (~20 MB) and the default model (98 MB,
+#             .gpupack_ci/gpu.tar.xz (~38 MB) and the default model (98 MB,
 #             more than one call may carry) into three parts .xfer/m{1,2,3}
-#   there:  call 1 (carry .xfer/m1):              tools/gpu/gpu_ci.sh stash
-#           call 2 (carry .xfer/m2):              tools/gpu/gpu_ci.sh stash
-#           call 3 (carry .gpupack_ci .xfer/m3):  tools/gpu/gpu_ci.sh run [--no-bench]
+#   there:  calls 1-3 (carry .xfer/m1, then m2, then m3): tools/gpu/gpu_ci.sh stash
+#           call 4 (carry .gpupack_ci):                   tools/gpu/gpu_ci.sh run [--no-bench]
+#           (the pack and a model part together exceed a call's 64 MiB)
 #           (back to back: /tmp survives while the machine stays warm). Without
 #           the model parts, `run` alone works and the default-model test skips.
 set -euo pipefail
