@@ -165,10 +165,11 @@ class PageTableCache {
 // outlive the backend while such tensors do.
 struct OwnedStream {
   cudaStream_t stream = nullptr;
+  bool owned = true;  // false: the caller's (CudaBackendOptions::stream)
   ~OwnedStream() {
     if (stream != nullptr) {
       cudaStreamSynchronize(stream);
-      cudaStreamDestroy(stream);
+      if (owned) cudaStreamDestroy(stream);
     }
   }
 };
@@ -187,7 +188,8 @@ class CudaBackend final : public Backend {
       : device_(options.device),
         dtype_(options.dtype),
         select_variant_(options.quest_select_variant),
-        per_head_select_wait_(options.per_head_select_wait) {}
+        per_head_select_wait_(options.per_head_select_wait),
+        caller_stream_(static_cast<cudaStream_t>(options.stream)) {}
 
   absl::Status Init() {
     if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
@@ -195,7 +197,10 @@ class CudaBackend final : public Backend {
           absl::StrCat("CUDA backend: cudaSetDevice(", device_, "): ", cudaGetErrorString(e)));
     }
     owned_stream_ = std::make_shared<OwnedStream>();
-    if (cudaError_t e = cudaStreamCreate(&owned_stream_->stream); e != cudaSuccess) {
+    if (caller_stream_ != nullptr) {
+      owned_stream_->stream = caller_stream_;
+      owned_stream_->owned = false;
+    } else if (cudaError_t e = cudaStreamCreate(&owned_stream_->stream); e != cudaSuccess) {
       return absl::FailedPreconditionError(
           absl::StrCat("CUDA backend: cudaStreamCreate: ", cudaGetErrorString(e)));
     }
@@ -782,6 +787,7 @@ class CudaBackend final : public Backend {
   const DType dtype_;
   const int select_variant_;  // CudaBackendOptions::quest_select_variant
   const bool per_head_select_wait_;  // CudaBackendOptions::per_head_select_wait
+  const cudaStream_t caller_stream_;  // CudaBackendOptions::stream (null: make one)
   std::shared_ptr<OwnedStream> owned_stream_;
   cudaStream_t stream_ = nullptr;  // owned_stream_->stream
   cublasLtHandle_t lt_ = nullptr;

@@ -32,6 +32,17 @@ struct CudaBackendOptions {
   // within noise of without (32K MHA B=2048 FP8 4.63x dense vs 4.51x, 128K
   // 12.90x vs 12.82x, attention_bench session 5), correct (bit-identical).
   bool per_head_select_wait = false;
+  // The cudaStream_t every op runs on. Null: the backend creates its own
+  // (blocking) stream. A caller's stream lets an embedding service order
+  // the backend's work against its own and capture a run of ops (a decode
+  // step, say) into a CUDA graph. A capture can hold no copy of an op's
+  // small host arrays: run the same calls once uncaptured first, so that
+  // their page tables and selections are already on the device (ops that
+  // upload per call, like Embedding's token ids or a multi-page
+  // UpdatePageBounds' table, cannot be captured). The caller keeps the
+  // stream alive until the backend and every tensor it allocated are gone
+  // (their memory returns to the pool in the stream's order).
+  void* stream = nullptr;
 };
 
 // FAILED_PRECONDITION (naming the CUDA error) when there is no usable GPU;

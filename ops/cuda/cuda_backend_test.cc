@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -190,6 +191,111 @@ TEST_F(CudaOpsTest, WriteKvPages) {
   }
   CompareTensors(cpu_k, gpu_k, "k pages after 59 ragged appends", 0.0);
   CompareTensors(cpu_v, gpu_v, "v pages after 59 ragged appends", 0.0);
+}
+
+// CudaBackendOptions::stream: the backend runs on the caller's stream, so a
+// run of its ops can be captured into a CUDA graph. A Quest decode step of
+// one layer (page bounds, SelectTopPages, PagedAttention over the selected
+// table, then a Linear) runs once uncaptured (which uploads the page table)
+// and is then captured and replayed; the replay must equal the uncaptured
+// run bit for bit, and the attention the CPU reference.
+TEST_F(CudaOpsTest, CallerStreamAndGraphCapture) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  {
+    CudaBackendOptions options;
+    options.stream = stream;
+    absl::StatusOr<std::unique_ptr<Backend>> created = CreateCudaBackend(options);
+    ASSERT_TRUE(created.ok()) << created.status();
+    Backend& b = **created;
+    const int page_size = 16, heads = 8, kv_heads = 2, d = 128, pages = 40, k = 9;
+    const int64_t kv_len = pages * page_size - 5;  // the last page partly filled
+    const int64_t used = (kv_len + page_size - 1) / page_size;
+    std::vector<int32_t> table(used);
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), rng_);
+    Tensor kh = Random({pages, page_size, kv_heads, d}), vh = Random({pages, page_size, kv_heads, d});
+    Tensor qh = Random({1, heads, d}), xh = Random({1, heads * d}), wh = Random({64, heads * d}, 0.1f);
+    Tensor kp = *b.UploadWeight(kh), vp = *b.UploadWeight(vh), q = *b.UploadWeight(qh);
+    Tensor w = *b.UploadWeight(wh);
+    Tensor bounds = b.AllocateZeros(DType::kBFloat16, {pages, kv_heads, 2, d});
+    Tensor selected = b.Allocate(DType::kInt32, {kv_heads, k + 1});
+    Tensor attn = b.Allocate(DType::kBFloat16, {1, heads * d}), y = b.Allocate(DType::kFloat32, {1, 64});
+    PageBoundsArgs pb;
+    pb.k_pages = &kp;
+    pb.page_table = table;
+    pb.page_size = page_size;
+    pb.bound_page = page_size;
+    pb.end = kv_len;
+    TopPagesArgs ta;
+    ta.q = &q;
+    ta.bounds = &bounds;
+    ta.num_pages = used;
+    ta.k = k;
+    PagedAttentionArgs aa;
+    aa.q = &q;
+    aa.k_pages = &kp;
+    aa.v_pages = &vp;
+    aa.page_table = table;
+    aa.kv_len = kv_len;
+    aa.page_size = page_size;
+    aa.selected_table = &selected;
+    aa.selection_chunk = page_size;
+    aa.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    b.UpdatePageBounds(pb, bounds);  // every page, as prefill leaves them
+    // A decode step folds only the current page (its physical index goes as
+    // a kernel argument: nothing to upload, so it can be captured).
+    PageBoundsArgs pb_last = pb;
+    pb_last.begin = (used - 1) * page_size;
+    auto step = [&] {
+      b.UpdatePageBounds(pb_last, bounds);
+      b.SelectTopPages(ta, selected);
+      b.PagedAttention(aa, attn);
+      b.Linear(attn, w, nullptr, y);
+    };
+    step();
+    const Tensor sel_once = b.ToHost(selected), attn_once = b.ToHost(attn), y_once = b.ToHost(y);
+
+    // The CPU reference of the attention over the same selection.
+    Tensor cq = OnCpu(qh), ck = OnCpu(kh), cv = OnCpu(vh), cout = cpu_->Allocate(DType::kFloat32, {1, heads * d});
+    std::vector<int32_t> indptr = {0}, chunks;
+    for (int g = 0; g < kv_heads; ++g) {
+      for (int j = 0; j <= k; ++j) chunks.push_back(sel_once.data<int32_t>()[g * (k + 1) + j]);
+      indptr.push_back(static_cast<int32_t>(chunks.size()));
+    }
+    PagedAttentionArgs ca = aa;
+    ca.q = &cq;
+    ca.k_pages = &ck;
+    ca.v_pages = &cv;
+    ca.selected_table = nullptr;
+    ca.selected_indptr = indptr;
+    ca.selected_chunks = chunks;
+    cpu_->PagedAttention(ca, cout);
+    Tensor want = cpu_->ToHost(cout);
+    Compare(want.data<float>(), attn_once.data<float>(), want.numel(), "attention on the caller's stream",
+            kBf16Tol);
+
+    Poison(b, attn);
+    Poison(b, y);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    step();
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int replay = 0; replay < 3; ++replay) {
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      const Tensor sel_g = b.ToHost(selected), attn_g = b.ToHost(attn), y_g = b.ToHost(y);
+      EXPECT_EQ(0, std::memcmp(sel_g.raw_data(), sel_once.raw_data(), sel_once.nbytes())) << "replay " << replay;
+      EXPECT_EQ(0, std::memcmp(attn_g.raw_data(), attn_once.raw_data(), attn_once.nbytes())) << "replay " << replay;
+      EXPECT_EQ(0, std::memcmp(y_g.raw_data(), y_once.raw_data(), y_once.nbytes())) << "replay " << replay;
+      Poison(b, attn);
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }  // the backend and its tensors go before the stream
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
 enum class Sel { kDense, kCsr, kTable };

@@ -35,6 +35,7 @@
 //   --shapes=MHA,GQA  --contexts=4096,32768,131072  --budgets=256,1024,2048,4096
 //   --no_gemm
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -65,6 +66,12 @@ ABSL_FLAG(std::vector<std::string>, budgets, std::vector<std::string>({"256", "1
 ABSL_FLAG(bool, no_gemm, false, "skip the GEMM table");
 ABSL_FLAG(int, quest_select_variant, 0,
           "SelectTopPages' implementation (ops::CudaBackendOptions::quest_select_variant; 0: the default)");
+ABSL_FLAG(bool, graph, false,
+          "also time the Quest step and the dense call captured in CUDA graphs (the backend runs on a "
+          "stream of the bench's, ops::CudaBackendOptions::stream): the Quest table's graph column");
+ABSL_FLAG(int, profile_steps, 0,
+          "after each Quest row's timing, N more steps (and N dense calls) between cudaProfilerStart and "
+          "cudaProfilerStop, for `ncu --profile-from-start off` (per-kernel times of the real step)");
 ABSL_FLAG(bool, per_head_select_wait, false,
           "attention over a fresh selection waits per KV head for the select's rows "
           "(ops::CudaBackendOptions::per_head_select_wait)");
@@ -182,6 +189,7 @@ struct QuestRow {
   double select_copy;  // bounds bytes read by SelectTopPages / time, % of copy
   double host_pct;     // host time to enqueue a step / the step's time
   double b8_speedup;   // dense b8 (one batch call) / a batch-8 quest step
+  double graph_speedup;  // the same two, each captured in a CUDA graph (0: not measured)
 };
 
 struct Row {
@@ -254,11 +262,33 @@ int RunGemms(Backend& backend) {
   return 0;
 }
 
+// Per-replay time of the work fn enqueues on `stream`, captured once as a
+// CUDA graph (its launches then cost no host work, and their dependencies
+// are the graph's edges).
+double GraphSeconds(cudaStream_t stream, const std::function<void()>& fn) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  BENCH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  fn();
+  BENCH_CUDA(cudaStreamEndCapture(stream, &graph));
+  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const Timing t = Time([&](int) { BENCH_CUDA(cudaGraphLaunch(exec, stream)); });
+  BENCH_CUDA(cudaGraphExecDestroy(exec));
+  BENCH_CUDA(cudaGraphDestroy(graph));
+  return t.host_s;
+}
+
 int Main() {
   ops::CudaBackendOptions options;
   options.dtype = DType::kBFloat16;
   options.quest_select_variant = absl::GetFlag(FLAGS_quest_select_variant);
   options.per_head_select_wait = absl::GetFlag(FLAGS_per_head_select_wait);
+  // The backend runs on this stream (blocking, as its own would be), so
+  // that --graph can capture its launches. Never destroyed: it must outlive
+  // the backend's tensors, and the process ends with them.
+  cudaStream_t stream = nullptr;
+  BENCH_CUDA(cudaStreamCreate(&stream));
+  options.stream = stream;
   auto created = ops::CreateCudaBackend(options);
   if (!created.ok()) {
     std::fprintf(stderr,
@@ -515,6 +545,34 @@ int Main() {
             select(i % kSeqs);
             attend_table(i % kSeqs);
           });
+          if (const int steps = absl::GetFlag(FLAGS_profile_steps); steps > 0) {
+            BENCH_CUDA(cudaDeviceSynchronize());
+            BENCH_CUDA(cudaProfilerStart());
+            append(0);  // the smallest launch of the step: the profiler's floor
+            for (int i = 0; i < steps; ++i) {
+              attend(i % kSeqs, {}, {});
+              select(i % kSeqs);
+              attend_table(i % kSeqs);
+            }
+            BENCH_CUDA(cudaDeviceSynchronize());
+            BENCH_CUDA(cudaProfilerStop());
+          }
+          // The same steps and dense calls, kSeqs of each (one per
+          // sequence) captured as one graph (the append, 1/16 of a step's
+          // launches and ~1 % of its time, left out).
+          double graph_speedup = 0;
+          if (absl::GetFlag(FLAGS_graph)) {
+            const double step_s = GraphSeconds(stream, [&] {
+              for (int q = 0; q < kSeqs; ++q) {
+                select(q);
+                attend_table(q);
+              }
+            });
+            const double dense_s = GraphSeconds(stream, [&] {
+              for (int q = 0; q < kSeqs; ++q) attend(q, {}, {});
+            });
+            graph_speedup = dense_s / step_s;
+          }
           // Batch 8: every sequence's select, then one batched attention
           // over the 8 tables, against the dense batch call.
           Timing t_step8 = Time([&](int i) {
@@ -531,7 +589,7 @@ int Main() {
                                 100 * t_append.host_s / kPageSize / t_step.host_s,
                                 100 * t_select.host_s / t_step.host_s, 100 * t_attend.host_s / t_step.host_s,
                                 pct(bounds_bytes, t_select.host_s), 100 * host_s / t_step.host_s,
-                                batched.host_s / t_step8.host_s});
+                                batched.host_s / t_step8.host_s, graph_speedup});
         }
       }
       BENCH_CUDA(cudaDeviceSynchronize());
@@ -563,15 +621,18 @@ int Main() {
               "step (append: per step, amortised); select %% copy = page-bound bytes scored / select time "
               "vs the copy bandwidth; host = the host's time to enqueue a step / the step (near 100%%: "
               "launch-bound); b8 speed = dense b8 (one batch call) time / a batch-8 quest step (8 selects, one "
-              "batched attention over the 8 tables).\n",
+              "batched attention over the 8 tables); graph = the speed-up with the steps and the dense "
+              "calls each captured in a CUDA graph (--graph; append left out).\n",
               kPageSize, kPageSize);
-  std::printf("%-10s %7s %6s %-7s %9s %7s %8s %8s %8s %14s %6s %9s\n", "shape", "context", "B", "bounds",
-              "speed-up", "ideal", "append", "select", "attend", "select % copy", "host", "b8 speed");
+  std::printf("%-10s %7s %6s %-7s %9s %7s %8s %8s %8s %14s %6s %9s %7s\n", "shape", "context", "B", "bounds",
+              "speed-up", "ideal", "append", "select", "attend", "select % copy", "host", "b8 speed", "graph");
   for (const QuestRow& r : quest_rows) {
-    std::printf("%-10s %6lldK %6lld %-7s %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%% %5.0f%% %8.2fx\n",
+    char graph[16] = "-";
+    if (r.graph_speedup > 0) std::snprintf(graph, sizeof(graph), "%.2fx", r.graph_speedup);
+    std::printf("%-10s %6lldK %6lld %-7s %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%% %5.0f%% %8.2fx %7s\n",
                 r.shape.c_str(), static_cast<long long>(r.context / 1024), static_cast<long long>(r.budget),
                 r.bounds.c_str(), r.speedup, r.ideal, r.append_pct, r.select_pct, r.attend_pct, r.select_copy,
-                r.host_pct, r.b8_speedup);
+                r.host_pct, r.b8_speedup, graph);
   }
   return absl::GetFlag(FLAGS_no_gemm) ? 0 : RunGemms(*backend);
 }
