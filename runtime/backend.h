@@ -162,6 +162,13 @@ class Backend {
   // holds the k best pages (ties: the lower page) in ascending order, then
   // num_pages - 1. Requires 0 <= k <= num_pages - 1.
   virtual void SelectTopPages(const TopPagesArgs& args, Tensor& selected) = 0;
+  // SelectTopPages of several decode queries (args[i] into *selected[i];
+  // a decode batch's, one layer): the result is that of calling it for
+  // each, which is what this default does. A backend may run them together
+  // (CUDA: members of one shape share a scoring and a select launch).
+  virtual void SelectTopPagesBatch(absl::Span<const TopPagesArgs> args, absl::Span<Tensor* const> selected) {
+    for (size_t i = 0; i < args.size() && i < selected.size(); ++i) SelectTopPages(args[i], *selected[i]);
+  }
 
   // Sampling without copying logits back: the k largest values of each row
   // of `logits` [rows, n] (f32 on the backend's device) into the host

@@ -572,27 +572,12 @@ class CudaBackend final : public Backend {
   }
 
   void SelectTopPages(const TopPagesArgs& a, Tensor& selected) override {
-    CheckCompute(*a.q, "quest query");
-    CheckBounds(*a.bounds);
-    const int kv_heads = static_cast<int>(a.bounds->dim(1));
-    CHECK(selected.device() == Device::kCuda && selected.dtype() == DType::kInt32 &&
-          selected.numel() == kv_heads * (a.k + 1))
-        << "select top pages: selected is " << selected.ShapeString() << ", expected ["
-        << kv_heads << ", " << a.k + 1 << "] i32 on cuda";
-    CHECK(a.num_pages >= 1 && a.k >= 0 && a.k <= a.num_pages - 1 && a.num_pages <= a.bounds->dim(0))
-        << "select top pages: k " << a.k << " of " << a.num_pages << " pages, bounds "
-        << a.bounds->ShapeString();
-    CHECK_EQ(a.q->dim(0), 1) << "select top pages: one decode query";
-    cuda::TopPagesParams p;
+    cuda::TopPagesParams p = TopPagesShape(a, selected);
     p.q = a.q->raw_data();
     p.bounds = a.bounds->raw_data();
-    p.bounds_fp8 = a.bounds->dtype() == DType::kFloat8E4M3;
     p.num_pages = a.num_pages;
     p.k = a.k;
-    p.num_heads = static_cast<int>(a.q->dim(1));
-    p.num_kv_heads = kv_heads;
-    p.head_dim = static_cast<int>(a.q->dim(2));
-    p.combine_sum = a.combine_sum;
+    const int kv_heads = p.num_kv_heads;
     p.scores = static_cast<float*>(
         scores_.Ensure(sizeof(float) * static_cast<size_t>(kv_heads) * a.num_pages, stream_));
     p.arrivals = static_cast<unsigned*>(select_arrivals_.EnsureZeroed(sizeof(unsigned) * kv_heads, stream_));
@@ -609,6 +594,56 @@ class CudaBackend final : public Backend {
     }
     QUEST_CUDA_CHECK(cuda::LaunchSelectTopPages(type(), p, stream_));
     if (p.ready != nullptr) pending_select_ = {selected.raw_data(), p.ready, p.epoch};
+  }
+
+  // Members of one shape (heads, head_dim, bounds dtype, combine) share two
+  // launches per kMaxTopPagesBatch of them; anything else (a mixed batch,
+  // a shape the scorer does not hold in registers, a measurement variant or
+  // the per-head wait) selects member by member.
+  void SelectTopPagesBatch(absl::Span<const TopPagesArgs> args, absl::Span<Tensor* const> selected) override {
+    CHECK_EQ(args.size(), selected.size()) << "select top pages batch: " << args.size() << " queries, "
+                                           << selected.size() << " outputs";
+    if (args.empty()) return;
+    std::vector<cuda::TopPagesParams> shapes;
+    shapes.reserve(args.size());
+    bool together = args.size() > 1 && select_variant_ <= 1 && !per_head_select_wait_;
+    for (size_t i = 0; i < args.size(); ++i) {
+      shapes.push_back(TopPagesShape(args[i], *selected[i]));
+      const cuda::TopPagesParams& s = shapes.back();
+      together = together && s.num_heads == shapes[0].num_heads && s.num_kv_heads == shapes[0].num_kv_heads &&
+                 s.head_dim == shapes[0].head_dim && s.bounds_fp8 == shapes[0].bounds_fp8 &&
+                 s.combine_sum == shapes[0].combine_sum &&
+                 cuda::SelectTopPagesBatchSupported(s, args[i].bounds->raw_data());
+    }
+    if (!together) {
+      for (size_t i = 0; i < args.size(); ++i) SelectTopPages(args[i], *selected[i]);
+      return;
+    }
+    pending_select_ = {};
+    size_t floats = 0;
+    for (const TopPagesArgs& a : args) floats += static_cast<size_t>(shapes[0].num_kv_heads) * a.num_pages;
+    float* scores = static_cast<float*>(scores_.Ensure(sizeof(float) * floats, stream_));
+    // The members travel by value in the launch's parameters.
+    auto batch = std::make_unique<cuda::TopPagesBatchParams>();
+    batch->shape = shapes[0];
+    batch->shape.scores = scores;
+    int64_t offset = 0;
+    for (size_t first = 0; first < args.size(); first += cuda::kMaxTopPagesBatch) {
+      const size_t count = std::min<size_t>(cuda::kMaxTopPagesBatch, args.size() - first);
+      batch->count = static_cast<int>(count);
+      for (size_t j = 0; j < count; ++j) {
+        const TopPagesArgs& a = args[first + j];
+        cuda::TopPagesMember& m = batch->members[j];
+        m.q = a.q->raw_data();
+        m.bounds = a.bounds->raw_data();
+        m.selected = selected[first + j]->data<int32_t>();
+        m.num_pages = a.num_pages;
+        m.k = a.k;
+        m.scores_offset = offset;
+        offset += int64_t{shapes[0].num_kv_heads} * a.num_pages;
+      }
+      QUEST_CUDA_CHECK(cuda::LaunchSelectTopPagesBatch(type(), *batch, stream_));
+    }
   }
 
   void TopK(const Tensor& logits, int k, Tensor& ids, Tensor& values) override {
@@ -781,6 +816,29 @@ class CudaBackend final : public Backend {
                           << ", " << k << "]^T -> " << DTypeName(out) << " (alignment " << align << ")";
     plan.algo = result.algo;
     return plans_.emplace(key, plan).first->second;
+  }
+
+  // One query's SelectTopPages checks, and the launch parameters its
+  // shape fixes (heads, head_dim, bounds dtype, combine).
+  cuda::TopPagesParams TopPagesShape(const TopPagesArgs& a, const Tensor& selected) {
+    CheckCompute(*a.q, "quest query");
+    CheckBounds(*a.bounds);
+    const int kv_heads = static_cast<int>(a.bounds->dim(1));
+    CHECK(selected.device() == Device::kCuda && selected.dtype() == DType::kInt32 &&
+          selected.numel() == kv_heads * (a.k + 1))
+        << "select top pages: selected is " << selected.ShapeString() << ", expected ["
+        << kv_heads << ", " << a.k + 1 << "] i32 on cuda";
+    CHECK(a.num_pages >= 1 && a.k >= 0 && a.k <= a.num_pages - 1 && a.num_pages <= a.bounds->dim(0))
+        << "select top pages: k " << a.k << " of " << a.num_pages << " pages, bounds "
+        << a.bounds->ShapeString();
+    CHECK_EQ(a.q->dim(0), 1) << "select top pages: one decode query";
+    cuda::TopPagesParams p;
+    p.bounds_fp8 = a.bounds->dtype() == DType::kFloat8E4M3;
+    p.num_heads = static_cast<int>(a.q->dim(1));
+    p.num_kv_heads = kv_heads;
+    p.head_dim = static_cast<int>(a.q->dim(2));
+    p.combine_sum = a.combine_sum;
+    return p;
   }
 
   const int device_;

@@ -20,6 +20,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -296,6 +297,112 @@ TEST_F(CudaOpsTest, CallerStreamAndGraphCapture) {
     cudaGraphDestroy(graph);
   }  // the backend and its tensors go before the stream
   EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
+// SelectTopPagesBatch: every member's rows equal a SelectTopPages call of
+// its own, bit for bit (that call is checked against the CPU reference in
+// quest_kernels_test), over ragged page counts (k == 0, k == n, one page,
+// thousands), bf16 and FP8 bounds, MHA and GQA with SUM and MAX, a batch
+// past one launch's kMaxTopPagesBatch members, and a batch mixing shapes
+// (which selects member by member). Rows are poisoned before each call.
+TEST_F(CudaOpsTest, SelectTopPagesBatchMatchesSingles) {
+  struct Shape {
+    int heads, kv_heads, d;
+    bool sum;
+  };
+  const int page_size = 16;
+  auto build = [&](const Shape& sh, DType bounds_dtype, int64_t len, Tensor& q, Tensor& bounds) {
+    const int64_t pages = (len + page_size - 1) / page_size;
+    Tensor kpool = OnGpu(Random({pages, page_size, sh.kv_heads, sh.d}));
+    std::vector<int32_t> table(pages);
+    std::iota(table.begin(), table.end(), 0);
+    q = OnGpu(Random({1, sh.heads, sh.d}));
+    bounds = gpu_->AllocateZeros(bounds_dtype, {pages, sh.kv_heads, 2, sh.d});
+    PageBoundsArgs b;
+    b.k_pages = &kpool;
+    b.page_table = table;
+    b.page_size = page_size;
+    b.bound_page = page_size;
+    b.end = len;
+    gpu_->UpdatePageBounds(b, bounds);
+  };
+  struct Member {
+    Tensor q, bounds, batched, single;
+    TopPagesArgs args;
+  };
+  auto run = [&](std::vector<Member>& ms, const std::string& what) {
+    std::vector<TopPagesArgs> args;
+    std::vector<Tensor*> outs;
+    for (Member& m : ms) {
+      m.args.q = &m.q;
+      m.args.bounds = &m.bounds;
+      const int64_t kv = m.bounds.dim(1);
+      m.batched = gpu_->Allocate(DType::kInt32, {kv, m.args.k + 1});
+      m.single = gpu_->Allocate(DType::kInt32, {kv, m.args.k + 1});
+      std::vector<int32_t> poison(kv * (m.args.k + 1), -7);
+      Tensor host = Tensor::Empty(DType::kInt32, {kv, m.args.k + 1});
+      std::copy(poison.begin(), poison.end(), host.data<int32_t>());
+      gpu_->CopyFromHost(host, m.batched);
+      gpu_->CopyFromHost(host, m.single);
+      args.push_back(m.args);
+      outs.push_back(&m.batched);
+    }
+    gpu_->SelectTopPagesBatch(args, outs);
+    for (size_t i = 0; i < ms.size(); ++i) {
+      gpu_->SelectTopPages(ms[i].args, ms[i].single);
+      const Tensor got = gpu_->ToHost(ms[i].batched), want = gpu_->ToHost(ms[i].single);
+      ASSERT_EQ(got.numel(), want.numel());
+      EXPECT_EQ(0, std::memcmp(got.raw_data(), want.raw_data(), want.nbytes()))
+          << what << ": member " << i << " (" << ms[i].args.num_pages << " pages, k " << ms[i].args.k << ")";
+      const int32_t* row = got.data<int32_t>();
+      EXPECT_EQ(row[ms[i].args.k], ms[i].args.num_pages - 1) << what << ": member " << i << " current page";
+    }
+  };
+  for (const Shape sh : {Shape{8, 8, 128, true}, Shape{16, 4, 128, true}, Shape{16, 4, 64, false},
+                         Shape{16, 2, 256, true}}) {
+    for (DType bdt : {DType::kBFloat16, DType::kFloat8E4M3}) {
+      const std::string what = "heads " + std::to_string(sh.heads) + "/" + std::to_string(sh.kv_heads) +
+                               " d " + std::to_string(sh.d) + (sh.sum ? " sum " : " max ") + DTypeName(bdt);
+      std::vector<Member> ms;
+      // (tokens, k): ragged, the edge cases k == 0 and k == n, one page.
+      for (const auto& [len, k] : std::vector<std::pair<int64_t, int64_t>>{
+               {16 * 2048 - 3, 127}, {5000, 40}, {16 * 300, 299}, {777, 0}, {16, 0}, {16 * 4100, 255},
+               {100, 3}, {40000, 63}}) {
+        Member m;
+        build(sh, bdt, len, m.q, m.bounds);
+        m.args.num_pages = (len + page_size - 1) / page_size;
+        m.args.k = std::min<int64_t>(k, m.args.num_pages - 1);
+        m.args.combine_sum = sh.sum;
+        ms.push_back(std::move(m));
+      }
+      run(ms, what);
+    }
+  }
+  // More members than one launch takes, short contexts.
+  {
+    std::vector<Member> ms;
+    std::uniform_int_distribution<int64_t> len(17, 3000);
+    for (int i = 0; i < 57; ++i) {
+      Member m;
+      const int64_t l = len(rng_);
+      build(Shape{8, 2, 128, true}, DType::kFloat8E4M3, l, m.q, m.bounds);
+      m.args.num_pages = (l + page_size - 1) / page_size;
+      m.args.k = std::min<int64_t>(i % 20, m.args.num_pages - 1);
+      ms.push_back(std::move(m));
+    }
+    run(ms, "57 members");
+  }
+  // Mixed shapes: member by member.
+  {
+    std::vector<Member> ms(2);
+    build(Shape{8, 8, 128, true}, DType::kBFloat16, 3000, ms[0].q, ms[0].bounds);
+    build(Shape{8, 2, 64, true}, DType::kBFloat16, 3000, ms[1].q, ms[1].bounds);
+    for (Member& m : ms) {
+      m.args.num_pages = (3000 + page_size - 1) / page_size;
+      m.args.k = 20;
+    }
+    run(ms, "mixed shapes");
+  }
 }
 
 enum class Sel { kDense, kCsr, kTable };

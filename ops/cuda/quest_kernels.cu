@@ -58,6 +58,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "ops/cuda/device_util.cuh"
 #include "ops/cuda/quest_kernels.h"
@@ -436,6 +437,27 @@ __global__ __launch_bounds__(kScoreThreads) void ScoreKernel(TopPagesParams p, i
   const int64_t p0 = blockIdx.x * per_cta;
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
   ScoreRange<T, FP8, D, H, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
+  AllowDependents();
+}
+
+// A batch's scoring: CTA (x, y, z) scores pages [x * per_cta, ..) of KV
+// head y of member z (CTAs past a member's pages, or of a member whose
+// selection needs no scores, only pass the dependency chain on).
+template <typename T, bool FP8, int D, int H>
+__global__ __launch_bounds__(kScoreThreads) void ScoreBatchKernel(const __grid_constant__ TopPagesBatchParams b,
+                                                                  int64_t per_cta) {
+  WaitPrimary();
+  const TopPagesMember& m = b.members[blockIdx.z];
+  const int64_t n = m.num_pages - 1;
+  const int64_t p0 = blockIdx.x * per_cta;
+  if (m.k > 0 && m.k < n && p0 < n) {
+    TopPagesParams p = b.shape;
+    p.q = m.q;
+    p.bounds = m.bounds;
+    const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
+    ScoreRange<T, FP8, D, H, kScoreThreads>(p, blockIdx.y, p0, p1,
+                                            p.scores + m.scores_offset + blockIdx.y * m.num_pages);
+  }
   AllowDependents();
 }
 
@@ -946,6 +968,28 @@ __global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scor
   PublishRow(ready, epoch, blockIdx.x);
 }
 
+// Keys per select thread for n scores (the E of SelectRow / SelectRowBinned).
+__host__ __device__ __forceinline__ int SelectKeysPerThread(int64_t n) {
+  return n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32;
+}
+
+// A batch's select: CTA (g, z) writes KV head g's row of member z, from
+// its scores, or the whole range / the current page alone where k == n /
+// k == 0.
+__global__ __launch_bounds__(kSelectThreads) void SelectBatchKernel(const __grid_constant__ TopPagesBatchParams b) {
+  AllowDependents();
+  WaitPrimary();
+  const TopPagesMember& m = b.members[blockIdx.y];
+  const int n = static_cast<int>(m.num_pages - 1), k = static_cast<int>(m.k);
+  int32_t* out = m.selected + int64_t{blockIdx.x} * (k + 1);
+  if (k == 0 || k == n) {
+    for (int i = threadIdx.x; i <= k; i += blockDim.x) out[i] = i == k ? n : i;
+    return;
+  }
+  SelectHeadRow<false>(SelectKeysPerThread(n), b.shape.scores + m.scores_offset + int64_t{blockIdx.x} * m.num_pages,
+                       n, k, out);
+}
+
 // Variant 2: scoring and select in one launch. CTA (x, g) scores a slice
 // of KV head g's pages; the last of the head's CTAs to finish (an arrival
 // counter per head, left zero again) selects the head's row from the
@@ -1169,6 +1213,35 @@ struct SelectShape {
   size_t flag_bytes = 0;
 };
 
+// Calls f(integral_constant D, integral_constant H) for the scoring
+// kernels' register-resident shapes (head_dim 64/128/256; H query heads
+// combined by MAX, or 1: SUM or one head); false for any other.
+template <typename F>
+bool DispatchFastShape(int head_dim, int h, F&& f) {
+  using std::integral_constant;
+  switch (head_dim * 16 + h) {
+    case 64 * 16 + 1: f(integral_constant<int, 64>{}, integral_constant<int, 1>{}); return true;
+    case 64 * 16 + 2: f(integral_constant<int, 64>{}, integral_constant<int, 2>{}); return true;
+    case 64 * 16 + 4: f(integral_constant<int, 64>{}, integral_constant<int, 4>{}); return true;
+    case 64 * 16 + 8: f(integral_constant<int, 64>{}, integral_constant<int, 8>{}); return true;
+    case 128 * 16 + 1: f(integral_constant<int, 128>{}, integral_constant<int, 1>{}); return true;
+    case 128 * 16 + 2: f(integral_constant<int, 128>{}, integral_constant<int, 2>{}); return true;
+    case 128 * 16 + 4: f(integral_constant<int, 128>{}, integral_constant<int, 4>{}); return true;
+    case 128 * 16 + 8: f(integral_constant<int, 128>{}, integral_constant<int, 8>{}); return true;
+    case 256 * 16 + 1: f(integral_constant<int, 256>{}, integral_constant<int, 1>{}); return true;
+    case 256 * 16 + 2: f(integral_constant<int, 256>{}, integral_constant<int, 2>{}); return true;
+    case 256 * 16 + 4: f(integral_constant<int, 256>{}, integral_constant<int, 4>{}); return true;
+    default: return false;
+  }
+}
+
+// Query heads the scorer combines in registers (1: SUM over the group, or
+// a group of one; 2/4/8: MAX over that many), 0 where it cannot.
+int ScoreHeads(const TopPagesParams& p) {
+  const int group = p.num_heads / p.num_kv_heads;
+  return (p.combine_sum || group == 1) ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : group <= 8 ? 8 : 0;
+}
+
 template <typename T, bool FP8, int D, int H>
 cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, cudaStream_t stream) {
   constexpr bool kVec8 = FP8 && H >= 4;  // as ScoreRange
@@ -1209,20 +1282,11 @@ template <typename T, bool FP8>
 cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, const SelectShape& s,
                        cudaStream_t stream) {
   if (fast) {
-    switch (p.head_dim * 16 + h) {
-      case 64 * 16 + 1: return RunFast<T, FP8, 64, 1>(p, variant, s, stream);
-      case 64 * 16 + 2: return RunFast<T, FP8, 64, 2>(p, variant, s, stream);
-      case 64 * 16 + 4: return RunFast<T, FP8, 64, 4>(p, variant, s, stream);
-      case 64 * 16 + 8: return RunFast<T, FP8, 64, 8>(p, variant, s, stream);
-      case 128 * 16 + 1: return RunFast<T, FP8, 128, 1>(p, variant, s, stream);
-      case 128 * 16 + 2: return RunFast<T, FP8, 128, 2>(p, variant, s, stream);
-      case 128 * 16 + 4: return RunFast<T, FP8, 128, 4>(p, variant, s, stream);
-      case 128 * 16 + 8: return RunFast<T, FP8, 128, 8>(p, variant, s, stream);
-      case 256 * 16 + 1: return RunFast<T, FP8, 256, 1>(p, variant, s, stream);
-      case 256 * 16 + 2: return RunFast<T, FP8, 256, 2>(p, variant, s, stream);
-      case 256 * 16 + 4: return RunFast<T, FP8, 256, 4>(p, variant, s, stream);
-      default: break;
-    }
+    cudaError_t err = cudaSuccess;
+    const bool ran = DispatchFastShape(p.head_dim, h, [&](auto dc, auto hc) {
+      err = RunFast<T, FP8, decltype(dc)::value, decltype(hc)::value>(p, variant, s, stream);
+    });
+    if (ran) return err;
   }
   const int64_t n = s.n;
   const int64_t warps = n * p.num_kv_heads;
@@ -1270,13 +1334,11 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
                                                          p.ready, p.epoch);
     return cudaGetLastError();
   }
-  const int group = p.num_heads / p.num_kv_heads;
-  const int h = (p.combine_sum || group == 1) ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : group <= 8 ? 8 : 0;
-  const int d = p.head_dim;
-  const bool fast = (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(p.bounds);
+  const int h = ScoreHeads(p);
+  const bool fast = SelectTopPagesBatchSupported(p, p.bounds);
   SelectShape shape;
   shape.n = n;
-  shape.e = n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32;
+  shape.e = SelectKeysPerThread(n);
   shape.flag_bytes = static_cast<size_t>((n + kFlagRound - 1) / kFlagRound * kFlagRound);
   const bool fusable = fast && p.arrivals != nullptr && n <= kMaxFusedSelectPages;
   int variant = p.variant != 0 ? p.variant : 1;
@@ -1304,6 +1366,65 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   return LaunchMaybePdl(p.pdl, &SelectKernel, dim3(p.num_kv_heads), dim3(kSelectThreads), shape.flag_bytes,
                         stream, static_cast<const float*>(p.scores), int64_t{p.num_pages}, static_cast<int>(n),
                         static_cast<int>(k), shape.e, p.selected, p.ready, p.epoch);
+}
+
+bool SelectTopPagesBatchSupported(const TopPagesParams& shape, const void* bounds) {
+  if (shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0) return false;
+  const int h = ScoreHeads(shape), d = shape.head_dim;
+  return (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(bounds);
+}
+
+cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& b, cudaStream_t stream) {
+  const TopPagesParams& p = b.shape;
+  if (b.count < 1 || b.count > kMaxTopPagesBatch || p.scores == nullptr) return cudaErrorInvalidValue;
+  int64_t most = 0, total = 0;
+  for (int i = 0; i < b.count; ++i) {
+    const TopPagesMember& m = b.members[i];
+    const int64_t n = m.num_pages - 1;
+    if (m.num_pages < 1 || m.k < 0 || m.k > n || n > kMaxSelectPages || m.selected == nullptr ||
+        !SelectTopPagesBatchSupported(p, m.bounds)) {
+      return cudaErrorInvalidValue;
+    }
+    most = n > most ? n : most;
+    if (m.k > 0 && m.k < n) total += n;
+  }
+  const int h = ScoreHeads(p);
+  cudaError_t err = cudaSuccess;
+  QUEST_DISPATCH(type, {
+    auto score = [&](auto fp8c) {
+      constexpr bool FP8 = decltype(fp8c)::value;
+      DispatchFastShape(p.head_dim, h, [&](auto dc, auto hc) {
+        constexpr int D = decltype(dc)::value, H = decltype(hc)::value;
+        // As the one-query launch: about 4 CTAs per SM over the batch's
+        // scored pages, each at least 32 KB of bounds.
+        constexpr bool kVec8 = FP8 && H >= 4;
+        constexpr int kVpr = 2 * D / (FP8 && !kVec8 ? 16 : 8);
+        constexpr int kLanes = kVpr < 32 ? kVpr : 32;
+        constexpr int kNv = kVpr / kLanes;
+        constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll : H * kNv <= 2 || kVec8 ? 4 : 2;
+        const int unit = kScoreThreads / kLanes * kUnroll;
+        const int64_t min_pages = 32768 / (2 * D * (FP8 ? 1 : static_cast<int>(sizeof(T))));
+        const int64_t per = PagesPerCta(total > 0 ? total : 1, p.num_kv_heads, unit, int64_t{NumSms()} * 4,
+                                        min_pages, false);
+        const int64_t ctas = most > 0 ? (most + per - 1) / per : 1;
+        err = LaunchMaybePdl(p.pdl, &ScoreBatchKernel<T, FP8, D, H>,
+                             dim3(static_cast<unsigned>(ctas), p.num_kv_heads, b.count), dim3(kScoreThreads), 0,
+                             stream, b, per);
+      });
+    };
+    if (p.bounds_fp8) {
+      score(std::true_type{});
+    } else {
+      score(std::false_type{});
+    }
+  });
+  if (err != cudaSuccess) return err;
+  const size_t flag_bytes = static_cast<size_t>((most + kFlagRound - 1) / kFlagRound * kFlagRound);
+  if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectBatchKernel), flag_bytes)) != cudaSuccess) {
+    return err;
+  }
+  return LaunchMaybePdl(p.pdl, &SelectBatchKernel, dim3(p.num_kv_heads, b.count), dim3(kSelectThreads), flag_bytes,
+                        stream, b);
 }
 
 }  // namespace quest::ops::cuda

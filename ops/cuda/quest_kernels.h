@@ -101,6 +101,36 @@ struct TopPagesParams {
 };
 cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStream_t stream);
 
+// Several decode queries' selections (a decode batch's, one layer) in two
+// launches, scoring and select, instead of two per member. Each member has
+// its own query, bounds, page count, k and output rows, with what
+// TopPagesParams says of them; they share `shape`'s num_heads,
+// num_kv_heads, head_dim, bounds dtype and combine. The members' scores go
+// to shape.scores + scores_offset ([num_kv_heads, num_pages] floats each).
+// The members travel in the kernel parameters (no upload, so the launch
+// can be captured in a CUDA graph).
+struct TopPagesMember {
+  const void* q = nullptr;
+  const void* bounds = nullptr;
+  int32_t* selected = nullptr;  // [num_kv_heads, k + 1]
+  int64_t num_pages = 0;
+  int64_t k = 0;
+  int64_t scores_offset = 0;  // floats
+};
+inline constexpr int kMaxTopPagesBatch = 48;
+struct TopPagesBatchParams {
+  // num_heads, num_kv_heads, head_dim, bounds_fp8, combine_sum, scores and
+  // pdl; its per-query fields are unused.
+  TopPagesParams shape;
+  int count = 0;  // 1 .. kMaxTopPagesBatch
+  TopPagesMember members[kMaxTopPagesBatch];
+};
+// Whether the batched launch takes this shape (head_dim 64/128/256, a
+// group it combines in registers, 16-byte aligned bounds); otherwise
+// launch the members one by one.
+bool SelectTopPagesBatchSupported(const TopPagesParams& shape, const void* bounds);
+cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& p, cudaStream_t stream);
+
 }  // namespace quest::ops::cuda
 
 #endif  // QUEST_OPS_CUDA_QUEST_KERNELS_H_

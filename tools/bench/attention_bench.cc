@@ -69,6 +69,12 @@ ABSL_FLAG(int, quest_select_variant, 0,
 ABSL_FLAG(bool, graph, false,
           "also time the Quest step and the dense call captured in CUDA graphs (the backend runs on a "
           "stream of the bench's, ops::CudaBackendOptions::stream): the Quest table's graph column");
+ABSL_FLAG(bool, contiguous_tables, false,
+          "sequence q's pages are one contiguous run of the pool (default: interleaved, page i of "
+          "sequence q at i * 8 + q, as a shared pool fragments): isolates address-translation cost");
+ABSL_FLAG(bool, chain_events, false,
+          "also time each op of the Quest step inside the running chain (CUDA events on the stream between "
+          "them; the events themselves cost a little): printed per row");
 ABSL_FLAG(int, profile_steps, 0,
           "after each Quest row's timing, N more steps (and N dense calls) between cudaProfilerStart and "
           "cudaProfilerStop, for `ncu --profile-from-start off` (per-kernel times of the real step)");
@@ -189,6 +195,7 @@ struct QuestRow {
   double select_copy;  // bounds bytes read by SelectTopPages / time, % of copy
   double host_pct;     // host time to enqueue a step / the step's time
   double b8_speedup;   // dense b8 (one batch call) / a batch-8 quest step
+  double b8_batch_select;  // the same with the 8 selects as one SelectTopPagesBatch
   double graph_speedup;  // the same two, each captured in a CUDA graph (0: not measured)
 };
 
@@ -355,7 +362,10 @@ int Main() {
       // as a shared pool fragments).
       std::vector<std::vector<int32_t>> tables(kSeqs, std::vector<int32_t>(pages_per_seq));
       for (int q = 0; q < kSeqs; ++q) {
-        for (int64_t i = 0; i < pages_per_seq; ++i) tables[q][i] = static_cast<int32_t>(i * kSeqs + q);
+        for (int64_t i = 0; i < pages_per_seq; ++i) {
+          tables[q][i] = static_cast<int32_t>(absl::GetFlag(FLAGS_contiguous_tables) ? q * pages_per_seq + i
+                                                                                     : i * kSeqs + q);
+        }
       }
       const double kv_bytes = static_cast<double>(ctx) * s.kv_heads * kHeadDim * 2 * 2;
 
@@ -557,6 +567,40 @@ int Main() {
             BENCH_CUDA(cudaDeviceSynchronize());
             BENCH_CUDA(cudaProfilerStop());
           }
+          if (absl::GetFlag(FLAGS_chain_events)) {
+            // Events between the ops of consecutive steps: the select's and
+            // the attention's share of a step as they run in the chain.
+            constexpr int kSteps = 256;
+            std::vector<cudaEvent_t> ev(2 * kSteps + 1);
+            for (cudaEvent_t& e : ev) BENCH_CUDA(cudaEventCreate(&e));
+            for (int warm = 0; warm < 2; ++warm) {
+              BENCH_CUDA(cudaDeviceSynchronize());
+              BENCH_CUDA(cudaEventRecord(ev[0], stream));
+              for (int i = 0; i < kSteps; ++i) {
+                select(i % kSeqs);
+                BENCH_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
+                attend_table(i % kSeqs);
+                BENCH_CUDA(cudaEventRecord(ev[2 * i + 2], stream));
+              }
+              BENCH_CUDA(cudaDeviceSynchronize());
+            }
+            double sel_ms = 0, att_ms = 0;
+            for (int i = 0; i < kSteps; ++i) {
+              float a = 0, b = 0;
+              BENCH_CUDA(cudaEventElapsedTime(&a, ev[2 * i], ev[2 * i + 1]));
+              BENCH_CUDA(cudaEventElapsedTime(&b, ev[2 * i + 1], ev[2 * i + 2]));
+              sel_ms += a;
+              att_ms += b;
+            }
+            for (cudaEvent_t& e : ev) BENCH_CUDA(cudaEventDestroy(e));
+            const double sel_s = sel_ms / 1e3 / kSteps, att_s = att_ms / 1e3 / kSteps;
+            std::printf("chain %s %lldK B=%lld %s: step with events / without %.2f; in the chain: select %.1f%%, "
+                        "attend %.1f%% of the plain step; alone (back to back): select %.1f%%, attend %.1f%%\n",
+                        s.name, static_cast<long long>(ctx / 1024), static_cast<long long>(budget),
+                        DTypeName(bounds_dtype), (sel_s + att_s) / t_step.host_s, 100 * sel_s / t_step.host_s,
+                        100 * att_s / t_step.host_s, 100 * t_select.host_s / t_step.host_s,
+                        100 * t_attend.host_s / t_step.host_s);
+          }
           // The same steps and dense calls, kSeqs of each (one per
           // sequence) captured as one graph (the append, 1/16 of a step's
           // launches and ~1 % of its time, left out).
@@ -582,6 +626,22 @@ int Main() {
             }
             attend_batch(false, &selected);
           });
+          // The same with the 8 selects as one SelectTopPagesBatch.
+          std::vector<TopPagesArgs> select_args(kSeqs);
+          std::vector<Tensor*> select_outs(kSeqs);
+          for (int q = 0; q < kSeqs; ++q) {
+            select_args[q].q = &qs[q];
+            select_args[q].bounds = &bounds[q];
+            select_args[q].num_pages = pages_per_seq;
+            select_args[q].k = k_pages;
+            select_args[q].combine_sum = true;
+            select_outs[q] = &selected[q];
+          }
+          Timing t_step8b = Time([&](int i) {
+            for (int q = 0; q < kSeqs && i % kPageSize == kPageSize - 1; ++q) append(q);
+            backend->SelectTopPagesBatch(select_args, select_outs);
+            attend_batch(false, &selected);
+          });
           const double bounds_bytes =
               static_cast<double>(pages_per_seq) * s.kv_heads * 2 * kHeadDim * DTypeSize(bounds_dtype);
           quest_rows.push_back({shape_name, ctx, budget, DTypeName(bounds_dtype), dense.host_s / t_step.host_s,
@@ -589,7 +649,8 @@ int Main() {
                                 100 * t_append.host_s / kPageSize / t_step.host_s,
                                 100 * t_select.host_s / t_step.host_s, 100 * t_attend.host_s / t_step.host_s,
                                 pct(bounds_bytes, t_select.host_s), 100 * host_s / t_step.host_s,
-                                batched.host_s / t_step8.host_s, graph_speedup});
+                                batched.host_s / t_step8.host_s, batched.host_s / t_step8b.host_s,
+                                graph_speedup});
         }
       }
       BENCH_CUDA(cudaDeviceSynchronize());
@@ -621,18 +682,20 @@ int Main() {
               "step (append: per step, amortised); select %% copy = page-bound bytes scored / select time "
               "vs the copy bandwidth; host = the host's time to enqueue a step / the step (near 100%%: "
               "launch-bound); b8 speed = dense b8 (one batch call) time / a batch-8 quest step (8 selects, one "
-              "batched attention over the 8 tables); graph = the speed-up with the steps and the dense "
+              "batched attention over the 8 tables); b8 bsel = the same with the 8 selects as one "
+              "SelectTopPagesBatch; graph = the speed-up with the steps and the dense "
               "calls each captured in a CUDA graph (--graph; append left out).\n",
               kPageSize, kPageSize);
-  std::printf("%-10s %7s %6s %-7s %9s %7s %8s %8s %8s %14s %6s %9s %7s\n", "shape", "context", "B", "bounds",
-              "speed-up", "ideal", "append", "select", "attend", "select % copy", "host", "b8 speed", "graph");
+  std::printf("%-10s %7s %6s %-7s %9s %7s %8s %8s %8s %14s %6s %9s %8s %7s\n", "shape", "context", "B", "bounds",
+              "speed-up", "ideal", "append", "select", "attend", "select % copy", "host", "b8 speed", "b8 bsel",
+              "graph");
   for (const QuestRow& r : quest_rows) {
     char graph[16] = "-";
     if (r.graph_speedup > 0) std::snprintf(graph, sizeof(graph), "%.2fx", r.graph_speedup);
-    std::printf("%-10s %6lldK %6lld %-7s %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%% %5.0f%% %8.2fx %7s\n",
+    std::printf("%-10s %6lldK %6lld %-7s %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%% %5.0f%% %8.2fx %7.2fx %7s\n",
                 r.shape.c_str(), static_cast<long long>(r.context / 1024), static_cast<long long>(r.budget),
                 r.bounds.c_str(), r.speedup, r.ideal, r.append_pct, r.select_pct, r.attend_pct, r.select_copy,
-                r.host_pct, r.b8_speedup, graph);
+                r.host_pct, r.b8_speedup, r.b8_batch_select, graph);
   }
   return absl::GetFlag(FLAGS_no_gemm) ? 0 : RunGemms(*backend);
 }
