@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,18 +61,33 @@ struct SequenceLayerView {
 // own device, [num_kv_heads, per_head] int32 (Backend::SelectTopPages), so a
 // GPU-resident selection never travels through the host. Owned by the
 // policy, valid until its next call.
+//
+// Deferred select: a caller that sets `defer_select` (the paged cache, which
+// runs a decode batch's selects as one Backend::SelectTopPagesBatch) lets a
+// policy whose table is one Backend::SelectTopPages call leave that call in
+// `pending` (its output the tensor `table` names) instead of making it; the
+// caller then runs it before attending. Callers that do not set it get the
+// table made at once.
 struct PageSelection {
   std::vector<int32_t> indptr;
   std::vector<int32_t> chunks;
   const Tensor* table = nullptr;
   int chunk_size = 0;
   const uint8_t* token_valid = nullptr;
+  bool defer_select = false;
+  struct PendingSelect {
+    TopPagesArgs args;
+    Tensor* into = nullptr;  // the policy's, == table
+  };
+  std::optional<PendingSelect> pending;
   void Clear() {
     indptr.clear();
     chunks.clear();
     table = nullptr;
     chunk_size = 0;
     token_valid = nullptr;
+    defer_select = false;
+    pending.reset();
   }
 };
 

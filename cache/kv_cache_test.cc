@@ -128,7 +128,7 @@ TEST(KVCacheTest, ChunkedAppendAndAttendMatchesOneShot) {
 // call, and a policy that learns from attention still sees its own.
 TEST(KVCacheTest, AttendBatchMatchesAttendPerSequence) {
   auto backend = ops::CreateCpuBackend();
-  std::vector<config::CacheConfig> configs(5);
+  std::vector<config::CacheConfig> configs(6);
   configs[0].set_policy("dense");
   configs[1].set_policy("quest");
   configs[1].mutable_quest()->set_token_budget(8);
@@ -139,6 +139,12 @@ TEST(KVCacheTest, AttendBatchMatchesAttendPerSequence) {
   configs[3].mutable_h2o()->set_token_budget(10);
   configs[4].set_policy("tova");
   configs[4].mutable_tova()->set_token_budget(9);
+  // A second Quest sequence: the batch's two deferred selects run as one
+  // SelectTopPagesBatch.
+  configs[5].set_policy("quest");
+  configs[5].mutable_quest()->set_token_budget(8);
+  configs[5].mutable_quest()->set_dense_layers(0);
+  configs[5].mutable_quest()->set_gqa_combine(config::QuestOptions::MAX);
   auto batched = CreatePagedKVCache(Options(64), *backend);
   auto single = CreatePagedKVCache(Options(64), *backend);
   ASSERT_TRUE(batched.ok() && single.ok());

@@ -67,6 +67,8 @@ class PagedKVCache final : public KVCache {
     if (selections_.size() < requests.size()) selections_.resize(requests.size());
     batch_args_.clear();
     batch_outs_.clear();
+    pending_args_.clear();
+    pending_into_.clear();
     const float scale = 1.0f / std::sqrt(static_cast<float>(options_.geometry.head_dim));
     for (size_t i = 0; i < requests.size(); ++i) {
       const AttendRequest& r = requests[i];
@@ -75,6 +77,7 @@ class PagedKVCache final : public KVCache {
       const SequenceLayerView view = View(layer, seq, seq.length + n);
       PageSelection& selection = selections_[i];
       selection.Clear();
+      selection.defer_select = true;
       seq.policy->SelectPages(view, *r.q, selection);
 
       PagedAttentionArgs args;
@@ -93,8 +96,13 @@ class PagedKVCache final : public KVCache {
       if (!seq.policy->WantsAttention()) {
         batch_args_.push_back(args);
         batch_outs_.push_back(r.out);
+        if (selection.pending) {
+          pending_args_.push_back(selection.pending->args);
+          pending_into_.push_back(selection.pending->into);
+        }
         continue;
       }
+      if (selection.pending) backend_.SelectTopPages(selection.pending->args, *selection.pending->into);
       // The policy learns from this sequence's softmax weights (and may
       // evict right after): it attends on its own.
       const size_t size = static_cast<size_t>(options_.geometry.num_heads) * view.length;
@@ -105,6 +113,9 @@ class PagedKVCache final : public KVCache {
       backend_.PagedAttention(args, *r.out);
       seq.policy->OnAttention(view, n, attention_sum_, attention_last_);
     }
+    // The batch's deferred selects (Quest's, one per decoding sequence)
+    // share their launches, then its attention does.
+    if (!pending_args_.empty()) backend_.SelectTopPagesBatch(pending_args_, pending_into_);
     if (!batch_args_.empty()) backend_.PagedAttentionBatch(batch_args_, batch_outs_);
   }
 
@@ -205,6 +216,8 @@ class PagedKVCache final : public KVCache {
   std::vector<PageSelection> selections_;
   std::vector<PagedAttentionArgs> batch_args_;
   std::vector<Tensor*> batch_outs_;
+  std::vector<TopPagesArgs> pending_args_;  // the batch's deferred selects
+  std::vector<Tensor*> pending_into_;
   std::vector<float> attention_sum_, attention_last_;  // for WantsAttention() policies
   std::vector<int32_t> released_;
 };

@@ -147,7 +147,11 @@ void QuestPolicy::SelectPages(const SequenceLayerView& seq, const Tensor& q,
   args.num_pages = num_pages;
   args.k = k;
   args.combine_sum = params_.gqa_combine == config::QuestOptions::SUM;
-  backend_->SelectTopPages(args, selected_);
+  if (selection.defer_select) {
+    selection.pending = PageSelection::PendingSelect{args, &selected_};
+  } else {
+    backend_->SelectTopPages(args, selected_);
+  }
   selection.chunk_size = params_.page_size;
   selection.table = &selected_;
 }
