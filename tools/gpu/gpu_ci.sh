@@ -78,18 +78,6 @@ case "${1:-}" in
     if [[ "${2:-}" != "--no-bench" ]]; then
       echo "===== //tools/bench:attention_bench"
       .gpu/bin/attention_bench 2>&1 | tee /tmp/attention_bench.log | sed -n '/^shape /,$p' | head -160
-      # The Quest step again with the one-launch select (variant 2), with the
-      # attention waiting per KV head for the select's rows, and with both,
-      # to set beside the default's rows above (each row is a ratio to dense
-      # measured in its own run).
-      for opts in "--quest_select_variant=2" "--per_head_select_wait" "--quest_select_variant=2 --per_head_select_wait"; do
-        log="/tmp/attention_bench_$(echo "$opts" | tr -dc 'a-z0-9=' | tr '=' '-').log"
-        echo "===== //tools/bench:attention_bench $opts (32K, 128K; B = 2048, 4096)"
-        # shellcheck disable=SC2086
-        .gpu/bin/attention_bench $opts --contexts=32768,131072 --budgets=2048,4096 --no_gemm 2>&1 \
-            | tee "$log" | sed -n '/^shape .* B /,$p' | tail -17
-        [[ -n "${OUT:-}" ]] && cp "$log" "$OUT/" || true
-      done
       echo "===== //tools/bench:decode_bench (8 layers, MHA, 32K)"
       .gpu/bin/decode_bench --layers=8 --contexts=32768 --budgets=512,2048 2>&1 | tee /tmp/decode_bench.log | tail -10
       # 8 requests served together: 544 tokens each outlast the other 7
