@@ -624,7 +624,8 @@ class CudaBackend final : public Backend {
     for (const TopPagesArgs& a : args) floats += static_cast<size_t>(shapes[0].num_kv_heads) * a.num_pages;
     float* scores = static_cast<float*>(scores_.Ensure(sizeof(float) * floats, stream_));
     // The members travel by value in the launch's parameters.
-    auto batch = std::make_unique<cuda::TopPagesBatchParams>();
+    if (select_batch_ == nullptr) select_batch_ = std::make_unique<cuda::TopPagesBatchParams>();
+    cuda::TopPagesBatchParams* batch = select_batch_.get();
     batch->shape = shapes[0];
     batch->shape.scores = scores;
     int64_t offset = 0;
@@ -846,6 +847,7 @@ class CudaBackend final : public Backend {
   const int select_variant_;  // CudaBackendOptions::quest_select_variant
   const bool per_head_select_wait_;  // CudaBackendOptions::per_head_select_wait
   const cudaStream_t caller_stream_;  // CudaBackendOptions::stream (null: make one)
+  std::unique_ptr<cuda::TopPagesBatchParams> select_batch_;  // SelectTopPagesBatch's launch parameters
   std::shared_ptr<OwnedStream> owned_stream_;
   cudaStream_t stream_ = nullptr;  // owned_stream_->stream
   cublasLtHandle_t lt_ = nullptr;

@@ -317,25 +317,34 @@ __device__ __forceinline__ void E4M3Quad(uint32_t w, float (&x)[4]) {
 // Pages in flight per lane of the FP8 scorer with one coefficient vector.
 constexpr int kFp8Unroll = 4;
 
-// Scores pages [p0, p1) of KV head g into out[page].
-// D: head_dim (64/128/256). H == 1: one coefficient vector (SUM over the
-// group, or a group of one); H in {2, 4, 8}: MAX over up to H heads.
+// How the scorer lays a page's [min | max] row of one KV head over lanes.
 // FP8: E4M3 bounds, 16 per 16-byte vector (else T, 8 per vector); with
 // MAX over 4 or more heads 8 per 8-byte vector, the bf16 layout (a lane's
 // coefficients per head stay 8, not 16: registers).
+template <bool FP8, int D, int H>
+struct ScoreGeo {
+  static constexpr int kVecBytes = FP8 && H >= 4 ? 8 : 16;  // bytes per lane load
+  static constexpr int kEpv = FP8 ? kVecBytes : 8;          // bound elements per vector
+  static constexpr int kVpr = 2 * D / kEpv;                 // vectors per [min | max] row
+  static constexpr int kLanes = kVpr < 32 ? kVpr : 32;      // lanes per page
+  static constexpr int kNv = kVpr / kLanes;                 // vectors per lane
+  static constexpr int kPpw = 32 / kLanes;                  // pages per warp
+  static constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll
+                                 : H * kNv <= 2 || kVecBytes == 8 ? 4 : 2;  // pages in flight per lane
+};
+
+// Scores pages [p0, p1) of KV head g into out[page].
+// D: head_dim (64/128/256). H == 1: one coefficient vector (SUM over the
+// group, or a group of one); H in {2, 4, 8}: MAX over up to H heads.
+// (ScoreGeo: the row's layout over the lanes.)
 template <typename T, bool FP8, int D, int H, int THREADS>
 __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64_t p0, int64_t p1,
                                            float* out) {
-  constexpr int kVecBytes = FP8 && H >= 4 ? 8 : 16;  // bytes per lane load
+  using Geo = ScoreGeo<FP8, D, H>;
+  constexpr int kVecBytes = Geo::kVecBytes, kEpv = Geo::kEpv, kVpr = Geo::kVpr, kLanes = Geo::kLanes;
+  constexpr int kNv = Geo::kNv, kPpw = Geo::kPpw, kUnroll = Geo::kUnroll;
   constexpr int kWords = kVecBytes / 4;
-  constexpr int kEpv = FP8 ? kVecBytes : 8;          // bound elements per vector
-  constexpr int kVpr = 2 * D / kEpv;                 // vectors per [min | max] row
-  constexpr int kLanes = kVpr < 32 ? kVpr : 32;      // lanes per page
-  constexpr int kNv = kVpr / kLanes;                 // vectors per lane
-  constexpr int kPpw = 32 / kLanes;                  // pages per warp
   constexpr int kWarps = THREADS / 32;
-  constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll
-                          : H * kNv <= 2 || kVecBytes == 8 ? 4 : 2;  // pages in flight per lane
   static_assert(H <= kLanes, "heads to scatter exceed the lanes of a page");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / kLanes, li = lane % kLanes;
@@ -1242,13 +1251,22 @@ int ScoreHeads(const TopPagesParams& p) {
   return (p.combine_sum || group == 1) ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : group <= 8 ? 8 : 0;
 }
 
+// Pages per CTA of the scoring kernels over `pages` pages of each of
+// `kv_heads` heads (a batch's: all its members' pages): about 4 CTAs per
+// SM, each at least 32 KB of bounds (measured on an H100: smaller CTAs, up
+// to the 8 per SM before, spent more on CTA start-up than they saved in
+// tail), or `fixed` pages (tuning, when > 0).
+template <typename T, bool FP8, int D, int H>
+int64_t ScorePagesPerCta(int64_t pages, int kv_heads, int64_t fixed) {
+  using Geo = ScoreGeo<FP8, D, H>;
+  const int unit = kScoreThreads / Geo::kLanes * Geo::kUnroll;
+  const int64_t min_pages = 32768 / (2 * D * (FP8 ? 1 : static_cast<int>(sizeof(T))));
+  return PagesPerCta(pages, kv_heads, unit, int64_t{NumSms()} * 4, fixed > 0 ? fixed : min_pages, fixed > 0);
+}
+
 template <typename T, bool FP8, int D, int H>
 cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, cudaStream_t stream) {
-  constexpr bool kVec8 = FP8 && H >= 4;  // as ScoreRange
-  constexpr int kVpr = 2 * D / (FP8 && !kVec8 ? 16 : 8);
-  constexpr int kLanes = kVpr < 32 ? kVpr : 32;
-  constexpr int kNv = kVpr / kLanes;
-  constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll : H * kNv <= 2 || kVec8 ? 4 : 2;
+  using Geo = ScoreGeo<FP8, D, H>;
   const int64_t n = s.n, stride = p.num_pages;
   if (variant == 5 || variant == 6) {
     return LaunchCluster<T, FP8, D, H>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
@@ -1258,7 +1276,7 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, 
     // kSelectThreads each (the select's registers allow one per SM).
     auto* kernel = &ScoreSelectKernel<T, FP8, D, H>;
     const int64_t ctas_per_head = NumSms() > p.num_kv_heads ? NumSms() / p.num_kv_heads : 1;
-    const int64_t per = PagesPerCta(n, 1, kSelectThreads / kLanes * kUnroll, ctas_per_head, 1, false);
+    const int64_t per = PagesPerCta(n, 1, kSelectThreads / Geo::kLanes * Geo::kUnroll, ctas_per_head, 1, false);
     const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
     if (cudaError_t err = SetDynamicSmem(reinterpret_cast<const void*>(kernel), s.flag_bytes); err != cudaSuccess) {
       return err;
@@ -1266,14 +1284,7 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, 
     return LaunchMaybePdl(p.pdl, kernel, grid, dim3(kSelectThreads), s.flag_bytes, stream, p,
                           static_cast<int>(n), stride, per, s.e);
   }
-  const int unit = kScoreThreads / kLanes * kUnroll;
-  // About 4 CTAs per SM over all KV heads, each at least 32 KB of bounds
-  // (measured on an H100: smaller CTAs, up to the 8 per SM before, spent
-  // more on CTA start-up than they saved in tail).
-  const int64_t min_pages = 32768 / (2 * D * (FP8 ? 1 : static_cast<int>(sizeof(T))));
-  const int64_t per = PagesPerCta(n, p.num_kv_heads, unit, int64_t{NumSms()} * 4,
-                                  p.score_pages_per_cta > 0 ? p.score_pages_per_cta : min_pages,
-                                  p.score_pages_per_cta > 0);
+  const int64_t per = ScorePagesPerCta<T, FP8, D, H>(n, p.num_kv_heads, p.score_pages_per_cta);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
   return LaunchMaybePdl(p.pdl, &ScoreKernel<T, FP8, D, H>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per);
 }
@@ -1395,17 +1406,8 @@ cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& 
       constexpr bool FP8 = decltype(fp8c)::value;
       DispatchFastShape(p.head_dim, h, [&](auto dc, auto hc) {
         constexpr int D = decltype(dc)::value, H = decltype(hc)::value;
-        // As the one-query launch: about 4 CTAs per SM over the batch's
-        // scored pages, each at least 32 KB of bounds.
-        constexpr bool kVec8 = FP8 && H >= 4;
-        constexpr int kVpr = 2 * D / (FP8 && !kVec8 ? 16 : 8);
-        constexpr int kLanes = kVpr < 32 ? kVpr : 32;
-        constexpr int kNv = kVpr / kLanes;
-        constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll : H * kNv <= 2 || kVec8 ? 4 : 2;
-        const int unit = kScoreThreads / kLanes * kUnroll;
-        const int64_t min_pages = 32768 / (2 * D * (FP8 ? 1 : static_cast<int>(sizeof(T))));
-        const int64_t per = PagesPerCta(total > 0 ? total : 1, p.num_kv_heads, unit, int64_t{NumSms()} * 4,
-                                        min_pages, false);
+        // The CTAs sized over the batch's scored pages.
+        const int64_t per = ScorePagesPerCta<T, FP8, D, H>(total > 0 ? total : 1, p.num_kv_heads, 0);
         const int64_t ctas = most > 0 ? (most + per - 1) / per : 1;
         err = LaunchMaybePdl(p.pdl, &ScoreBatchKernel<T, FP8, D, H>,
                              dim3(static_cast<unsigned>(ctas), p.num_kv_heads, b.count), dim3(kScoreThreads), 0,
