@@ -5,6 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ops/cpu/cpu_backend.h"
+#include "runtime/testing/forwarding_backend.h"
 #include "runtime/testing/random_tensor.h"
 
 namespace quest::cache {
@@ -122,12 +123,31 @@ TEST(KVCacheTest, ChunkedAppendAndAttendMatchesOneShot) {
   EXPECT_EQ(c.Length(7), len);
 }
 
+// Counts the Quest select calls that reach the backend.
+class SelectCountingBackend : public quest::testing::ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  void SelectTopPages(const TopPagesArgs& args, Tensor& selected) override {
+    ++singles;
+    ForwardingBackend::SelectTopPages(args, selected);
+  }
+  void SelectTopPagesBatch(absl::Span<const TopPagesArgs> args, absl::Span<Tensor* const> selected) override {
+    batch_sizes.push_back(static_cast<int>(args.size()));
+    ForwardingBackend::SelectTopPagesBatch(args, selected);
+  }
+  int singles = 0;
+  std::vector<int> batch_sizes;
+};
+
 // AttendBatch over sequences of every built-in policy (selections on the
 // host, eviction masks, attention weights) equals Attend one sequence at a
 // time: each request keeps its own selection until the batched backend
-// call, and a policy that learns from attention still sees its own.
+// call, and a policy that learns from attention still sees its own. The
+// Quest sequences' selects reach the backend as one SelectTopPagesBatch per
+// layer.
 TEST(KVCacheTest, AttendBatchMatchesAttendPerSequence) {
   auto backend = ops::CreateCpuBackend();
+  SelectCountingBackend counting(*backend);
   std::vector<config::CacheConfig> configs(6);
   configs[0].set_policy("dense");
   configs[1].set_policy("quest");
@@ -145,7 +165,7 @@ TEST(KVCacheTest, AttendBatchMatchesAttendPerSequence) {
   configs[5].mutable_quest()->set_token_budget(8);
   configs[5].mutable_quest()->set_dense_layers(0);
   configs[5].mutable_quest()->set_gqa_combine(config::QuestOptions::MAX);
-  auto batched = CreatePagedKVCache(Options(64), *backend);
+  auto batched = CreatePagedKVCache(Options(64), counting);
   auto single = CreatePagedKVCache(Options(64), *backend);
   ASSERT_TRUE(batched.ok() && single.ok());
   const int seqs = static_cast<int>(configs.size());
@@ -190,6 +210,11 @@ TEST(KVCacheTest, AttendBatchMatchesAttendPerSequence) {
     }
   }
   EXPECT_EQ((*batched)->stats().pages_in_use, (*single)->stats().pages_in_use);
+  // Sequence 5 passes Quest's budget first, sequence 1 later: batches of
+  // one, then of two, never a select on its own.
+  EXPECT_EQ(counting.singles, 0);
+  EXPECT_THAT(counting.batch_sizes, ::testing::Contains(2));
+  EXPECT_THAT(counting.batch_sizes, ::testing::Each(::testing::AllOf(::testing::Ge(1), ::testing::Le(2))));
 }
 
 }  // namespace
