@@ -34,6 +34,12 @@
 // Flags narrow the run (kernel work iterates on one shape quickly):
 //   --shapes=MHA,GQA  --contexts=4096,32768,131072  --budgets=256,1024,2048,4096
 //   --no_gemm
+// and add diagnostics of the Quest step: --graph (the step and dense calls
+// in CUDA graphs), --chain_events (each op's share inside the running
+// chain, by events between them), --contiguous_tables (each sequence's
+// pages one contiguous run: address translation), --profile_steps=N (N
+// steps between cudaProfilerStart/Stop, for `ncu --profile-from-start off`;
+// tools/gpu/ncu_summary.py tabulates its --csv output).
 
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
