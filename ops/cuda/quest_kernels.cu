@@ -1251,6 +1251,14 @@ int ScoreHeads(const TopPagesParams& p) {
   return (p.combine_sum || group == 1) ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : group <= 8 ? 8 : 0;
 }
 
+// Whether the register-resident scoring kernels take this shape (the
+// rest: ScoreGenericKernel, a warp per page and head).
+bool FastScoringShape(const TopPagesParams& p, const void* bounds) {
+  if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return false;
+  const int h = ScoreHeads(p), d = p.head_dim;
+  return (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(bounds);
+}
+
 // Pages per CTA of the scoring kernels over `pages` pages of each of
 // `kv_heads` heads (a batch's: all its members' pages): about 4 CTAs per
 // SM, each at least 32 KB of bounds (measured on an H100: smaller CTAs, up
@@ -1346,7 +1354,7 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
     return cudaGetLastError();
   }
   const int h = ScoreHeads(p);
-  const bool fast = SelectTopPagesBatchSupported(p, p.bounds);
+  const bool fast = FastScoringShape(p, p.bounds);
   SelectShape shape;
   shape.n = n;
   shape.e = SelectKeysPerThread(n);
@@ -1380,9 +1388,7 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
 }
 
 bool SelectTopPagesBatchSupported(const TopPagesParams& shape, const void* bounds) {
-  if (shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0) return false;
-  const int h = ScoreHeads(shape), d = shape.head_dim;
-  return (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(bounds);
+  return FastScoringShape(shape, bounds);
 }
 
 cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& b, cudaStream_t stream) {
