@@ -67,7 +67,9 @@ struct SequenceLayerView {
 // policy whose table is one Backend::SelectTopPages call leave that call in
 // `pending` (its output the tensor `table` names) instead of making it; the
 // caller then runs it before attending. Callers that do not set it get the
-// table made at once.
+// table made at once. A policy that wraps another and reads the inner
+// policy's table itself clears defer_select before passing the selection
+// on.
 struct PageSelection {
   std::vector<int32_t> indptr;
   std::vector<int32_t> chunks;

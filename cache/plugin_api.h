@@ -71,8 +71,9 @@
 namespace quest::cache {
 
 // Bumped on any incompatible change to this contract or to the C++ types a
-// plugin sees (cache_policy.h, the CacheConfig proto).
-inline constexpr int kCachePluginApiVersion = 1;
+// plugin sees (cache_policy.h, the CacheConfig proto). 2: PageSelection
+// gained defer_select / pending (a deferred Backend::SelectTopPages).
+inline constexpr int kCachePluginApiVersion = 2;
 
 }  // namespace quest::cache
 

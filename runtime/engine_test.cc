@@ -6,8 +6,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "cache/plugin_api.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/tiny_model.h"
@@ -223,8 +225,10 @@ TEST(EnginePluginTest, PluginErrorsNameThePath) {
   absl::Status version = create_error({wrong});
   EXPECT_EQ(version.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(version.message(), HasSubstr(wrong));
-  EXPECT_THAT(version.message(), HasSubstr("built for cache plugin API version 999"));
-  EXPECT_THAT(version.message(), HasSubstr("this engine implements version 1"));
+  EXPECT_THAT(version.message(), HasSubstr(absl::StrCat("built for cache plugin API version ",
+                                                        cache::kCachePluginApiVersion + 998)));
+  EXPECT_THAT(version.message(), HasSubstr(absl::StrCat("this engine implements version ",
+                                                        cache::kCachePluginApiVersion)));
 
   const std::string first = TestPlugin("libsliding_window_plugin.so");
   const std::string second = TestPlugin("libduplicate_name_plugin.so");
