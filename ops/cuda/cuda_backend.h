@@ -39,7 +39,10 @@ struct CudaBackendOptions {
   // small host arrays: run the same calls once uncaptured first, so that
   // their page tables and selections are already on the device (ops that
   // upload per call, like Embedding's token ids or a multi-page
-  // UpdatePageBounds' table, cannot be captured). The caller keeps the
+  // UpdatePageBounds' table, cannot be captured). A graph holds the
+  // backend's scratch buffers as they were at capture: a later call that
+  // needs more (a longer context, a larger batch) regrows them, so capture
+  // again after such a call before replaying. The caller keeps the
   // stream alive until the backend and every tensor it allocated are gone
   // (their memory returns to the pool in the stream's order).
   void* stream = nullptr;
