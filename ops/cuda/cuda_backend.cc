@@ -604,15 +604,14 @@ class CudaBackend final : public Backend {
     CHECK_EQ(args.size(), selected.size()) << "select top pages batch: " << args.size() << " queries, "
                                            << selected.size() << " outputs";
     if (args.empty()) return;
-    std::vector<cuda::TopPagesParams> shapes;
-    shapes.reserve(args.size());
+    // Every member is checked; the first's shape is the batch's.
+    const cuda::TopPagesParams shape = TopPagesShape(args[0], *selected[0]);
     bool together = args.size() > 1 && select_variant_ <= 1 && !per_head_select_wait_;
     for (size_t i = 0; i < args.size(); ++i) {
-      shapes.push_back(TopPagesShape(args[i], *selected[i]));
-      const cuda::TopPagesParams& s = shapes.back();
-      together = together && s.num_heads == shapes[0].num_heads && s.num_kv_heads == shapes[0].num_kv_heads &&
-                 s.head_dim == shapes[0].head_dim && s.bounds_fp8 == shapes[0].bounds_fp8 &&
-                 s.combine_sum == shapes[0].combine_sum &&
+      const cuda::TopPagesParams s = i == 0 ? shape : TopPagesShape(args[i], *selected[i]);
+      together = together && s.num_heads == shape.num_heads && s.num_kv_heads == shape.num_kv_heads &&
+                 s.head_dim == shape.head_dim && s.bounds_fp8 == shape.bounds_fp8 &&
+                 s.combine_sum == shape.combine_sum &&
                  cuda::SelectTopPagesBatchSupported(s, args[i].bounds->raw_data());
     }
     if (!together) {
@@ -621,12 +620,12 @@ class CudaBackend final : public Backend {
     }
     pending_select_ = {};
     size_t floats = 0;
-    for (const TopPagesArgs& a : args) floats += static_cast<size_t>(shapes[0].num_kv_heads) * a.num_pages;
+    for (const TopPagesArgs& a : args) floats += static_cast<size_t>(shape.num_kv_heads) * a.num_pages;
     float* scores = static_cast<float*>(scores_.Ensure(sizeof(float) * floats, stream_));
     // The members travel by value in the launch's parameters.
     if (select_batch_ == nullptr) select_batch_ = std::make_unique<cuda::TopPagesBatchParams>();
     cuda::TopPagesBatchParams* batch = select_batch_.get();
-    batch->shape = shapes[0];
+    batch->shape = shape;
     batch->shape.scores = scores;
     int64_t offset = 0;
     for (size_t first = 0; first < args.size(); first += cuda::kMaxTopPagesBatch) {
@@ -641,7 +640,7 @@ class CudaBackend final : public Backend {
         m.num_pages = a.num_pages;
         m.k = a.k;
         m.scores_offset = offset;
-        offset += int64_t{shapes[0].num_kv_heads} * a.num_pages;
+        offset += int64_t{shape.num_kv_heads} * a.num_pages;
       }
       QUEST_CUDA_CHECK(cuda::LaunchSelectTopPagesBatch(type(), *batch, stream_));
     }
