@@ -39,7 +39,9 @@
 // chain, by events between them), --contiguous_tables (each sequence's
 // pages one contiguous run: address translation), --profile_steps=N (N
 // steps between cudaProfilerStart/Stop, for `ncu --profile-from-start off`;
-// tools/gpu/ncu_summary.py tabulates its --csv output).
+// tools/gpu/ncu_summary.py tabulates its --csv output), --cold (each op
+// alone with its data and code evicted, as between a model's layers: the
+// scoring pass, the select, the attention, the step).
 
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
@@ -61,6 +63,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "ops/cuda/cuda_backend.h"
+#include "ops/cuda/quest_kernels.h"
 #include "runtime/backend.h"
 
 ABSL_FLAG(std::vector<std::string>, shapes, std::vector<std::string>({"MHA", "GQA"}),
@@ -84,6 +87,10 @@ ABSL_FLAG(bool, chain_events, false,
 ABSL_FLAG(int, profile_steps, 0,
           "after each Quest row's timing, N more steps (and N dense calls) between cudaProfilerStart and "
           "cudaProfilerStop, for `ncu --profile-from-start off` (per-kernel times of the real step)");
+ABSL_FLAG(bool, cold, false,
+          "also time each op of the Quest step alone with its data cold (after dense attention over other "
+          "sequences has evicted the L2, as a model's other layers do between steps): the scoring pass alone, the select, the "
+          "attention over the selected table, the whole step, and a copy of the bounds bytes; printed per row");
 ABSL_FLAG(bool, per_head_select_wait, false,
           "attention over a fresh selection waits per KV head for the select's rows "
           "(ops::CudaBackendOptions::per_head_select_wait)");
@@ -606,6 +613,76 @@ int Main() {
                         DTypeName(bounds_dtype), (sel_s + att_s) / t_step.host_s, 100 * sel_s / t_step.host_s,
                         100 * att_s / t_step.host_s, 100 * t_select.host_s / t_step.host_s,
                         100 * t_attend.host_s / t_step.host_s);
+          }
+          if (absl::GetFlag(FLAGS_cold)) {
+            // Each op alone with its data cold: before every timed call
+            // dense attention over other sequences (at least twice the L2
+            // of clean K/V read, as a model's other layers would), events
+            // around the call only. The scoring pass alone is the select
+            // kernels' timing variant (TopPagesParams::variant 4), launched
+            // directly.
+            constexpr int kCalls = 64;
+            // The copy's destination, then the scoring pass's scores.
+            const size_t bounds_bytes_q = bounds[0].nbytes();
+            void* scratch = nullptr;
+            BENCH_CUDA(cudaMalloc(&scratch, bounds_bytes_q + sizeof(float) * pages_per_seq * s.kv_heads));
+            cudaEvent_t a, b;
+            BENCH_CUDA(cudaEventCreate(&a));
+            BENCH_CUDA(cudaEventCreate(&b));
+            auto cold_us = [&](const std::function<void(int)>& op) {
+              double total_ms = 0;
+              for (int i = 0; i < kCalls + 2; ++i) {
+                // Short contexts: several other sequences' attention.
+                for (int j = 1; j < kSeqs && (j - 1) * kv_bytes < 2.0 * prop.l2CacheSize; ++j) {
+                  attend((i + j) % kSeqs, {}, {});
+                }
+                BENCH_CUDA(cudaEventRecord(a, stream));
+                op(i % kSeqs);
+                BENCH_CUDA(cudaEventRecord(b, stream));
+                BENCH_CUDA(cudaEventSynchronize(b));
+                float ms = 0;
+                BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
+                if (i >= 2) total_ms += ms;  // two warm-up calls
+              }
+              return 1e3 * total_ms / kCalls;
+            };
+            const double copy_us = cold_us([&](int q) {
+              BENCH_CUDA(cudaMemcpyAsync(scratch, bounds[q].raw_data(), bounds_bytes_q, cudaMemcpyDeviceToDevice,
+                                         stream));
+            });
+            const double score_us = cold_us([&](int q) {
+              ops::cuda::TopPagesParams t;
+              t.q = qs[q].raw_data();
+              t.bounds = bounds[q].raw_data();
+              t.bounds_fp8 = bounds_dtype == DType::kFloat8E4M3;
+              t.num_pages = pages_per_seq;
+              t.k = k_pages;
+              t.num_heads = s.heads;
+              t.num_kv_heads = s.kv_heads;
+              t.head_dim = kHeadDim;
+              t.scores = reinterpret_cast<float*>(static_cast<char*>(scratch) + bounds_bytes_q);
+              t.selected = selected[q].data<int32_t>();
+              t.variant = 4;
+              BENCH_CUDA(ops::cuda::LaunchSelectTopPages(ops::cuda::ElemType::kBFloat16, t, stream));
+            });
+            const double select_us = cold_us(select);
+            const double attend_us = cold_us(attend_table);
+            const double step_us = cold_us([&](int q) {
+              select(q);
+              attend_table(q);
+            });
+            const double dense_us = cold_us([&](int q) { attend(q, {}, {}); });
+            BENCH_CUDA(cudaEventDestroy(a));
+            BENCH_CUDA(cudaEventDestroy(b));
+            BENCH_CUDA(cudaFree(scratch));
+            std::printf("cold %s %lldK B=%lld %s: dense / step %.2fx; over the step: scoring %.1f%%, select "
+                        "%.1f%% (scoring + top-k), attend %.1f%%; scoring at %.1f%% of a cold D2D copy of "
+                        "the bounds (which also writes them); us: step %.2f scoring %.2f select %.2f attend "
+                        "%.2f copy %.2f dense %.2f\n",
+                        s.name, static_cast<long long>(ctx / 1024), static_cast<long long>(budget),
+                        DTypeName(bounds_dtype), dense_us / step_us, 100 * score_us / step_us,
+                        100 * select_us / step_us, 100 * attend_us / step_us, 100 * copy_us / score_us, step_us,
+                        score_us, select_us, attend_us, copy_us, dense_us);
           }
           // The same steps and dense calls, kSeqs of each (one per
           // sequence) captured as one graph (the append, 1/16 of a step's
