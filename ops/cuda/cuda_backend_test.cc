@@ -222,12 +222,7 @@ TEST_F(CudaOpsTest, CallerStreamAndGraphCapture) {
     Tensor bounds = b.AllocateZeros(DType::kBFloat16, {pages, kv_heads, 2, d});
     Tensor selected = b.Allocate(DType::kInt32, {kv_heads, k + 1});
     Tensor attn = b.Allocate(DType::kBFloat16, {1, heads * d}), y = b.Allocate(DType::kFloat32, {1, 64});
-    PageBoundsArgs pb;
-    pb.k_pages = &kp;
-    pb.page_table = table;
-    pb.page_size = page_size;
-    pb.bound_page = page_size;
-    pb.end = kv_len;
+    const PageBoundsArgs pb = WholeSequenceBounds(kp, table, page_size, kv_len);
     TopPagesArgs ta;
     ta.q = &q;
     ta.bounds = &bounds;
@@ -318,13 +313,7 @@ TEST_F(CudaOpsTest, SelectTopPagesBatchMatchesSingles) {
     std::iota(table.begin(), table.end(), 0);
     q = OnGpu(Random({1, sh.heads, sh.d}));
     bounds = gpu_->AllocateZeros(bounds_dtype, {pages, sh.kv_heads, 2, sh.d});
-    PageBoundsArgs b;
-    b.k_pages = &kpool;
-    b.page_table = table;
-    b.page_size = page_size;
-    b.bound_page = page_size;
-    b.end = len;
-    gpu_->UpdatePageBounds(b, bounds);
+    gpu_->UpdatePageBounds(WholeSequenceBounds(kpool, table, page_size, len), bounds);
   };
   struct Member {
     Tensor q, bounds, batched, single;

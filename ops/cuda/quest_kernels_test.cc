@@ -838,14 +838,7 @@ TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
         for (size_t i = 0; i < lens.size(); ++i) {
           q.push_back(*gpu.UploadWeight(qs[i]));
           bounds.push_back(gpu.AllocateZeros(DType::kBFloat16, {pages[i], c.kv_heads, 2, c.head_dim}));
-          PageBoundsArgs pb;
-          pb.k_pages = &k;
-          pb.page_table = tables[i];
-          pb.page_size = kPage;
-          pb.bound_page = kPage;
-          pb.begin = 0;
-          pb.end = lens[i];
-          gpu.UpdatePageBounds(pb, bounds[i]);
+          gpu.UpdatePageBounds(WholeSequenceBounds(k, tables[i], kPage, lens[i]), bounds[i]);
           selected.push_back(gpu.Allocate(DType::kInt32, {c.kv_heads, per_head}));
           out.push_back(gpu.Allocate(DType::kBFloat16, {1, c.heads * c.head_dim}));
         }

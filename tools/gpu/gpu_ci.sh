@@ -25,6 +25,7 @@ case "${1:-}" in
     PACK_DIR=.gpu_ci tools/gpu/pack.sh "${tests[@]}" "${BENCHES[@]}"
     # Test data that Bazel builds (plugins) travel with the binaries; the
     # checked-in fixtures are in the working tree already.
+    bazel build //cache/testdata:all >&2  # the tests' data, not built with them on a fresh checkout
     mkdir -p .gpu_ci/runfiles/cache/testdata
     cp -L bazel-bin/cache/testdata/*.so .gpu_ci/runfiles/cache/testdata/
     printf '%s\n' "${tests[@]}" > .gpu_ci/tests.txt

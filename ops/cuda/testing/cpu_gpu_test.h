@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "gtest/gtest.h"
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cuda/cuda_backend.h"
@@ -42,6 +43,21 @@ class CpuGpuTest : public ::testing::Test {
     EXPECT_TRUE(t.ok()) << t.status();
     EXPECT_EQ(t->device(), Device::kCuda);
     return *t;
+  }
+
+  // UpdatePageBounds over positions [0, len) of a sequence whose pool
+  // pages are `table`, one Quest page per pool page: the bounds prefill
+  // leaves.
+  static PageBoundsArgs WholeSequenceBounds(const Tensor& k_pages, absl::Span<const int32_t> table, int page_size,
+                                            int64_t len) {
+    PageBoundsArgs a;
+    a.k_pages = &k_pages;
+    a.page_table = table;
+    a.page_size = page_size;
+    a.bound_page = page_size;
+    a.begin = 0;
+    a.end = len;
+    return a;
   }
 
   std::mt19937 rng_;
