@@ -29,11 +29,15 @@
 //     8 bits, MSB first, over the keys held in registers; shared-memory
 //     histogram with warp-aggregated atomics, peers found by 8 ballots;
 //     stops as soon as a whole bin is taken; the passes start below the
-//     bits every key shares, a block AND / OR first). Either ends with a
-//     flag per page (taken / a tie at the k-th key) and one ordered
-//     compaction (block scan of per-thread counts over 16 flags each) that
-//     writes the pages in ascending order, equal keys taken lowest page
-//     first, exactly the reference's tie rule.
+//     bits every key shares, a block AND / OR first). Both write the pages
+//     in ascending order, equal keys taken lowest page first, exactly the
+//     reference's tie rule: the binned select from its registers (a ballot
+//     per key slot and warp, one warp's scan over those counts), the radix
+//     one through a flag byte per page and an ordered compaction (block
+//     scan of per-thread counts over 16 flags each). The select kernel is
+//     one instance per keys-per-thread E with the binned path inlined, so
+//     that its hot code is one stretch (run cold, its instructions come
+//     from DRAM; scattered calls cost microseconds).
 //  (Variants 5 / 6, not a default: one fused kernel, a thread-block cluster
 //  of 8 / 16 CTAs per KV head scores into shared memory and radix-selects
 //  over distributed shared memory.)
@@ -58,7 +62,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
+#include <vector>
 
 #include "ops/cuda/device_util.cuh"
 #include "ops/cuda/quest_kernels.h"
@@ -351,6 +357,37 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
   const int group = p.num_heads / p.num_kv_heads;
   const T* q = static_cast<const T*>(p.q) + int64_t{g} * group * D;
 
+  constexpr int kElemBytes = FP8 ? 1 : static_cast<int>(sizeof(T));
+  const char* rows = static_cast<const char*>(p.bounds) + int64_t{g} * 2 * D * kElemBytes;
+  const int64_t page_vecs = int64_t{p.num_kv_heads} * kVpr;  // vector stride between pages
+  constexpr int64_t kStep = int64_t{kWarps} * kPpw * kUnroll;  // pages per round of the CTA
+  // A round's loads: kUnroll pages per lane, the warp's pages from wb on.
+  auto load = [&](int64_t wb, uint4 (&v)[kUnroll][kNv]) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t pg = wb + u * kWarps * kPpw + sub;
+#pragma unroll
+      for (int i = 0; i < kNv; ++i) {
+        const int64_t at = pg * page_vecs + li + i * kLanes;
+        if constexpr (kVecBytes == 16) {
+          v[u][i] = pg < p1 ? __ldg(reinterpret_cast<const uint4*>(rows) + at) : make_uint4(0, 0, 0, 0);
+        } else {
+          const uint2 t = pg < p1 ? __ldg(reinterpret_cast<const uint2*>(rows) + at) : make_uint2(0, 0);
+          v[u][i] = make_uint4(t.x, t.y, 0, 0);
+        }
+      }
+    }
+  };
+  // The first round's bounds are requested before the query's
+  // coefficients are computed (which wait for the query's loads), so the
+  // two latencies overlap. (Requesting each next round before scoring the
+  // current one too took 15-20 more registers, past the 64 that four CTAs
+  // per SM allow; four CTAs' first rounds already keep an SM's share of
+  // DRAM bandwidth busy.)
+  int64_t wb = p0 + int64_t{warp} * kPpw;
+  uint4 v[kUnroll][kNv];
+  if (wb < p1) load(wb, v);
+
   float c[H][kNv][kEpv];
 #pragma unroll
   for (int i = 0; i < kNv; ++i) {
@@ -368,25 +405,8 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
     }
   }
 
-  constexpr int kElemBytes = FP8 ? 1 : static_cast<int>(sizeof(T));
-  const char* rows = static_cast<const char*>(p.bounds) + int64_t{g} * 2 * D * kElemBytes;
-  const int64_t page_vecs = int64_t{p.num_kv_heads} * kVpr;  // vector stride between pages
-  for (int64_t wb = p0 + int64_t{warp} * kPpw; wb < p1; wb += int64_t{kWarps} * kPpw * kUnroll) {
-    uint4 v[kUnroll][kNv];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t pg = wb + u * kWarps * kPpw + sub;
-#pragma unroll
-      for (int i = 0; i < kNv; ++i) {
-        const int64_t at = pg * page_vecs + li + i * kLanes;
-        if constexpr (kVecBytes == 16) {
-          v[u][i] = pg < p1 ? __ldg(reinterpret_cast<const uint4*>(rows) + at) : make_uint4(0, 0, 0, 0);
-        } else {
-          const uint2 t = pg < p1 ? __ldg(reinterpret_cast<const uint2*>(rows) + at) : make_uint2(0, 0);
-          v[u][i] = make_uint4(t.x, t.y, 0, 0);
-        }
-      }
-    }
+  for (bool first = true; wb < p1; wb += kStep, first = false) {
+    if (!first) load(wb, v);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       float acc[H];
@@ -769,6 +789,67 @@ __device__ __forceinline__ void SelectRowAnyE(int e, const float* scores, int n,
   }
 }
 
+// The binned select's output, straight from its registers: bit e of
+// `take` / `tie` marks key e * kSelectThreads + tid as taken / a tie at the
+// k-th key. Writes every taken key and the first `need` ties, ascending, to
+// out. A key's place is the taken keys and ties before it in index order,
+// (e, warp, lane) order: a ballot per (e, warp) and one warp's scan over the
+// E * kSelectWarps packed counts (taken << 16 | ties; n <= 16384 keeps both
+// in 16 bits) instead of a flag byte per key walked by the whole block.
+template <int E>
+__device__ __forceinline__ void CompactFromRegisters(uint32_t take, uint32_t tie, unsigned need, int32_t* out) {
+  constexpr int kCounts = E * kSelectWarps;
+  constexpr int kPerLane = (kCounts + 31) / 32;
+  static_assert(kSelectThreads * E <= 0xffff, "counts are packed in 16 bits");
+  __shared__ unsigned counts[kCounts];  // [e][warp]; then their exclusive prefix
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const unsigned lower = (1u << lane) - 1u;  // the lanes before this one
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const unsigned bt = __ballot_sync(kFull, (take >> e) & 1u), bq = __ballot_sync(kFull, (tie >> e) & 1u);
+    if (lane == 0) counts[e * kSelectWarps + warp] = (__popc(bt) << 16) | __popc(bq);
+  }
+  __syncthreads();
+  if (warp == 0) {
+    unsigned c[kPerLane], sum = 0;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int at = lane * kPerLane + i;
+      c[i] = at < kCounts ? counts[at] : 0u;
+      sum += c[i];
+    }
+    unsigned incl = sum;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const unsigned o = __shfl_up_sync(kFull, incl, off);
+      if (lane >= off) incl += o;
+    }
+    unsigned before = incl - sum;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int at = lane * kPerLane + i;
+      if (at < kCounts) counts[at] = before;
+      before += c[i];
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const unsigned bt = __ballot_sync(kFull, (take >> e) & 1u), bq = __ballot_sync(kFull, (tie >> e) & 1u);
+    if (((take | tie) >> e) & 1u) {
+      const unsigned base = counts[e * kSelectWarps + warp];
+      const unsigned gt_before = (base >> 16) + __popc(bt & lower);
+      const unsigned eq_before = (base & 0xffffu) + __popc(bq & lower);
+      const int idx = e * kSelectThreads + tid;
+      if ((take >> e) & 1u) {
+        out[gt_before + (eq_before < need ? eq_before : need)] = idx;
+      } else if (eq_before < need) {
+        out[gt_before + eq_before] = idx;
+      }
+    }
+  }
+}
+
 // The k best of scores[0, n) (0 < k < n) like SelectRow, by counting
 // rounds when the keys fit in registers (n <= kSelectThreads * E). A round
 // histograms the live keys (at first all) over kBins bins: -inf, then
@@ -788,8 +869,10 @@ constexpr int kMaxCandidates = 32;
 constexpr int kMaxRounds = 4;
 static_assert(kBinsPerThread == 8, "two 16-byte bin vectors per thread");
 
+// (Inline: SelectKernel<E>'s whole hot path is one stretch of code, which
+// matters when it runs cold, its instructions fetched from DRAM.)
 template <int E, bool kCoherent>
-__device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, int32_t* out) {
+__device__ __forceinline__ bool SelectRowBinnedInline(const float* scores, int n, int k, int32_t* out) {
   static_assert(E <= 32, "key states are bit masks");
   if (n > kSelectThreads * E) return false;
   __shared__ __align__(16) unsigned bins[kBins];
@@ -903,39 +986,46 @@ __device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, 
     taken |= live;
     live = 0;
   }
-
-  const int n_pad = (n + kFlagRound - 1) / kFlagRound * kFlagRound;
+  if (how == kFew) {
+    // The bin's few live keys, ranked by warp 0 (score, then the lower
+    // page); its verdict per candidate comes back through flags[idx].
 #pragma unroll
-  for (int e = 0; e < E; ++e) {
-    const int idx = e * kSelectThreads + tid;
-    if (idx < n) {
-      const bool is_live = live & (1u << e);
-      flags[idx] = (taken & (1u << e)) ? 2 : (how == kTie && is_live) ? 1 : 0;
-      if (how == kFew && is_live) {
+    for (int e = 0; e < E; ++e) {
+      if (live & (1u << e)) {
         const unsigned slot = atomicAdd(&found[3], 1u);
         cand_key[slot] = OrderedKey(sc[e]);
-        cand_idx[slot] = idx;
+        cand_idx[slot] = e * kSelectThreads + tid;
       }
     }
-  }
-  for (int idx = n + tid; idx < n_pad; idx += kSelectThreads) flags[idx] = 0;
-  __syncthreads();
-  if (how == kFew && warp == 0) {
-    const unsigned cnt = found[3];
-    const bool mine = static_cast<unsigned>(lane) < cnt;
-    const uint32_t key = mine ? cand_key[lane] : 0u;
-    const int idx = mine ? cand_idx[lane] : 0;
-    unsigned rank = 0;  // candidates ahead: a higher score, or equal at a lower page
-    for (unsigned j = 0; j < cnt; ++j) {
-      const uint32_t kj = __shfl_sync(kFull, key, static_cast<int>(j));
-      const int ij = __shfl_sync(kFull, idx, static_cast<int>(j));
-      rank += (kj > key || (kj == key && ij < idx)) ? 1u : 0u;
+    __syncthreads();
+    if (warp == 0) {
+      const unsigned cnt = found[3];
+      const bool mine = static_cast<unsigned>(lane) < cnt;
+      const uint32_t key = mine ? cand_key[lane] : 0u;
+      const int idx = mine ? cand_idx[lane] : 0;
+      unsigned rank = 0;  // candidates ahead: a higher score, or equal at a lower page
+      for (unsigned j = 0; j < cnt; ++j) {
+        const uint32_t kj = __shfl_sync(kFull, key, static_cast<int>(j));
+        const int ij = __shfl_sync(kFull, idx, static_cast<int>(j));
+        rank += (kj > key || (kj == key && ij < idx)) ? 1u : 0u;
+      }
+      if (mine) flags[idx] = rank < rem ? 1 : 0;
     }
-    if (mine && rank < rem) flags[idx] = 2;
+    __syncthreads();
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if ((live & (1u << e)) && flags[e * kSelectThreads + tid] != 0) taken |= 1u << e;
+    }
+    live = 0;
   }
-  __syncthreads();
-  OrderedCompact(flags, n_pad, how == kTie ? rem : 0u, out);
+  CompactFromRegisters<E>(taken, how == kTie ? live : 0u, how == kTie ? rem : 0u, out);
   return true;
+}
+
+// Out of line, for the callers that pick E at run time.
+template <int E, bool kCoherent>
+__device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, int32_t* out) {
+  return SelectRowBinnedInline<E, kCoherent>(scores, n, k, out);
 }
 
 template <bool kCoherent>
@@ -968,12 +1058,16 @@ __device__ __forceinline__ void PublishRow(unsigned* ready, unsigned epoch, int 
   }
 }
 
-__global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scores, int64_t stride, int n,
-                                                               int k, int e, int32_t* selected, unsigned* ready,
-                                                               unsigned epoch) {
+// One KV head's row per CTA, E keys per thread (SelectKeysPerThread(n)).
+template <int E>
+__global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scores, int64_t stride, int n, int k,
+                                                               int32_t* selected, unsigned* ready, unsigned epoch) {
   AllowDependents();  // the next kernel may start launching; it waits for this grid before any read
+  const float* row = scores + blockIdx.x * stride;
+  int32_t* out = selected + int64_t{blockIdx.x} * (k + 1);
   WaitPrimary();
-  SelectHeadRow<false>(e, scores + blockIdx.x * stride, n, k, selected + int64_t{blockIdx.x} * (k + 1));
+  if (!SelectRowBinnedInline<E, false>(row, n, k, out)) SelectRow<E, false>(row, n, k, out);
+  if (threadIdx.x == 0) out[k] = n;
   PublishRow(ready, epoch, blockIdx.x);
 }
 
@@ -1195,9 +1289,47 @@ cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cuda
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+// Lets `kernel` launch with `bytes` of dynamic shared memory. What a
+// launch may take without an opt-in depends on the kernel, not on bytes
+// alone: its static shared memory counts against the default 48 KB (on an
+// H100, SelectKernel<32>'s 20 KB static left 40 KB of flags refused), so
+// the kernel's own attribute is read. It only ever rises (it is the
+// kernel's, shared by every launch and thread), and what was allowed is
+// remembered per kernel and device: the common launch costs a lookup, not
+// a driver call.
 cudaError_t SetDynamicSmem(const void* kernel, size_t bytes) {
-  if (bytes <= 48 * 1024) return cudaSuccess;
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  struct Allowed {
+    const void* kernel;
+    int device;
+    size_t bytes;
+  };
+  static std::mutex mu;
+  static std::vector<Allowed>* allowed = new std::vector<Allowed>();
+  int device = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
+  std::lock_guard<std::mutex> lock(mu);
+  Allowed* entry = nullptr;
+  for (Allowed& a : *allowed) {
+    if (a.kernel == kernel && a.device == device) entry = &a;
+  }
+  if (entry != nullptr && bytes <= entry->bytes) return cudaSuccess;
+  cudaFuncAttributes attr;
+  if (cudaError_t err = cudaFuncGetAttributes(&attr, kernel); err != cudaSuccess) return err;
+  size_t now = static_cast<size_t>(attr.maxDynamicSharedSizeBytes);
+  if (bytes > now) {
+    if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(bytes));
+        err != cudaSuccess) {
+      return err;
+    }
+    now = bytes;
+  }
+  if (entry == nullptr) {
+    allowed->push_back({kernel, device, now});
+  } else {
+    entry->bytes = now;
+  }
+  return cudaSuccess;
 }
 
 // Pages per scoring CTA: a multiple of what one pass of the CTA covers,
@@ -1379,12 +1511,13 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   if (p.launched_variant != nullptr) *p.launched_variant = variant;
   QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, shape, stream); });
   if (err != cudaSuccess || variant == 2 || variant == 4) return err;
-  if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectKernel), shape.flag_bytes)) != cudaSuccess) {
-    return err;
-  }
-  return LaunchMaybePdl(p.pdl, &SelectKernel, dim3(p.num_kv_heads), dim3(kSelectThreads), shape.flag_bytes,
-                        stream, static_cast<const float*>(p.scores), int64_t{p.num_pages}, static_cast<int>(n),
-                        static_cast<int>(k), shape.e, p.selected, p.ready, p.epoch);
+  void (*select)(const float*, int64_t, int, int, int32_t*, unsigned*, unsigned) =
+      shape.e == 2 ? &SelectKernel<2> : shape.e == 4 ? &SelectKernel<4> : shape.e == 8 ? &SelectKernel<8>
+      : shape.e == 16 ? &SelectKernel<16> : &SelectKernel<32>;
+  if ((err = SetDynamicSmem(reinterpret_cast<const void*>(select), shape.flag_bytes)) != cudaSuccess) return err;
+  return LaunchMaybePdl(p.pdl, select, dim3(p.num_kv_heads), dim3(kSelectThreads), shape.flag_bytes, stream,
+                        static_cast<const float*>(p.scores), int64_t{p.num_pages}, static_cast<int>(n),
+                        static_cast<int>(k), p.selected, p.ready, p.epoch);
 }
 
 bool SelectTopPagesBatchSupported(const TopPagesParams& shape, const void* bounds) {

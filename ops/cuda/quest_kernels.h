@@ -80,10 +80,11 @@ struct TopPagesParams {
   // the k-th score's bin),
   // 2 one kernel: scoring CTAs spread over one wave, the last of each KV
   // head's CTAs to finish selecting that head's row (needs `arrivals`,
-  // head_dim 64/128/256 and at most 64K pages; else 1). On an H100 within
-  // 1-2 % of 1 (32K-128K, MHA and GQA SUM), 14 % faster for GQA MAX with
-  // FP8 bounds: the select's own ~5 us, not its launch, is what follows
-  // the scoring,
+  // head_dim 64/128/256 and at most 64K pages; else 1). On an H100 it
+  // was within 1-2 % of 1 until 1's select kernel became one instance per
+  // keys-per-thread with its compaction in registers (session 8); since
+  // then the Quest step with 2 is 11 % slower at 32K MHA B=2048 FP8
+  // (4.99x dense vs 5.63x),
   // 4 the scoring pass alone (timing only: `selected` is not written),
   // 5 / 6 one fused kernel: a thread-block cluster of 8 / 16 CTAs per KV
   // head scores its slices into shared memory and radix-selects over the
