@@ -40,8 +40,10 @@
 // pages one contiguous run: address translation), --profile_steps=N (N
 // steps between cudaProfilerStart/Stop, for `ncu --profile-from-start off`;
 // tools/gpu/ncu_summary.py tabulates its --csv output), --cold (each op
-// alone with its data and code evicted, as between a model's layers: the
-// scoring pass, the select, the attention, the step).
+// alone with its data evicted, as between a model's layers: the scoring
+// pass, the select, the attention, the step; the scoring's and select's
+// code is evicted too, the attention's is not, since the dense attention
+// that evicts is the same kernel).
 
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
