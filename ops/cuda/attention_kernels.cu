@@ -289,23 +289,26 @@ __device__ __forceinline__ void RowLookup(const PagedAttentionParams& p, int g, 
   }
 }
 
-// Streams a warp's `tiles` tiles through a kStages-deep cp.async pipeline.
-// Each tile's look-ups (chunk id, page-table entry, mask byte: dependent
-// loads) run one tile ahead of its copies, and the copies kStages - 1 tiles
-// ahead of consume(tile, stage), so neither wait is exposed; ready() runs
-// once the prologue's copies are issued. Ends with every copy landed.
+// Streams a warp's tiles through a kStages-deep cp.async pipeline.
+// lookup(it, r) is called for it = 0, 1, 2, ... in order, once each, and
+// says whether tile `it` exists (false ends the warp's tiles; a fixed
+// count or chunks handed out at run time, see WarpTiles). Each tile's
+// look-ups (chunk id, page-table entry, mask byte: dependent loads) run one
+// tile ahead of its copies, and the copies kStages - 1 tiles ahead of
+// consume(tile, stage), so neither wait is exposed; ready() runs once the
+// prologue's copies are issued. Ends with every copy landed.
 template <int kStages, typename Lookup, typename Copy, typename Consume, typename Ready>
-__device__ __forceinline__ void StreamTiles(int tiles, Lookup&& lookup, Copy&& copy, Consume&& consume,
-                                            Ready&& ready) {
+__device__ __forceinline__ void StreamTiles(Lookup&& lookup, Copy&& copy, Consume&& consume, Ready&& ready) {
+  int known = 0;  // tiles 0 .. known - 1 exist (looked up)
   {
     RowIdx pre[kStages - 1];
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-      if (s < tiles) lookup(s, pre[s]);
+      if (known == s && lookup(s, pre[s])) known = s + 1;
     }
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-      if (s < tiles) copy(pre[s], s);
+      if (s < known) copy(pre[s], s);
       CpAsyncCommit();
     }
   }
@@ -313,12 +316,12 @@ __device__ __forceinline__ void StreamTiles(int tiles, Lookup&& lookup, Copy&& c
   // that their load latency overlaps the index chain instead of delaying it.
   ready();
   RowIdx ahead;
-  if (kStages - 1 < tiles) lookup(kStages - 1, ahead);
-  for (int it = 0; it < tiles; ++it) {
+  if (known == kStages - 1 && lookup(kStages - 1, ahead)) known = kStages;
+  for (int it = 0; it < known; ++it) {
     const int next = it + kStages - 1;
-    if (next < tiles) copy(ahead, static_cast<int>(next % kStages));
+    if (next < known) copy(ahead, static_cast<int>(next % kStages));
     CpAsyncCommit();
-    if (next + 1 < tiles) lookup(next + 1, ahead);
+    if (known == next + 1 && lookup(next + 1, ahead)) known = next + 2;
     CpAsyncWait<kStages - 1>();
     __syncwarp();
     consume(it, static_cast<int>(it % kStages));
@@ -336,24 +339,57 @@ __device__ __forceinline__ bool RowResolve(const PagedAttentionParams& p, int g,
   return valid;
 }
 
-// One warp's share of a split's candidates [js, je): tiles of kRows keys,
-// the warp taking every kSplitWarps-th tile, lane r < kRows looking up and
-// resolving row r of a tile. Plain ints (no reference to the kernel's
+// One warp's tiles of kRows candidates (lane r < kRows looks up and
+// resolves row r of a tile). Plain ints (no reference to the kernel's
 // parameters, which would force them into local memory).
+//
+// Static (next == nullptr): the split's candidates [js, je), the warp
+// taking every kSplitWarps-th tile.
+//
+// Dynamic (p.dynamic_splits): the unit's whole list [js, je) in chunks of
+// kChunkTiles tiles; the warp's first chunk is fixed (split * kSplitWarps +
+// warp) and each further one is taken from the unit's counter `next` (an
+// atomic add, issued a chunk ahead so its latency hides behind the current
+// chunk), so warps on SMs that stream faster take more chunks and the
+// splits end together instead of on the slowest SM.
+constexpr int kChunkTiles = 4;
 template <int kRows, int D>
 struct WarpTiles {
   __device__ WarpTiles(const PagedAttentionParams& p, int g_, int64_t js_, int64_t je_, int64_t qpos_, int warp_,
-                       int lane_)
+                       int lane_, int* next_)
       : g(g_), warp(warp_), lane(lane_),
         // 32-bit candidate indices and positions (the caller checks both).
         js(static_cast<int>(js_)), je(static_cast<int>(je_)), qpos(static_cast<int>(qpos_)),
-        sel_first(p.chunks == nullptr ? 0 : (p.indptr != nullptr ? p.indptr[g_] : g_ * p.chunks_per_head)) {
-    const int ntiles = je > js ? (je - js + kRows - 1) / kRows : 0;
-    count = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+        sel_first(p.chunks == nullptr ? 0 : (p.indptr != nullptr ? p.indptr[g_] : g_ * p.chunks_per_head)),
+        next(next_) {
+    if (next == nullptr) {
+      const int ntiles = je > js ? (je - js + kRows - 1) / kRows : 0;
+      count = ntiles > warp ? (ntiles - warp + kSplitWarps - 1) / kSplitWarps : 0;
+    } else {
+      chunks = je > js ? (je - js + kChunkTiles * kRows - 1) / (kChunkTiles * kRows) : 0;
+      fixed = static_cast<int>(gridDim.x) * kSplitWarps;
+      chunk = static_cast<int>(blockIdx.x) * kSplitWarps + warp;
+      if (chunk < chunks) Grab();
+    }
   }
-  // This lane's row of the warp's tile `it`.
-  __device__ __forceinline__ void Lookup(const PagedAttentionParams& p, int it, RowIdx& r) const {
-    if (lane < kRows) RowLookup(p, g, sel_first, js + (warp + it * kSplitWarps) * kRows + lane, je, qpos, r);
+  // Looks up this lane's row of the warp's tile `it` (it = 0, 1, ... in
+  // order); false when the warp has no tile `it`.
+  __device__ __forceinline__ bool Lookup(const PagedAttentionParams& p, int it, RowIdx& r) {
+    int j;
+    if (next == nullptr) {
+      if (it >= count) return false;
+      j = js + (warp + it * kSplitWarps) * kRows;
+    } else {
+      const int within = it % kChunkTiles;
+      if (within == 0 && it > 0) {  // the chunk taken a chunk ago
+        chunk = __shfl_sync(0xffffffffu, grabbed, 0) + fixed;
+        if (chunk < chunks) Grab();
+      }
+      if (chunk >= chunks) return false;
+      j = js + (chunk * kChunkTiles + within) * kRows;
+    }
+    if (lane < kRows) RowLookup(p, g, sel_first, j + lane, je, qpos, r);
+    return true;
   }
   // The tile's attended rows as a warp bitmask; `off` gets this lane's row
   // offset into the pages.
@@ -363,7 +399,15 @@ struct WarpTiles {
   }
 
   int g, warp, lane, js, je, qpos, sel_first;
-  int count = 0;  // tiles of this warp
+  int* next;
+  int count = 0;  // static: tiles of this warp
+  int chunks = 0, fixed = 0, chunk = 0, grabbed = 0;  // dynamic
+
+ private:
+  // Takes the warp's next chunk (lane 0's atomic, read a chunk later).
+  __device__ __forceinline__ void Grab() {
+    if (lane == 0) grabbed = atomicAdd(next, 1);
+  }
 };
 
 // A split block's merge unit: the (query token, KV head, head tile) whose
@@ -387,6 +431,12 @@ __device__ __forceinline__ float* SplitAcc(const PagedAttentionParams& p, const 
 __device__ __forceinline__ float* SplitMl(const PagedAttentionParams& p, const SplitUnit& u, int split, int gb,
                                           int d) {
   return p.workspace + u.count * p.num_splits * gb * d + (u.index * p.num_splits + split) * gb * 2;
+}
+
+// With p.dynamic_splits: the unit's chunk counter, after the arrival
+// counters (zero between launches; the unit's merging block resets it).
+__device__ __forceinline__ int* DynamicCounter(const PagedAttentionParams& p, const SplitUnit& u) {
+  return p.dynamic_splits ? p.counters + u.count + u.index : nullptr;
 }
 
 // Writes four output dims of head h0 + h (query token t).
@@ -576,7 +626,10 @@ __device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, 
   if (threadIdx.x == 0) {
     const int prev = AtomicAddAcqRel(p.counters + u.index, 1);
     s_last = prev == p.num_splits - 1;
-    if (s_last) atomicExch(p.counters + u.index, 0);  // ready for the next launch
+    if (s_last) {  // every block of the unit is done: ready for the next launch
+      atomicExch(p.counters + u.index, 0);
+      if (p.dynamic_splits) atomicExch(DynamicCounter(p, u), 0);
+    }
   }
   __syncthreads();
   if (!s_last) return;
@@ -601,8 +654,10 @@ __device__ __forceinline__ SplitPlace PlaceSplit(const PagedAttentionParams& p, 
   at.h0 = at.g * group + z * GB;
   at.nh = min(GB, group - z * GB);
   at.qpos = p.kv_len - p.n + u.t;
-  at.js = static_cast<int64_t>(blockIdx.x) * p.split_len;
-  at.je = min(at.js + p.split_len, SplitCandidates(p, at.g, at.qpos));
+  const int64_t count = SplitCandidates(p, at.g, at.qpos);
+  // Dynamic splits take chunks of the whole list (WarpTiles).
+  at.js = p.dynamic_splits ? 0 : static_cast<int64_t>(blockIdx.x) * p.split_len;
+  at.je = p.dynamic_splits ? count : min(at.js + p.split_len, count);
   return at;
 }
 
@@ -649,11 +704,11 @@ __device__ __forceinline__ void SplitKvBlock(const PagedAttentionParams& p, cons
 
   T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kStages * 2 * kRows * D;
   uint32_t* smask = reinterpret_cast<uint32_t*>(smem + kPipeElems * sizeof(T)) + warp * kStages;
-  const WarpTiles<kRows, D> walk(p, g, js, je, qpos, warp, lane);
+  WarpTiles<kRows, D> walk(p, g, js, je, qpos, warp, lane, DynamicCounter(p, u));
   const T* kbase = static_cast<const T*>(p.k_pages);
   const T* vbase = static_cast<const T*>(p.v_pages);
 
-  auto lookup = [&](int it, RowIdx& r) { walk.Lookup(p, it, r); };
+  auto lookup = [&](int it, RowIdx& r) { return walk.Lookup(p, it, r); };
   auto copy = [&](const RowIdx& r, int stage) {
     int64_t off = 0;
     const uint32_t mask = walk.Resolve(p, r, off);
@@ -670,7 +725,7 @@ __device__ __forceinline__ void SplitKvBlock(const PagedAttentionParams& p, cons
     }
   };
 
-  StreamTiles<kStages>(walk.count, lookup, copy, [&](int it, int stage) {
+  StreamTiles<kStages>(lookup, copy, [&](int it, int stage) {
     const T* sk = pipe + stage * 2 * kRows * D;
     const T* sv = sk + kRows * D;
     const uint32_t mask = smask[stage];
@@ -861,11 +916,11 @@ __device__ __forceinline__ void SplitKvMmaBlock(const PagedAttentionParams& p, c
 
   T* pipe = reinterpret_cast<T*>(smem) + static_cast<size_t>(warp) * kMmaStages * 2 * kMmaKeys * D;
   uint32_t* smask = reinterpret_cast<uint32_t*>(smem + MmaPipeElems<D>() * sizeof(T)) + warp * kMmaStages;
-  const WarpTiles<kMmaKeys, D> walk(p, g, js, je, qpos, warp, lane);
+  WarpTiles<kMmaKeys, D> walk(p, g, js, je, qpos, warp, lane, DynamicCounter(p, u));
   const T* kbase = static_cast<const T*>(p.k_pages);
   const T* vbase = static_cast<const T*>(p.v_pages);
 
-  auto lookup = [&](int it, RowIdx& r) { walk.Lookup(p, it, r); };
+  auto lookup = [&](int it, RowIdx& r) { return walk.Lookup(p, it, r); };
   auto copy = [&](const RowIdx& r, int stage) {
     int64_t off = 0;
     const uint32_t mask = walk.Resolve(p, r, off);
@@ -883,7 +938,7 @@ __device__ __forceinline__ void SplitKvMmaBlock(const PagedAttentionParams& p, c
     }
   };
 
-  StreamTiles<kMmaStages>(walk.count, lookup, copy, [&](int it, int stage) {
+  StreamTiles<kMmaStages>(lookup, copy, [&](int it, int stage) {
     const T* sk = pipe + stage * 2 * kMmaKeys * D;
     const T* sv = sk + kMmaKeys * D;
     const uint32_t mask = smask[stage];
@@ -1134,6 +1189,7 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
   PagedAttentionPlan plan;
   p.num_splits = 1;
   p.split_len = std::max<int64_t>(p.max_candidates, 1);
+  p.dynamic_splits = false;
   if (p.n == 0 || p.num_heads == 0 || p.batch != nullptr || !SplitEligible(p)) return plan;
   const SplitGeometry geo = GeometryFor(type, p);
   const int64_t units = p.n * geo.units;
@@ -1141,8 +1197,9 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
   if (splits.splits <= 1) return plan;
   p.num_splits = static_cast<int>(splits.splits);
   p.split_len = splits.len;
+  p.dynamic_splits = DynamicSplits(geo, splits);
   plan.workspace_floats = static_cast<size_t>(units * splits.splits * geo.row_floats);
-  plan.counters = static_cast<size_t>(units);
+  plan.counters = static_cast<size_t>(units) * (p.dynamic_splits ? 2 : 1);
   return plan;
 }
 
@@ -1151,6 +1208,7 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
   PagedAttentionPlan plan;
   p.num_splits = 1;
   p.split_len = 0;
+  p.dynamic_splits = false;
   std::vector<int64_t> candidates(count);
   std::vector<BatchSplit> splits(count);
   for (int i = 0; i < count; ++i) candidates[i] = Candidates(seqs[i], p.chunk);
@@ -1179,6 +1237,7 @@ cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, c
   }
   if (SplitEligible(p) && (batch || p.split_len > 0)) {
     if (p.num_splits > 1 && (p.workspace == nullptr || p.counters == nullptr)) return cudaErrorInvalidValue;
+    if (p.dynamic_splits && (batch || p.num_splits < 2)) return cudaErrorInvalidValue;
     if (p.num_splits < 1 || p.num_splits > kMaxSplits) return cudaErrorInvalidValue;
     cudaError_t err = cudaSuccess;
     DispatchSplit(p, [&](auto dc, auto gbc) {

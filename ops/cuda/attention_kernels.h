@@ -63,6 +63,12 @@ struct PagedAttentionParams {
   // be zero before the first launch (the kernel leaves them zero again).
   float* workspace = nullptr;
   int* counters = nullptr;
+  // Set by PlanPagedAttention for long splits of one sequence's launch
+  // (split_plan.h, DynamicSplits): the splits hand the unit's candidates out
+  // at run time, a few tiles per warp at a time from a counter after the
+  // arrival counters (PagedAttentionPlan::counters covers both), so that
+  // blocks on SMs that stream faster take more of them.
+  bool dynamic_splits = false;
 
   // Batched decode: when set, `batch_size` sequences of one layer, each
   // decoding one token (n must be 1), attend in one launch. Each brings its

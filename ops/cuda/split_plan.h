@@ -50,6 +50,20 @@ struct Splits {
 };
 Splits PlanSplits(const SplitGeometry& geo, int64_t units, int64_t count);
 
+// Long splits of one sequence's launch hand their tiles out at run time
+// (attention_kernels.h, PagedAttentionParams::dynamic_splits): blocks of
+// equal work stream at quite different speeds (an H100 trace of dense MHA
+// 32K: 130 to 197 us), and the launch ended on the slowest. Splits of at
+// least this many rounds (geo.round candidates each) do. Measured on the
+// H100 (attention_bench, dense batch 1, % of copy, static -> dynamic): MHA
+// 32K 88.3 -> 91.4 (86 rounds), 128K 91.1 -> 93.6; GQA 32/8 128K 90.5 ->
+// 90.8 (42 rounds), but GQA 32K 79.6 -> 78.2 at 16 rounds (four chunks per
+// warp), which stays static.
+inline constexpr int64_t kDynamicMinRounds = 32;
+inline bool DynamicSplits(const SplitGeometry& geo, const Splits& s) {
+  return s.splits > 1 && geo.round > 0 && s.len >= kDynamicMinRounds * geo.round;
+}
+
 // A batched decode launch: sequence i has candidates[i] candidates; it gets
 // out[i] (its splits, all of one length for the batch, and where its
 // partials and arrival counters start). Returns the most splits any

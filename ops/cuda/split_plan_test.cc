@@ -35,6 +35,18 @@ TEST(PlanSplitsTest, ShortListsAreOneBlockLongOnesOneWave) {
   }
 }
 
+TEST(DynamicSplitsTest, LongSplitsOnly) {
+  const SplitGeometry mha = Mha(), gqa = Gqa();
+  // Quest's short lists: a few rounds per split, handed out statically.
+  EXPECT_FALSE(DynamicSplits(mha, PlanSplits(mha, mha.units, 2048)));
+  EXPECT_FALSE(DynamicSplits(mha, PlanSplits(mha, mha.units, 4096)));
+  // Long dense contexts: dynamic.
+  EXPECT_TRUE(DynamicSplits(mha, PlanSplits(mha, mha.units, 32768)));
+  EXPECT_TRUE(DynamicSplits(gqa, PlanSplits(gqa, gqa.units, 131072)));
+  // One split has nothing to balance.
+  EXPECT_FALSE(DynamicSplits(mha, Splits{1, 1 << 20}));
+}
+
 TEST(PlanBatchSplitsTest, CoversEveryListWithDisjointScratch) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<double> log_len(0.0, std::log(200000.0));
