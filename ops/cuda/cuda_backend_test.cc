@@ -25,6 +25,7 @@
 
 #include "gtest/gtest.h"
 #include "ops/cpu/cpu_backend.h"
+#include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/testing/cpu_gpu_test.h"
 
@@ -631,6 +632,38 @@ TEST_F(CudaAttentionTest, RandomSweep) {
     Run(c);
     if (HasFatalFailure()) return;
   }
+}
+
+// Long splits hand their tiles out at run time (dynamic splits: chunks
+// from a per-unit counter). The plan is checked for each shape, so these
+// cases cannot quietly run the static path; each shape runs twice, as the
+// counters must be left at zero.
+TEST_F(CudaAttentionTest, DynamicSplits) {
+  const std::vector<AttnCase> cases = {
+      {32, 32, 128, 16, 20000, 1, Sel::kDense, 1, true, true, true},          // MHA, holes, mask, weights
+      {32, 32, 64, 16, 24000, 3, Sel::kDense, 1, false, false, true},         // a 3-token chunk (causal), lse
+      {16, 16, 256, 16, 24000, 1, Sel::kDense, 1, true},                      // head_dim 256
+      {64, 16, 128, 16, 40000, 1},                                           // GQA 4: tensor cores
+      {40, 40, 128, 16, 30000, 1, Sel::kDense, 1, false, false, false, false, true},  // KV head 0 masked
+  };
+  for (const AttnCase& c : cases) {
+    cuda::PagedAttentionParams p;
+    p.n = static_cast<int>(c.n);
+    p.num_heads = c.heads;
+    p.num_kv_heads = c.kv_heads;
+    p.head_dim = c.head_dim;
+    p.kv_len = c.kv_len;
+    p.max_candidates = c.kv_len;
+    cuda::PlanPagedAttention(cuda::ElemType::kBFloat16, p);
+    EXPECT_TRUE(p.dynamic_splits) << Name(c) << ": " << p.num_splits << " splits of " << p.split_len;
+    for (int r = 0; r < 2; ++r) {
+      Run(c);
+      if (HasFatalFailure()) return;
+    }
+  }
+  AttnCase f16{32, 32, 128, 16, 20000, 1, Sel::kDense, 1, false, true};
+  f16.dtype = DType::kFloat16;
+  Run(f16);
 }
 
 // The same backend twice on one shape: the split counters must be left at
