@@ -9,18 +9,20 @@
 #include <random>
 #include <vector>
 
+#include "ops/cuda/ptx.cuh"
 #include "tools/bench/gather_probe.h"
 
 namespace quest::bench {
 namespace {
 
+using ops::cuda::CpAsync16;
+using ops::cuda::CpAsyncCommit;
+using ops::cuda::CpAsyncWait;
+using ops::cuda::SmemAddr;
+
 constexpr int kWarps = 4;
 constexpr int kRowUint4 = 16;  // head_dim 128 bf16: one row is 256 bytes
 enum Mode { kLdg, kCpAsync, kBulk };
-
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 // Item `it` is one selected (head, page): its page_size K rows and V rows.
 // `pool_layout`: rows of one head a whole page slot apart, as the KV pool
@@ -69,12 +71,11 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (j < mine && mode == kCpAsync) {
         for (int c = lane; c < page_size * kRowUint4; c += 32) {
           const int64_t off = where(j, c / kRowUint4) + c % kRowUint4;
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(SmemAddr(dst + c)), "l"(k + off));
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(SmemAddr(dst + page_size * kRowUint4 + c)),
-                       "l"(v + off));
+          CpAsync16(dst + c, k + off, 16);  // as the attention kernels issue them
+          CpAsync16(dst + page_size * kRowUint4 + c, v + off, 16);
         }
       }
-      if (mode == kCpAsync) asm volatile("cp.async.commit_group;");
+      if (mode == kCpAsync) CpAsyncCommit();
       if (j < mine && mode == kBulk) {
         if (lane == 0) {
           asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" ::"r"(SmemAddr(&bars[warp][s])),
@@ -95,7 +96,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       issue(j + kStages - 1, (j + kStages - 1) % kStages);
       const int s = j % kStages;
       if (mode == kCpAsync) {
-        asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 1));
+        CpAsyncWait<kStages - 1>();
       } else {
         uint32_t done = 0;
         while (!done) {
@@ -171,11 +172,12 @@ int RunGatherProbe(const GatherProbeShape& shape) {
   cudaEvent_t start, stop;
   PROBE_CUDA(cudaEventCreate(&start));
   PROBE_CUDA(cudaEventCreate(&stop));
+  auto read_evict = [&] { ReadKernel<<<sms * 8, 256>>>(evict, static_cast<int64_t>(evict_bytes / 16), sink); };
   // Median of 25 calls, each after reading 256 MB (the L2 evicted).
   auto cold_us = [&](auto launch) {
     std::vector<float> t;
     for (int r = 0; r < 25; ++r) {
-      ReadKernel<<<sms * 8, 256>>>(evict, static_cast<int64_t>(evict_bytes / 16), sink);
+      read_evict();
       cudaEventRecord(start);
       launch();
       cudaEventRecord(stop);
@@ -187,7 +189,7 @@ int RunGatherProbe(const GatherProbeShape& shape) {
     std::sort(t.begin(), t.end());
     return static_cast<double>(t[t.size() / 2]);
   };
-  const double read_us = cold_us([&] { ReadKernel<<<sms * 8, 256>>>(evict, static_cast<int64_t>(evict_bytes / 16), sink); });
+  const double read_us = cold_us(read_evict);
   const double read_bw = evict_bytes / read_us / 1e3;
   std::printf("gather_probe: %d KV heads x %d of %d pages of %d tokens, head_dim 128 bf16, K+V %.1f MB, cold L2\n",
               heads, shape.selected, shape.pages, page_size, bytes / 1e6);
