@@ -231,30 +231,6 @@ __device__ __forceinline__ void WaitForRow(const unsigned* ready, unsigned epoch
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
-template <typename T>
-__device__ __forceinline__ void Unpack8(const uint4& u, float (&f)[8]);
-template <>
-__device__ __forceinline__ void Unpack8<__nv_bfloat16>(const uint4& u, float (&f)[8]) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-template <>
-__device__ __forceinline__ void Unpack8<__half>(const uint4& u, float (&f)[8]) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    __half2 h;
-    memcpy(&h, &w[i], 4);
-    const float2 x = __half22float2(h);
-    f[2 * i] = x.x;
-    f[2 * i + 1] = x.y;
-  }
-}
-
 // Candidates of KV head g for a query at qpos (the split kernel's count).
 __device__ __forceinline__ int64_t SplitCandidates(const PagedAttentionParams& p, int g, int64_t qpos) {
   return NumCandidates(p, g, qpos);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 #include "ops/cuda/attention_kernels.h"
+#include "ops/cuda/gemv_kernels.h"
 #include "ops/cuda/kernels.h"
 #include "ops/cuda/prefill_attention.h"
 #include "ops/cuda/quest_kernels.h"
@@ -189,6 +190,8 @@ class CudaBackend final : public Backend {
         dtype_(options.dtype),
         select_variant_(options.quest_select_variant),
         per_head_select_wait_(options.per_head_select_wait),
+        decode_gemv_(options.decode_gemv),
+        gemv_rows_per_cta_(options.gemv_rows_per_cta),
         caller_stream_(static_cast<cudaStream_t>(options.stream)) {}
 
   absl::Status Init() {
@@ -311,7 +314,7 @@ class CudaBackend final : public Backend {
   }
 
   void Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
-    pending_select_ = {};  // how cuBLASLt launches is not ours to know
+    pending_select_ = {};  // a programmatically launched kernel of ours, or cuBLASLt's
     CheckCompute(x, "linear x");
     CheckCompute(w, "linear w");
     CHECK(y.device() == Device::kCuda && (y.dtype() == dtype_ || y.dtype() == DType::kFloat32))
@@ -321,6 +324,22 @@ class CudaBackend final : public Backend {
     CHECK_EQ(y.numel(), m * n);
     if (m == 0) return;
     if (bias != nullptr) CheckCompute(*bias, "linear bias");
+    if (decode_gemv_) {
+      cuda::GemvParams g;
+      g.x = x.raw_data();
+      g.w = w.raw_data();
+      g.bias = bias != nullptr ? bias->raw_data() : nullptr;
+      g.y = y.raw_data();
+      g.y_f32 = y.dtype() == DType::kFloat32;
+      g.m = m;
+      g.n = n;
+      g.k = k;
+      g.rows_per_cta = gemv_rows_per_cta_;
+      if (cuda::GemvSupported(g)) {
+        QUEST_CUDA_CHECK(cuda::LaunchGemv(type(), g, stream_));
+        return;
+      }
+    }
     const bool epilogue = bias != nullptr && y.dtype() == dtype_;
     uint32_t align = std::min({Alignment(x.raw_data()), Alignment(w.raw_data()), Alignment(y.raw_data())});
     if (epilogue) align = std::min(align, Alignment(bias->raw_data()));
@@ -341,6 +360,7 @@ class CudaBackend final : public Backend {
   }
 
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
+    pending_select_ = {};  // a programmatically launched kernel of its own
     CheckCompute(x, "rmsnorm x");
     CheckCompute(weight, "rmsnorm weight");
     CheckCompute(y, "rmsnorm y");
@@ -350,6 +370,7 @@ class CudaBackend final : public Backend {
   }
 
   void Add(Tensor& x, const Tensor& y) override {
+    pending_select_ = {};  // a programmatically launched kernel of its own
     CheckCompute(x, "add x");
     CheckCompute(y, "add y");
     CHECK_EQ(x.numel(), y.numel());
@@ -357,6 +378,7 @@ class CudaBackend final : public Backend {
   }
 
   void SiluMul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    pending_select_ = {};  // a programmatically launched kernel of its own
     CheckCompute(gate, "silu gate");
     CheckCompute(up, "silu up");
     CheckCompute(out, "silu out");
@@ -845,6 +867,8 @@ class CudaBackend final : public Backend {
   const DType dtype_;
   const int select_variant_;  // CudaBackendOptions::quest_select_variant
   const bool per_head_select_wait_;  // CudaBackendOptions::per_head_select_wait
+  const bool decode_gemv_;           // CudaBackendOptions::decode_gemv
+  const int gemv_rows_per_cta_;      // CudaBackendOptions::gemv_rows_per_cta
   const cudaStream_t caller_stream_;  // CudaBackendOptions::stream (null: make one)
   std::unique_ptr<cuda::TopPagesBatchParams> select_batch_;  // SelectTopPagesBatch's launch parameters
   std::shared_ptr<OwnedStream> owned_stream_;
@@ -891,6 +915,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
     return absl::InvalidArgumentError(absl::StrCat("CUDA backend: per_head_select_wait needs a select that "
                                                    "publishes its rows (quest_select_variant 0, 1 or 2, not ",
                                                    v, ")"));
+  }
+  if (const int r = options.gemv_rows_per_cta; r != 0 && r != 2 && r != 4 && r != 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA backend: gemv_rows_per_cta ", r, " is not 2, 4 or 8 (or 0, the default)"));
   }
   int count = 0;
   if (cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {

@@ -32,6 +32,13 @@ struct CudaBackendOptions {
   // within noise of without (32K MHA B=2048 FP8 4.63x dense vs 4.51x, 128K
   // 12.90x vs 12.82x, attention_bench session 5), correct (bit-identical).
   bool per_head_select_wait = false;
+  // Linear layers of up to cuda::kMaxGemvRows rows of x (decode steps) run
+  // on the backend's own kernel (ops/cuda/gemv_kernels.h) instead of
+  // cuBLASLt. For measuring the two side by side; on by default.
+  bool decode_gemv = true;
+  // Its weight rows per CTA (cuda::GemvParams::rows_per_cta: 2, 4 or 8;
+  // 0 the default). Tuning.
+  int gemv_rows_per_cta = 0;
   // The cudaStream_t every op runs on. Null: the backend creates its own
   // (blocking) stream. A caller's stream lets an embedding service order
   // the backend's work against its own and capture a run of ops (a decode

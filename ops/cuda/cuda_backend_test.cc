@@ -27,6 +27,7 @@
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/cuda_backend.h"
+#include "ops/cuda/gemv_kernels.h"
 #include "ops/cuda/testing/cpu_gpu_test.h"
 
 namespace quest::ops {
@@ -102,6 +103,48 @@ TEST_F(CudaOpsTest, Linear) {
       }
     }
   }
+}
+
+// Decode-shaped linear layers (m <= cuda::kMaxGemvRows) run on the
+// backend's own kernel: every row count it is built for (1, 2, 4 and 3,
+// padded up to 4), 5 and 8 (cuBLASLt again), k not a multiple of its
+// 256-thread stride, n not a multiple of any rows-per-CTA choice, bias,
+// bf16 and f32 outputs, for each rows-per-CTA choice. f32 outputs are held
+// to 1e-4 (both sides accumulate in float32; only the order differs).
+TEST_F(CudaOpsTest, DecodeLinear) {
+  static_assert(cuda::kMaxGemvRows == 4, "the shapes below straddle the kernel's limit");
+  struct Shape { int64_t m, k, n; };
+  const Shape shapes[] = {{1, 8, 1},     {1, 4104, 4099}, {2, 72, 5},    {3, 1032, 77},
+                          {4, 11008, 33}, {5, 256, 130},  {8, 4096, 67}};
+  for (int rows_per_cta : {0, 2, 4, 8}) {
+    CudaBackendOptions options;
+    options.gemv_rows_per_cta = rows_per_cta;
+    absl::StatusOr<std::unique_ptr<Backend>> made = CreateCudaBackend(options);
+    ASSERT_TRUE(made.ok()) << made.status();
+    Backend& gpu = **made;
+    for (const Shape s : shapes) {
+      for (DType out_dtype : {DType::kBFloat16, DType::kFloat32}) {
+        for (bool with_bias : {false, true}) {
+          Tensor x = Random({s.m, s.k}), w = Random({s.n, s.k}, 0.1f), b = Random({s.n});
+          Tensor cx = OnCpu(x), cw = OnCpu(w), cb = OnCpu(b), cy = cpu_->Allocate(DType::kFloat32, {s.m, s.n});
+          cpu_->Linear(cx, cw, with_bias ? &cb : nullptr, cy);
+          Tensor gx = *gpu.UploadWeight(x), gw = *gpu.UploadWeight(w), gb = *gpu.UploadWeight(b);
+          Tensor gy = gpu.Allocate(out_dtype, {s.m, s.n});
+          Poison(gpu, gy);
+          gpu.Linear(gx, gw, with_bias ? &gb : nullptr, gy);
+          Tensor want = cpu_->ToHost(cy), got = gpu.ToHost(gy);
+          Compare(want.data<float>(), got.data<float>(), want.numel(),
+                  "decode linear rows/cta " + std::to_string(rows_per_cta) + " m=" + std::to_string(s.m) +
+                      " k=" + std::to_string(s.k) + " n=" + std::to_string(s.n) + " out=" + DTypeName(out_dtype) +
+                      (with_bias ? " +bias" : ""),
+                  out_dtype == DType::kFloat32 ? 1e-4 : kBf16Tol);
+        }
+      }
+    }
+  }
+  CudaBackendOptions bad;
+  bad.gemv_rows_per_cta = 3;
+  EXPECT_EQ(CreateCudaBackend(bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CudaOpsTest, LinearOnARowSlice) {

@@ -1,5 +1,9 @@
 // The CUDA backend's elementwise and row kernels: grid-stride loops, one
-// block per row for RMSNorm. Each template is instantiated for bf16 and f16
+// block per row for RMSNorm. RMSNorm, Add and SiluMul (what runs before a
+// decode step's linear layers) are launched with programmatic dependent
+// launch and let the next kernel launch at once: gemv_kernels.cu's CTAs
+// then stream their weights while these run, and read their output only
+// after they end. Each template is instantiated for bf16 and f16
 // only. Attention lives in attention_kernels.cu, Quest's page selection in
 // quest_kernels.cu.
 
@@ -19,14 +23,46 @@ __global__ void EmbeddingKernel(const T* table, const int32_t* ids, int64_t n, i
   }
 }
 
+// Vectors of 8 values per thread that RmsNorm keeps in registers (rows of
+// up to 8 * kThreads * kNormVecs values, 8192).
+constexpr int kNormVecs = 4;
+
+// One block per row. A row of whole, aligned 16-byte vectors that fits the
+// registers is read once, with every load issued before the first use (a
+// decode step's RMSNorm is a latency chain, not a stream: looping over the
+// row's elements one load at a time made it ~10 us on an H100); others take
+// the element loop.
 template <typename T>
 __global__ void RmsNormKernel(const T* x, const T* w, float eps, int64_t d, T* y) {
+  AllowDependents();
+  WaitPrimary();
   const T* xr = x + blockIdx.x * d;
   T* yr = y + blockIdx.x * d;
+  const bool vectors = d % 8 == 0 && d <= int64_t{8} * kThreads * kNormVecs && Aligned16(xr) && Aligned16(yr) &&
+                       Aligned16(w);
+  float xf[kNormVecs][8];
   float ss = 0.0f;
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
-    const float v = F(xr[j]);
-    ss += v * v;
+  if (vectors) {
+    const int nv = static_cast<int>(d / 8);
+    uint4 raw[kNormVecs];
+#pragma unroll
+    for (int i = 0; i < kNormVecs; ++i) {
+      const int v = threadIdx.x + i * kThreads;
+      if (v < nv) raw[i] = reinterpret_cast<const uint4*>(xr)[v];
+    }
+#pragma unroll
+    for (int i = 0; i < kNormVecs; ++i) {
+      if (threadIdx.x + i * kThreads < nv) {
+        Unpack8<T>(raw[i], xf[i]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss += xf[i][e] * xf[i][e];
+      }
+    }
+  } else {
+    for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+      const float v = F(xr[j]);
+      ss += v * v;
+    }
   }
   __shared__ float partial[kThreads / 32];
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -35,16 +71,35 @@ __global__ void RmsNormKernel(const T* x, const T* w, float eps, int64_t d, T* y
   float total = 0.0f;
   for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) total += partial[i];
   const float inv = rsqrtf(total / static_cast<float>(d) + eps);
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) yr[j] = To<T>((F(xr[j]) * inv) * F(w[j]));
+  if (vectors) {
+    const int nv = static_cast<int>(d / 8);
+#pragma unroll
+    for (int i = 0; i < kNormVecs; ++i) {
+      const int v = threadIdx.x + i * kThreads;
+      if (v >= nv) continue;
+      float wf[8];
+      Unpack8<T>(reinterpret_cast<const uint4*>(w)[v], wf);
+      __align__(16) T out[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) out[e] = To<T>((xf[i][e] * inv) * wf[e]);
+      reinterpret_cast<uint4*>(yr)[v] = *reinterpret_cast<const uint4*>(out);
+    }
+  } else {
+    for (int64_t j = threadIdx.x; j < d; j += blockDim.x) yr[j] = To<T>((F(xr[j]) * inv) * F(w[j]));
+  }
 }
 
 template <typename T>
 __global__ void AddKernel(T* x, const T* y, int64_t n) {
+  AllowDependents();
+  WaitPrimary();
   QUEST_GRID_STRIDE(i, n) { x[i] = To<T>(F(x[i]) + F(y[i])); }
 }
 
 template <typename T>
 __global__ void SiluMulKernel(const T* gate, const T* up, T* out, int64_t n) {
+  AllowDependents();
+  WaitPrimary();
   QUEST_GRID_STRIDE(i, n) {
     const float g = F(gate[i]);
     out[i] = To<T>(g / (1.0f + expf(-g)) * F(up[i]));
@@ -97,26 +152,26 @@ cudaError_t LaunchEmbedding(ElemType type, const void* table, const int32_t* ids
 cudaError_t LaunchRmsNorm(ElemType type, const void* x, const void* w, float eps, int64_t m,
                           int64_t d, void* y, cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
-  QUEST_DISPATCH(type, RmsNormKernel<T><<<static_cast<unsigned>(m), kThreads, 0, stream>>>(
-                           static_cast<const T*>(x), static_cast<const T*>(w), eps, d,
-                           static_cast<T*>(y)));
-  return cudaGetLastError();
+  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &RmsNormKernel<T>, dim3(static_cast<unsigned>(m)),
+                                              dim3(kThreads), 0, stream, static_cast<const T*>(x),
+                                              static_cast<const T*>(w), eps, d, static_cast<T*>(y)));
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchAdd(ElemType type, void* x, const void* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  QUEST_DISPATCH(type, AddKernel<T><<<Blocks(n), kThreads, 0, stream>>>(
-                           static_cast<T*>(x), static_cast<const T*>(y), n));
-  return cudaGetLastError();
+  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &AddKernel<T>, dim3(Blocks(n)), dim3(kThreads), 0, stream,
+                                              static_cast<T*>(x), static_cast<const T*>(y), n));
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchSiluMul(ElemType type, const void* gate, const void* up, void* out, int64_t n,
                           cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  QUEST_DISPATCH(type, SiluMulKernel<T><<<Blocks(n), kThreads, 0, stream>>>(
-                           static_cast<const T*>(gate), static_cast<const T*>(up),
-                           static_cast<T*>(out), n));
-  return cudaGetLastError();
+  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &SiluMulKernel<T>, dim3(Blocks(n)), dim3(kThreads), 0, stream,
+                                              static_cast<const T*>(gate), static_cast<const T*>(up),
+                                              static_cast<T*>(out), n));
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchAddBiasF32(ElemType type, float* y, const void* bias, int64_t m, int64_t n,

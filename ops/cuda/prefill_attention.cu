@@ -361,7 +361,6 @@ cudaError_t LaunchDim(const PagedAttentionParams& p, int warps, int row_tiles, c
   return cudaErrorNotSupported;
 }
 
-bool Aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
 
 
 }  // namespace

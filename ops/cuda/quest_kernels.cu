@@ -75,29 +75,6 @@ namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
 
-// Programmatic dependent launch (sm_90): a kernel launched with
-// programmatic stream serialization may start before the previous kernel
-// on the stream ends; it waits for it (and its memory) at WaitPrimary(),
-// which is a no-op for a normal launch. AllowDependents() lets the next
-// such kernel start launching.
-__device__ __forceinline__ void WaitPrimary() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void AllowDependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-
-template <typename... KArgs, typename... Args>
-cudaError_t LaunchMaybePdl(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
-                           cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attr;
-  config.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, args...);
-}
 
 // ------------------------------------------------------------ page bounds
 
@@ -266,19 +243,6 @@ __device__ __forceinline__ float QCoef(const T* q, int d, int e) {
   return x < 0.0f ? 0.0f : x;
 }
 
-template <typename T>
-__device__ __forceinline__ float2 Pair(uint32_t w);
-template <>
-__device__ __forceinline__ float2 Pair<__nv_bfloat16>(uint32_t w) {
-  return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
-}
-template <>
-__device__ __forceinline__ float2 Pair<__half>(uint32_t w) {
-  __half2 h;
-  *reinterpret_cast<uint32_t*>(&h) = w;
-  return __half22float2(h);
-}
-
 __device__ __forceinline__ float NanToNegInf(float s) { return isnan(s) ? -INFINITY : s; }
 
 // Reduce-scatter of CNT per-lane values over the lanes of xor offsets OFF,
@@ -426,7 +390,7 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
               for (int h = 0; h < H; ++h) acc[h] = fmaf(c[h][i][4 * j + t], x[t], acc[h]);
             }
           } else {
-            const float2 x = Pair<T>(w[j]);
+            const float2 x = Unpack2<T>(w[j]);
 #pragma unroll
             for (int h = 0; h < H; ++h) {
               acc[h] = fmaf(c[h][i][2 * j], x.x, acc[h]);
@@ -1287,7 +1251,6 @@ cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cuda
 // vector. Fusing the select into the last scoring CTA, clusters of 16
 // (scheduling) and BlockRadixSort were slower everywhere.
 
-bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // Lets `kernel` launch with `bytes` of dynamic shared memory. What a
 // launch may take without an opt-in depends on the kernel, not on bytes

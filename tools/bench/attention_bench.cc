@@ -67,6 +67,7 @@
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/quest_kernels.h"
 #include "runtime/backend.h"
+#include "tools/bench/bench_util.h"
 
 ABSL_FLAG(std::vector<std::string>, shapes, std::vector<std::string>({"MHA", "GQA"}),
           "shapes to measure: MHA (32/32 heads) and/or GQA (32/8)");
@@ -100,6 +101,11 @@ ABSL_FLAG(bool, per_head_select_wait, false,
 namespace quest {
 namespace {
 
+using bench::FillRandom;
+using bench::Median;
+using bench::Time;
+using bench::Timing;
+
 std::vector<int64_t> ParseInts(const std::vector<std::string>& items, const char* flag) {
   std::vector<int64_t> out;
   for (const std::string& item : items) {
@@ -116,64 +122,8 @@ std::vector<int64_t> ParseInts(const std::vector<std::string>& items, const char
 constexpr int kPageSize = 16;
 constexpr int kSeqs = 8;  // sequences in the pool (batch 8, and the rotation of batch 1)
 constexpr int kHeadDim = 128;
-constexpr int kRepeats = 7;
-constexpr double kTargetRepeatSeconds = 0.025;
+constexpr int kRepeats = 7;  // EnqueueSeconds' bursts
 constexpr double kMaxRunSeconds = 150;  // later cases are skipped, and say so
-
-#define BENCH_CUDA(call)                                                                   \
-  do {                                                                                     \
-    cudaError_t e_ = (call);                                                               \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "attention_bench: %s failed: %s\n", #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
-
-struct Timing {
-  double host_s = 0;   // per call, steady_clock around synchronised batches
-  double event_s = 0;  // per call, legacy-stream events around the same batches
-};
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Times fn(i) (one enqueued unit of work, i = 0, 1, ...): warm-up, then
-// kRepeats batches of N calls, N picked so a batch lasts ~25 ms.
-Timing Time(const std::function<void(int)>& fn) {
-  int counter = 0;
-  for (int i = 0; i < 2; ++i) fn(counter++);
-  BENCH_CUDA(cudaDeviceSynchronize());
-  auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 2; ++i) fn(counter++);
-  BENCH_CUDA(cudaDeviceSynchronize());
-  const double one = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 2;
-  // Slow cases get fewer calls per repeat (the whole run must fit a lease).
-  const int n = std::clamp(static_cast<int>(kTargetRepeatSeconds / std::max(one, 1e-7)), 2, 2000);
-  const int repeats = one > 0.05 ? 3 : kRepeats;
-  cudaEvent_t start, stop;
-  BENCH_CUDA(cudaEventCreate(&start));
-  BENCH_CUDA(cudaEventCreate(&stop));
-  std::vector<double> host, event;
-  for (int r = 0; r < repeats; ++r) {
-    BENCH_CUDA(cudaDeviceSynchronize());
-    auto a = std::chrono::steady_clock::now();
-    BENCH_CUDA(cudaEventRecord(start, 0));
-    for (int i = 0; i < n; ++i) fn(counter++);
-    BENCH_CUDA(cudaEventRecord(stop, 0));
-    BENCH_CUDA(cudaDeviceSynchronize());
-    auto b = std::chrono::steady_clock::now();
-    BENCH_CUDA(cudaGetLastError());
-    float ms = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    host.push_back(std::chrono::duration<double>(b - a).count() / n);
-    event.push_back(ms * 1e-3 / n);
-  }
-  BENCH_CUDA(cudaEventDestroy(start));
-  BENCH_CUDA(cudaEventDestroy(stop));
-  return {Median(host), Median(event)};
-}
 
 // Host seconds to enqueue one fn(i), over a burst short enough that the
 // launch queue never fills (so the host never waits for the GPU): near the
@@ -223,39 +173,6 @@ struct Row {
   double ideal;      // context / budget (sparse rows)
   double event_vs_host;
 };
-
-// Fills device bytes with random bf16 values in [-1, 1) (never zeros): one
-// random block of 64 MiB + 1 MiB uploaded, then every 64 MiB of dst copied
-// from it at a random even offset. Shifted windows keep pages from
-// repeating (a plain tiling would repeat every page's Keys, and so its
-// bounds, every 64 MiB: the exact score ties real Keys do not have).
-void FillRandom(void* dst, size_t bytes, std::mt19937& rng) {
-  constexpr size_t kBlock = size_t{64} << 20, kSlack = size_t{1} << 20;
-  const size_t block = std::min(bytes, kBlock);
-  const size_t source_bytes = bytes > kBlock ? kBlock + kSlack : block;
-  std::vector<uint16_t> host(source_bytes / 2);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (auto& h : host) {
-    float f = u(rng);
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
-    h = static_cast<uint16_t>(bits >> 16);
-  }
-  char* d = static_cast<char*>(dst);
-  if (bytes <= kBlock) {
-    BENCH_CUDA(cudaMemcpy(d, host.data(), bytes, cudaMemcpyHostToDevice));
-    return;
-  }
-  char* source = nullptr;
-  BENCH_CUDA(cudaMalloc(&source, source_bytes));
-  BENCH_CUDA(cudaMemcpy(source, host.data(), source_bytes, cudaMemcpyHostToDevice));
-  std::uniform_int_distribution<size_t> shift(0, kSlack / 2 - 1);
-  for (size_t off = 0; off < bytes; off += kBlock) {
-    BENCH_CUDA(cudaMemcpy(d + off, source + 2 * shift(rng), std::min(kBlock, bytes - off),
-                          cudaMemcpyDeviceToDevice));
-  }
-  BENCH_CUDA(cudaFree(source));
-}
 
 // Backend::Linear (cuBLASLt, bf16 in and out, fp32 accumulate) on
 // Llama-2-7B projection shapes, as TFLOP/s; torch_reference.py times

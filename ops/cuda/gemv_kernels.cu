@@ -1,0 +1,172 @@
+// Decode-shaped linear layers on CUDA cores (see gemv_kernels.h).
+//
+// A CTA of 256 threads owns RB consecutive weight rows and walks their k
+// dimension together: thread t takes the 16-byte vectors t, t + 256, ... of
+// every row, U vectors per row in flight, multiplies each with the same
+// vector of the M rows of x (L1-resident: every CTA reads all of x), and
+// keeps RB x M float sums. A warp butterfly and a pass over the 8 warps'
+// partials in shared memory finish them. The weight is the only stream, so
+// the kernel is a copy of w with arithmetic on the side; bytes in flight
+// per SM (several CTAs of RB x U x 4 KB) hide DRAM latency.
+//
+// Launched with programmatic dependent launch: the first round of weight
+// loads (weights are never written by the stream) is issued before the
+// wait for the previous kernel, whose output x may be, so the weight's
+// first latency overlaps that kernel's tail.
+
+#include "ops/cuda/gemv_kernels.h"
+
+#include "ops/cuda/device_util.cuh"
+
+namespace quest::ops::cuda {
+namespace {
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
+constexpr int kGemvUnroll = 2;
+
+template <typename Out>
+__device__ __forceinline__ void StoreOut(Out* y, float v);
+template <>
+__device__ __forceinline__ void StoreOut<float>(float* y, float v) { *y = v; }
+template <>
+__device__ __forceinline__ void StoreOut<__nv_bfloat16>(__nv_bfloat16* y, float v) { *y = __float2bfloat16(v); }
+template <>
+__device__ __forceinline__ void StoreOut<__half>(__half* y, float v) { *y = __float2half(v); }
+
+// M: rows of x the kernel is built for (p.m <= M; the missing rows read
+// zeros and store nothing). RB: weight rows per CTA.
+template <typename T, typename Out, int M, int RB>
+__global__ void __launch_bounds__(kGemvThreads) GemvKernel(const GemvParams p) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t kv = p.k / 8;  // 16-byte vectors per row
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * RB;
+  const uint4* w = static_cast<const uint4*>(p.w);
+  const uint4* x = static_cast<const uint4*>(p.x);
+  // Rows past n re-read the last row (always valid) and store nothing.
+  const uint4* wr[RB];
+#pragma unroll
+  for (int r = 0; r < RB; ++r) wr[r] = w + min(row0 + r, p.n - 1) * kv;
+
+  float acc[RB][M];
+#pragma unroll
+  for (int r = 0; r < RB; ++r) {
+#pragma unroll
+    for (int i = 0; i < M; ++i) acc[r][i] = 0.0f;
+  }
+
+  bool waited = false;
+  for (int64_t base = tid; base < kv; base += int64_t{kGemvThreads} * kGemvUnroll) {
+    uint4 wv[kGemvUnroll][RB];
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int64_t v = base + u * kGemvThreads;
+#pragma unroll
+      for (int r = 0; r < RB; ++r) wv[u][r] = v < kv ? __ldcs(wr[r] + v) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    if (!waited) {  // x may be the previous kernel's output
+      WaitPrimary();
+      waited = true;
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int64_t v = base + u * kGemvThreads;
+      if (v >= kv) break;
+      float xf[M][8];
+#pragma unroll
+      for (int i = 0; i < M; ++i) {
+        if (i < p.m) {
+          Unpack8<T>(__ldg(x + i * kv + v), xf[i]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) xf[i][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < RB; ++r) {
+        float wf[8];
+        Unpack8<T>(wv[u][r], wf);
+#pragma unroll
+        for (int i = 0; i < M; ++i) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[r][i] = fmaf(wf[e], xf[i][e], acc[r][i]);
+        }
+      }
+    }
+  }
+  if (!waited) WaitPrimary();  // (a CTA with no vectors)
+  // The next kernel may start its prologue; it waits for this grid's end
+  // before it reads y.
+  AllowDependents();
+
+#pragma unroll
+  for (int r = 0; r < RB; ++r) {
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+#pragma unroll
+      for (int off = 16; off >= 1; off >>= 1) acc[r][i] += __shfl_xor_sync(0xffffffffu, acc[r][i], off);
+    }
+  }
+  __shared__ float partial[kGemvWarps][RB * M];
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < RB; ++r) {
+#pragma unroll
+      for (int i = 0; i < M; ++i) partial[warp][r * M + i] = acc[r][i];
+    }
+  }
+  __syncthreads();
+  if (tid < RB * M) {
+    const int r = tid / M, i = tid % M;
+    const int64_t row = row0 + r;
+    if (row < p.n && i < p.m) {
+      float s = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kGemvWarps; ++j) s += partial[j][tid];
+      if (p.bias != nullptr) s += F(static_cast<const T*>(p.bias)[row]);
+      StoreOut<Out>(static_cast<Out*>(p.y) + i * p.n + row, s);
+    }
+  }
+}
+
+template <typename T, typename Out, int M, int RB>
+cudaError_t Launch(const GemvParams& p, cudaStream_t stream) {
+  return LaunchMaybePdl(p.pdl, &GemvKernel<T, Out, M, RB>, dim3(static_cast<unsigned>((p.n + RB - 1) / RB)),
+                        dim3(kGemvThreads), 0, stream, p);
+}
+
+// Default rows per CTA: 4 (64 registers at M = 1, four CTAs per SM), 2 at
+// M = 4 (RB x M sums and the unpacked x grow with M). Measured on an H100
+// (linear_bench): 8 rows per CTA lose up to 10 % at M = 2-4, 2 rows match
+// the default within noise.
+template <typename T, typename Out, int M>
+cudaError_t LaunchRows(const GemvParams& p, cudaStream_t stream) {
+  switch (p.rows_per_cta != 0 ? p.rows_per_cta : (M <= 2 ? 4 : 2)) {
+    case 2: return Launch<T, Out, M, 2>(p, stream);
+    case 8: return Launch<T, Out, M, 8>(p, stream);
+    default: return Launch<T, Out, M, 4>(p, stream);
+  }
+}
+
+template <typename T, typename Out>
+cudaError_t LaunchOut(const GemvParams& p, cudaStream_t stream) {
+  if (p.m <= 1) return LaunchRows<T, Out, 1>(p, stream);
+  if (p.m <= 2) return LaunchRows<T, Out, 2>(p, stream);
+  return LaunchRows<T, Out, 4>(p, stream);
+}
+
+
+}  // namespace
+
+bool GemvSupported(const GemvParams& p) {
+  return p.m >= 1 && p.m <= kMaxGemvRows && p.n >= 1 && p.k >= 8 && p.k % 8 == 0 && Aligned16(p.x) &&
+         Aligned16(p.w) && p.n < (int64_t{1} << 31);
+}
+
+cudaError_t LaunchGemv(ElemType type, const GemvParams& p, cudaStream_t stream) {
+  if (!GemvSupported(p)) return cudaErrorInvalidValue;
+  QUEST_DISPATCH(type, return p.y_f32 ? LaunchOut<T, float>(p, stream) : LaunchOut<T, T>(p, stream));
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace quest::ops::cuda
