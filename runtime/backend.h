@@ -132,6 +132,14 @@ class Backend {
   virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
   // x += y (same shape).
   virtual void Add(Tensor& x, const Tensor& y) = 0;
+  // A residual add and the norm after it: x += y, then out = RmsNorm(x,
+  // weight, eps) of the updated x. The result is that of the two calls,
+  // which is what this default makes; a backend may do both in one pass
+  // (CUDA: one kernel per row, x read once).
+  virtual void AddRmsNorm(Tensor& x, const Tensor& y, const Tensor& weight, float eps, Tensor& out) {
+    Add(x, y);
+    RmsNorm(x, weight, eps, out);
+  }
   // out = silu(gate) * up (same shape).
   virtual void SiluMul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   // In place on x [n, heads, head_dim]; token t is at positions[t].

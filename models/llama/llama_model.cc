@@ -138,10 +138,13 @@ absl::StatusOr<Tensor> LlamaModel::ForwardOnDevice(absl::Span<const SequenceStep
   std::vector<Tensor> q_rows(batch.size()), out_rows(batch.size());
   std::vector<cache::AttendRequest> requests(batch.size());
 
+  const float eps = static_cast<float>(c.rms_norm_eps);
   b.Embedding(embed_, ids, x);
+  if (!layers_.empty()) b.RmsNorm(x, layers_.front().input_norm, eps, h);
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
-    b.RmsNorm(x, l.input_norm, static_cast<float>(c.rms_norm_eps), h);
+    // h holds this layer's input norm of x (the previous layer's last add
+    // made it).
     b.Linear(h, l.q, c.attention_bias ? &l.q_bias : nullptr, q);
     b.Linear(h, l.k, c.attention_bias ? &l.k_bias : nullptr, k);
     b.Linear(h, l.v, c.attention_bias ? &l.v_bias : nullptr, v);
@@ -158,13 +161,16 @@ absl::StatusOr<Tensor> LlamaModel::ForwardOnDevice(absl::Span<const SequenceStep
     }
     cache.AttendBatch(static_cast<int>(li), requests);
     b.Linear(attn, l.o, l.o_bias.defined() ? &l.o_bias : nullptr, proj);
-    b.Add(x, proj);
-    b.RmsNorm(x, l.post_norm, static_cast<float>(c.rms_norm_eps), h);
+    b.AddRmsNorm(x, proj, l.post_norm, eps, h);
     b.Linear(h, l.gate, nullptr, gate);
     b.Linear(h, l.up, nullptr, up);
     b.SiluMul(gate, up, gate);
     b.Linear(gate, l.down, nullptr, proj);
-    b.Add(x, proj);
+    if (li + 1 < layers_.size()) {
+      b.AddRmsNorm(x, proj, layers_[li + 1].input_norm, eps, h);
+    } else {
+      b.Add(x, proj);
+    }
   }
   for (size_t s = 0; s < batch.size(); ++s) {
     cache.Commit(batch[s].id, static_cast<int64_t>(batch[s].tokens.size()));
@@ -177,11 +183,11 @@ absl::StatusOr<Tensor> LlamaModel::ForwardOnDevice(absl::Span<const SequenceStep
       // A one-row copy through the op set keeps this device-agnostic.
       Tensor dst = rows.Slice(s, s + 1);
       Tensor src = x.Slice(offsets[s + 1] - 1, offsets[s + 1]);
-      b.RmsNorm(src, final_norm_, static_cast<float>(c.rms_norm_eps), dst);
+      b.RmsNorm(src, final_norm_, eps, dst);
     }
   } else {
     rows = b.Allocate(act, {T, c.hidden_size});
-    b.RmsNorm(x, final_norm_, static_cast<float>(c.rms_norm_eps), rows);
+    b.RmsNorm(x, final_norm_, eps, rows);
   }
   Tensor logits = b.Allocate(DType::kFloat32, {rows.dim(0), c.vocab_size});
   b.Linear(rows, lm_head_, nullptr, logits);

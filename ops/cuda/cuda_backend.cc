@@ -369,6 +369,20 @@ class CudaBackend final : public Backend {
                                          y.raw_data(), stream_));
   }
 
+  void AddRmsNorm(Tensor& x, const Tensor& y, const Tensor& weight, float eps, Tensor& out) override {
+    pending_select_ = {};  // a programmatically launched kernel of its own
+    CheckCompute(x, "add-rmsnorm x");
+    CheckCompute(y, "add-rmsnorm y");
+    CheckCompute(weight, "add-rmsnorm weight");
+    CheckCompute(out, "add-rmsnorm out");
+    CHECK_EQ(x.numel(), y.numel());
+    CHECK_EQ(x.numel(), out.numel());
+    const int64_t d = x.dim(-1), m = x.numel() / d;
+    CHECK_EQ(weight.numel(), d);
+    QUEST_CUDA_CHECK(cuda::LaunchAddRmsNorm(type(), x.raw_data(), y.raw_data(), weight.raw_data(), eps, m, d,
+                                            out.raw_data(), stream_));
+  }
+
   void Add(Tensor& x, const Tensor& y) override {
     pending_select_ = {};  // a programmatically launched kernel of its own
     CheckCompute(x, "add x");
@@ -389,6 +403,7 @@ class CudaBackend final : public Backend {
   }
 
   void Rope(Tensor& x, absl::Span<const int32_t> positions, const RopeParams& rope) override {
+    pending_select_ = {};  // a programmatically launched kernel of its own
     CheckCompute(x, "rope x");
     const int64_t n = x.dim(0), heads = x.dim(1), d = x.dim(2);
     CHECK_EQ(static_cast<int64_t>(rope.inv_freq.size()), d / 2);
@@ -399,13 +414,16 @@ class CudaBackend final : public Backend {
       inv_freq_host_.assign(rope.inv_freq.begin(), rope.inv_freq.end());
       inv_freq_dev_ = inv_freq_.Upload(inv_freq_host_.data(), inv_freq_host_.size(), stream_);
     }
-    const int32_t* d_pos = positions_.Upload(positions.data(), positions.size(), stream_);
+    // A step's Rope calls (q and k of every layer) share its positions: one
+    // copy per step, not a copy (and a wait for it in the stream) per call.
+    const int32_t* d_pos = positions_.UploadIfChanged(positions.data(), positions.size(), stream_);
     QUEST_CUDA_CHECK(cuda::LaunchRope(type(), x.raw_data(), d_pos, inv_freq_dev_,
                                       rope.attention_scaling, n, heads, d, stream_));
   }
 
   void WriteKvPages(const Tensor& k, const Tensor& v, absl::Span<const int32_t> page_table,
                     int64_t start, int page_size, Tensor& k_pages, Tensor& v_pages) override {
+    pending_select_ = {};  // a programmatically launched kernel of its own
     CheckCompute(k, "kv k");
     CheckCompute(v, "kv v");
     CheckCompute(k_pages, "k pages");

@@ -170,7 +170,8 @@ TEST_F(CudaOpsTest, Embedding) {
 }
 
 TEST_F(CudaOpsTest, RmsNormAddSiluMul) {
-  for (auto [m, d] : std::vector<std::pair<int64_t, int64_t>>{{1, 64}, {3, 576}, {17, 4096}, {2, 100}}) {
+  for (auto [m, d] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 64}, {3, 576}, {17, 4096}, {2, 100}, {1, 8192}, {1, 11008}}) {
     const std::string shape = " [" + std::to_string(m) + ", " + std::to_string(d) + "]";
     Tensor x = Random({m, d}, 3.0f), w = Random({d}), y = Random({m, d});
     {
@@ -185,6 +186,25 @@ TEST_F(CudaOpsTest, RmsNormAddSiluMul) {
       cpu_->Add(cx, OnCpu(y));
       gpu_->Add(gx, OnGpu(y));
       CompareTensors(cx, gx, "add" + shape);
+    }
+    {
+      // The fused residual add and norm: against the CPU's two ops, and
+      // bitwise against the GPU's own two ops (the sum is rounded to bf16
+      // before the norm either way).
+      Tensor cx = OnCpu(x), co = cpu_->Allocate(DType::kFloat32, {m, d});
+      cpu_->AddRmsNorm(cx, OnCpu(y), OnCpu(w), 1e-5f, co);
+      Tensor gx = OnGpu(x), go = Poisoned(DType::kBFloat16, {m, d});
+      gpu_->AddRmsNorm(gx, OnGpu(y), OnGpu(w), 1e-5f, go);
+      CompareTensors(cx, gx, "add_rmsnorm x" + shape);
+      CompareTensors(co, go, "add_rmsnorm out" + shape);
+      Tensor ux = OnGpu(x), uo = Poisoned(DType::kBFloat16, {m, d});
+      gpu_->Add(ux, OnGpu(y));
+      gpu_->RmsNorm(ux, OnGpu(w), 1e-5f, uo);
+      Tensor fused_x = gpu_->ToHost(gx), fused_out = gpu_->ToHost(go);
+      Tensor two_x = gpu_->ToHost(ux), two_out = gpu_->ToHost(uo);
+      EXPECT_EQ(std::memcmp(fused_x.raw_data(), two_x.raw_data(), fused_x.nbytes()), 0) << "add_rmsnorm x" << shape;
+      EXPECT_EQ(std::memcmp(fused_out.raw_data(), two_out.raw_data(), fused_out.nbytes()), 0)
+          << "add_rmsnorm out" << shape;
     }
     {
       Tensor cg = OnCpu(x), gg = OnGpu(x);  // in place, as the model runs it

@@ -6,6 +6,7 @@
 // Needs a GPU (tags = ["gpu"]).
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -45,6 +46,36 @@ TEST(CudaTopKTest, MatchesCpuIncludingTiesAndNaN) {
         }
       }
     }
+  }
+}
+
+// k = 1 takes its own one-pass kernel: rows where its comparison rules
+// decide (the CPU's order: NaN lowest, -0 == +0, ties to the lower index).
+TEST(CudaTopKTest, GreedyEdgeRows) {
+  auto cpu = CreateCpuBackend();
+  absl::StatusOr<std::unique_ptr<Backend>> gpu = CreateCudaBackend();
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const float inf = INFINITY;
+  const std::vector<std::vector<float>> rows = {
+      {NAN, NAN, NAN, NAN},                  // all NaN: the first
+      {-1.0f, -2.0f, 0.0f, -0.0f, -3.0f},    // +0 and -0 tie: the lower index
+      {-1.0f, -0.0f, 0.0f, -3.0f},           // the same, -0 first
+      {-inf, -inf, NAN, -inf},               // -inf beats NaN
+      {1.0f, inf, 2.0f, inf, NAN},           // +inf, twice
+  };
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const int64_t n = static_cast<int64_t>(rows[r].size());
+    Tensor host = Tensor::Empty(DType::kFloat32, {1, n});
+    std::copy(rows[r].begin(), rows[r].end(), host.data<float>());
+    Tensor dev = (*gpu)->Allocate(DType::kFloat32, {1, n});
+    (*gpu)->CopyFromHost(host, dev);
+    Tensor want_ids = Tensor::Empty(DType::kInt32, {1, 1}), want = Tensor::Empty(DType::kFloat32, {1, 1});
+    Tensor got_ids = Tensor::Empty(DType::kInt32, {1, 1}), got = Tensor::Empty(DType::kFloat32, {1, 1});
+    got_ids.data<int32_t>()[0] = -7;
+    cpu->TopK(host, 1, want_ids, want);
+    (*gpu)->TopK(dev, 1, got_ids, got);
+    EXPECT_EQ(got_ids.data<int32_t>()[0], want_ids.data<int32_t>()[0]) << "row " << r;
+    EXPECT_EQ(std::memcmp(got.data<float>(), want.data<float>(), sizeof(float)), 0) << "row " << r;
   }
 }
 

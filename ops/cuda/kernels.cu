@@ -1,9 +1,10 @@
 // The CUDA backend's elementwise and row kernels: grid-stride loops, one
-// block per row for RMSNorm. RMSNorm, Add and SiluMul (what runs before a
-// decode step's linear layers) are launched with programmatic dependent
-// launch and let the next kernel launch at once: gemv_kernels.cu's CTAs
-// then stream their weights while these run, and read their output only
-// after they end. Each template is instantiated for bf16 and f16
+// block per row for RMSNorm. All but the embedding are launched with
+// programmatic dependent launch: each waits for the previous kernel before
+// it touches memory and lets the next one launch at once, so launch
+// latency overlaps the work before it (and gemv_kernels.cu's CTAs stream
+// their weights while an RMSNorm or SiluMul runs, reading its output only
+// after it ends). Each template is instantiated for bf16 and f16
 // only. Attention lives in attention_kernels.cu, Quest's page selection in
 // quest_kernels.cu.
 
@@ -31,43 +32,64 @@ constexpr int kNormVecs = 4;
 // registers is read once, with every load issued before the first use (a
 // decode step's RMSNorm is a latency chain, not a stream: looping over the
 // row's elements one load at a time made it ~10 us on an H100); others take
-// the element loop.
-template <typename T>
-__global__ void RmsNormKernel(const T* x, const T* w, float eps, int64_t d, T* y) {
+// the element loop. kAdd: first x += r (rounded to T and stored, exactly
+// as AddKernel does), and the norm is of the rounded sum.
+template <typename T, bool kAdd>
+__global__ void RmsNormKernel(T* x, const T* r, const T* w, float eps, int64_t d, T* y) {
   AllowDependents();
   WaitPrimary();
-  const T* xr = x + blockIdx.x * d;
+  T* xr = x + blockIdx.x * d;
+  const T* rr = kAdd ? r + blockIdx.x * d : nullptr;
   T* yr = y + blockIdx.x * d;
   const bool vectors = d % 8 == 0 && d <= int64_t{8} * kThreads * kNormVecs && Aligned16(xr) && Aligned16(yr) &&
-                       Aligned16(w);
+                       Aligned16(w) && (!kAdd || Aligned16(rr));
   float xf[kNormVecs][8];
   float ss = 0.0f;
   if (vectors) {
     const int nv = static_cast<int>(d / 8);
-    uint4 raw[kNormVecs];
+    uint4 raw[kNormVecs], add[kNormVecs];
 #pragma unroll
     for (int i = 0; i < kNormVecs; ++i) {
       const int v = threadIdx.x + i * kThreads;
-      if (v < nv) raw[i] = reinterpret_cast<const uint4*>(xr)[v];
+      if (v < nv) {
+        raw[i] = reinterpret_cast<const uint4*>(xr)[v];
+        if constexpr (kAdd) add[i] = reinterpret_cast<const uint4*>(rr)[v];
+      }
     }
 #pragma unroll
     for (int i = 0; i < kNormVecs; ++i) {
-      if (threadIdx.x + i * kThreads < nv) {
-        Unpack8<T>(raw[i], xf[i]);
+      const int v = threadIdx.x + i * kThreads;
+      if (v >= nv) continue;
+      Unpack8<T>(raw[i], xf[i]);
+      if constexpr (kAdd) {
+        float af[8];
+        Unpack8<T>(add[i], af);
+        __align__(16) T sum[8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e) ss += xf[i][e] * xf[i][e];
+        for (int e = 0; e < 8; ++e) {
+          sum[e] = To<T>(xf[i][e] + af[e]);
+          xf[i][e] = F(sum[e]);
+        }
+        reinterpret_cast<uint4*>(xr)[v] = *reinterpret_cast<const uint4*>(sum);
       }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) ss += xf[i][e] * xf[i][e];
     }
   } else {
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
-      const float v = F(xr[j]);
+      float v = F(xr[j]);
+      if constexpr (kAdd) {
+        const T sum = To<T>(v + F(rr[j]));
+        xr[j] = sum;
+        v = F(sum);
+      }
       ss += v * v;
     }
   }
   __shared__ float partial[kThreads / 32];
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
-  __syncthreads();
+  __syncthreads();  // (also orders the element loop's stores to x before the reads below)
   float total = 0.0f;
   for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) total += partial[i];
   const float inv = rsqrtf(total / static_cast<float>(d) + eps);
@@ -114,6 +136,8 @@ __global__ void AddBiasF32Kernel(float* y, const T* bias, int64_t m, int64_t n) 
 template <typename T>
 __global__ void RopeKernel(T* x, const int32_t* positions, const float* inv_freq, float scaling,
                            int64_t n, int64_t heads, int64_t d) {
+  AllowDependents();
+  WaitPrimary();
   const int64_t half = d / 2;
   QUEST_GRID_STRIDE(idx, n * heads * half) {
     const int64_t i = idx % half, row = idx / half, t = row / heads;
@@ -130,6 +154,8 @@ __global__ void RopeKernel(T* x, const int32_t* positions, const float* inv_freq
 template <typename T>
 __global__ void WriteKvPagesKernel(const T* k, const T* v, const int32_t* page_table, int64_t start,
                                    int64_t n, int64_t row, int page_size, T* k_pages, T* v_pages) {
+  AllowDependents();
+  WaitPrimary();
   QUEST_GRID_STRIDE(i, n * row) {
     const int64_t t = i / row, e = i % row, pos = start + t;
     const int64_t page = page_table[pos / page_size];
@@ -152,9 +178,21 @@ cudaError_t LaunchEmbedding(ElemType type, const void* table, const int32_t* ids
 cudaError_t LaunchRmsNorm(ElemType type, const void* x, const void* w, float eps, int64_t m,
                           int64_t d, void* y, cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
-  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &RmsNormKernel<T>, dim3(static_cast<unsigned>(m)),
-                                              dim3(kThreads), 0, stream, static_cast<const T*>(x),
-                                              static_cast<const T*>(w), eps, d, static_cast<T*>(y)));
+  // (kAdd = false never writes x.)
+  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &RmsNormKernel<T, false>, dim3(static_cast<unsigned>(m)),
+                                              dim3(kThreads), 0, stream, static_cast<T*>(const_cast<void*>(x)),
+                                              static_cast<const T*>(nullptr), static_cast<const T*>(w), eps, d,
+                                              static_cast<T*>(y)));
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t LaunchAddRmsNorm(ElemType type, void* x, const void* r, const void* w, float eps, int64_t m,
+                             int64_t d, void* y, cudaStream_t stream) {
+  if (m == 0) return cudaSuccess;
+  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &RmsNormKernel<T, true>, dim3(static_cast<unsigned>(m)),
+                                              dim3(kThreads), 0, stream, static_cast<T*>(x),
+                                              static_cast<const T*>(r), static_cast<const T*>(w), eps, d,
+                                              static_cast<T*>(y)));
   return cudaErrorInvalidValue;
 }
 
@@ -187,19 +225,21 @@ cudaError_t LaunchRope(ElemType type, void* x, const int32_t* positions, const f
                        cudaStream_t stream) {
   const int64_t total = n * heads * (d / 2);
   if (total == 0) return cudaSuccess;
-  QUEST_DISPATCH(type, RopeKernel<T><<<Blocks(total), kThreads, 0, stream>>>(
-                           static_cast<T*>(x), positions, inv_freq, attention_scaling, n, heads, d));
-  return cudaGetLastError();
+  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &RopeKernel<T>, dim3(Blocks(total)), dim3(kThreads), 0, stream,
+                                              static_cast<T*>(x), positions, inv_freq, attention_scaling, n, heads,
+                                              d));
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchWriteKvPages(ElemType type, const void* k, const void* v,
                                const int32_t* page_table, int64_t start, int64_t n, int64_t row,
                                int page_size, void* k_pages, void* v_pages, cudaStream_t stream) {
   if (n * row == 0) return cudaSuccess;
-  QUEST_DISPATCH(type, WriteKvPagesKernel<T><<<Blocks(n * row), kThreads, 0, stream>>>(
-                           static_cast<const T*>(k), static_cast<const T*>(v), page_table, start, n,
-                           row, page_size, static_cast<T*>(k_pages), static_cast<T*>(v_pages)));
-  return cudaGetLastError();
+  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &WriteKvPagesKernel<T>, dim3(Blocks(n * row)), dim3(kThreads), 0,
+                                              stream, static_cast<const T*>(k), static_cast<const T*>(v), page_table,
+                                              start, n, row, page_size, static_cast<T*>(k_pages),
+                                              static_cast<T*>(v_pages)));
+  return cudaErrorInvalidValue;
 }
 
 int NumSms() {

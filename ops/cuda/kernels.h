@@ -29,6 +29,11 @@ cudaError_t LaunchEmbedding(ElemType type, const void* table, const int32_t* ids
 cudaError_t LaunchRmsNorm(ElemType type, const void* x, const void* w, float eps, int64_t m,
                           int64_t d, void* y, cudaStream_t stream);
 
+// x += r, then y = x * rsqrt(mean(x^2) + eps) * w of the updated rows of x
+// [m, d] (the sum rounded to the storage type, as LaunchAdd leaves it).
+cudaError_t LaunchAddRmsNorm(ElemType type, void* x, const void* r, const void* w, float eps, int64_t m,
+                             int64_t d, void* y, cudaStream_t stream);
+
 // x += y over n elements.
 cudaError_t LaunchAdd(ElemType type, void* x, const void* y, int64_t n, cudaStream_t stream);
 

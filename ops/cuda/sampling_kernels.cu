@@ -90,13 +90,81 @@ __global__ void __launch_bounds__(kThreads) RowTopKKernel(const float* x, int64_
   }
 }
 
+// k = 1 (greedy decoding): the best (key, lowest index) of the row in one
+// pass, 4 independent loads per thread in flight, a warp then a block
+// reduction. The radix select above walks the row five times with a
+// barrier-bound compaction; this is one read of it.
+__device__ __forceinline__ bool Better(uint32_t ka, int64_t ia, uint32_t kb, int64_t ib) {
+  return ka > kb || (ka == kb && ia < ib);
+}
+
+__global__ void __launch_bounds__(kThreads) RowArgmaxKernel(const float* x, int64_t n, int32_t* ids, float* values) {
+  const float* row = x + blockIdx.x * n;
+  constexpr int kUnroll = 4;
+  uint32_t best_key = 0;
+  int64_t best = n;  // none yet: every real index is lower
+  for (int64_t base = threadIdx.x; base < n; base += int64_t{kThreads} * kUnroll) {
+    float v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * kThreads;
+      v[u] = i < n ? row[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * kThreads;
+      if (i < n && Better(Key(v[u]), i, best_key, best)) {
+        best_key = Key(v[u]);
+        best = i;
+      }
+    }
+  }
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const uint32_t k = __shfl_xor_sync(0xffffffffu, best_key, off);
+    const int64_t i = __shfl_xor_sync(0xffffffffu, best, off);
+    if (Better(k, i, best_key, best)) {
+      best_key = k;
+      best = i;
+    }
+  }
+  __shared__ uint32_t warp_key[kWarps];
+  __shared__ int64_t warp_best[kWarps];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    warp_key[warp] = best_key;
+    warp_best[warp] = best;
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  best_key = warp_key[lane];
+  best = warp_best[lane];
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const uint32_t k = __shfl_xor_sync(0xffffffffu, best_key, off);
+    const int64_t i = __shfl_xor_sync(0xffffffffu, best, off);
+    if (Better(k, i, best_key, best)) {
+      best_key = k;
+      best = i;
+    }
+  }
+  if (lane == 0) {
+    ids[blockIdx.x] = static_cast<int32_t>(best);
+    values[blockIdx.x] = row[best];
+  }
+}
+
 }  // namespace
 
 cudaError_t LaunchRowTopK(const float* x, int64_t rows, int64_t n, int k, int32_t* ids,
                           float* values, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (k < 1 || k > n || rows > 65535 * 1024LL) return cudaErrorInvalidValue;
-  RowTopKKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, n, k, ids, values);
+  if (k == 1) {
+    RowArgmaxKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, n, ids, values);
+  } else {
+    RowTopKKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, n, k, ids, values);
+  }
   return cudaGetLastError();
 }
 

@@ -14,7 +14,8 @@ namespace quest::ops::cuda {
 // among equal values the lower indices) into ids/values [rows, k], in no
 // particular order (the caller sorts k entries). One CTA per row: a radix
 // select of the k-th largest value, then a pass that collects the rows'
-// winners. 1 <= k <= n.
+// winners; k = 1 (greedy) is one pass that keeps each thread's best.
+// 1 <= k <= n.
 cudaError_t LaunchRowTopK(const float* x, int64_t rows, int64_t n, int k, int32_t* ids,
                           float* values, cudaStream_t stream);
 
