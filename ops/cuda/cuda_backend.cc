@@ -191,6 +191,7 @@ class CudaBackend final : public Backend {
         select_variant_(options.quest_select_variant),
         per_head_select_wait_(options.per_head_select_wait),
         decode_gemv_(options.decode_gemv),
+        gemv_variant_(options.gemv_variant),
         gemv_rows_per_cta_(options.gemv_rows_per_cta),
         caller_stream_(static_cast<cudaStream_t>(options.stream)) {}
 
@@ -334,6 +335,7 @@ class CudaBackend final : public Backend {
       g.m = m;
       g.n = n;
       g.k = k;
+      g.variant = gemv_variant_;
       g.rows_per_cta = gemv_rows_per_cta_;
       if (cuda::GemvSupported(g)) {
         QUEST_CUDA_CHECK(cuda::LaunchGemv(type(), g, stream_));
@@ -886,6 +888,7 @@ class CudaBackend final : public Backend {
   const int select_variant_;  // CudaBackendOptions::quest_select_variant
   const bool per_head_select_wait_;  // CudaBackendOptions::per_head_select_wait
   const bool decode_gemv_;           // CudaBackendOptions::decode_gemv
+  const int gemv_variant_;           // CudaBackendOptions::gemv_variant
   const int gemv_rows_per_cta_;      // CudaBackendOptions::gemv_rows_per_cta
   const cudaStream_t caller_stream_;  // CudaBackendOptions::stream (null: make one)
   std::unique_ptr<cuda::TopPagesBatchParams> select_batch_;  // SelectTopPagesBatch's launch parameters
@@ -933,6 +936,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
     return absl::InvalidArgumentError(absl::StrCat("CUDA backend: per_head_select_wait needs a select that "
                                                    "publishes its rows (quest_select_variant 0, 1 or 2, not ",
                                                    v, ")"));
+  }
+  if (options.gemv_variant < 0 || options.gemv_variant > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA backend: gemv_variant ", options.gemv_variant,
+                                                   " is not 0 (the default), 1 (CUDA cores) or 2 (tensor cores)"));
   }
   if (const int r = options.gemv_rows_per_cta; r != 0 && r != 2 && r != 4 && r != 8) {
     return absl::InvalidArgumentError(

@@ -33,11 +33,14 @@ struct CudaBackendOptions {
   // 12.90x vs 12.82x, attention_bench session 5), correct (bit-identical).
   bool per_head_select_wait = false;
   // Linear layers of up to cuda::kMaxGemvRows rows of x (decode steps) run
-  // on the backend's own kernel (ops/cuda/gemv_kernels.h) instead of
+  // on the backend's own kernels (ops/cuda/gemv_kernels.h) instead of
   // cuBLASLt. For measuring the two side by side; on by default.
   bool decode_gemv = true;
-  // Its weight rows per CTA (cuda::GemvParams::rows_per_cta: 2, 4 or 8;
-  // 0 the default). Tuning.
+  // Its implementation (cuda::GemvParams::variant: 0 the default, 1 CUDA
+  // cores, 2 tensor cores; a shape the one asked for does not take goes to
+  // cuBLASLt) and the CUDA-core kernel's weight rows per CTA
+  // (cuda::GemvParams::rows_per_cta: 2, 4 or 8; 0 the default). Tuning.
+  int gemv_variant = 0;
   int gemv_rows_per_cta = 0;
   // The cudaStream_t every op runs on. Null: the backend creates its own
   // (blocking) stream. A caller's stream lets an embedding service order

@@ -106,19 +106,24 @@ TEST_F(CudaOpsTest, Linear) {
 }
 
 // Decode-shaped linear layers (m <= cuda::kMaxGemvRows) run on the
-// backend's own kernel: every row count it is built for (1, 2, 4 and 3,
-// padded up to 4), 5 and 8 (cuBLASLt again), k not a multiple of its
-// 256-thread stride, n not a multiple of any rows-per-CTA choice, bias,
-// bf16 and f32 outputs, for each rows-per-CTA choice. f32 outputs are held
-// to 1e-4 (both sides accumulate in float32; only the order differs).
+// backend's own kernels: the CUDA-core one (every row count it is built
+// for, 1, 2, 4, and 3 padded up to 4; n not a multiple of any rows-per-CTA
+// choice, each choice) and the tensor-core one (m up to 8, n not a multiple
+// of its 16 rows, k a multiple of 64), both from the default pick; shapes
+// neither takes (k not a multiple of 64 above 4 rows, more than 8 rows) go
+// to cuBLASLt. Bias, bf16 and f32 outputs. f32 outputs are held to 1e-4
+// (both sides accumulate in float32; only the order differs).
 TEST_F(CudaOpsTest, DecodeLinear) {
-  static_assert(cuda::kMaxGemvRows == 4, "the shapes below straddle the kernel's limit");
+  static_assert(cuda::kMaxGemvRows == 8, "the shapes below straddle the kernels' limits");
   struct Shape { int64_t m, k, n; };
-  const Shape shapes[] = {{1, 8, 1},     {1, 4104, 4099}, {2, 72, 5},    {3, 1032, 77},
-                          {4, 11008, 33}, {5, 256, 130},  {8, 4096, 67}};
-  for (int rows_per_cta : {0, 2, 4, 8}) {
+  const Shape shapes[] = {{1, 8, 1},      {1, 4104, 4099}, {2, 72, 5},     {3, 1032, 77},  {4, 11008, 33},
+                          {5, 256, 130},  {6, 4096, 1},    {7, 96, 17},    {8, 4096, 67},  {8, 11008, 40},
+                          {8, 104, 9},    {9, 136, 19},    {2, 4096, 4099}};
+  struct Config { int variant, rows_per_cta; };
+  for (const Config config : {Config{0, 0}, Config{1, 2}, Config{1, 4}, Config{1, 8}, Config{2, 0}}) {
     CudaBackendOptions options;
-    options.gemv_rows_per_cta = rows_per_cta;
+    options.gemv_variant = config.variant;
+    options.gemv_rows_per_cta = config.rows_per_cta;
     absl::StatusOr<std::unique_ptr<Backend>> made = CreateCudaBackend(options);
     ASSERT_TRUE(made.ok()) << made.status();
     Backend& gpu = **made;
@@ -134,17 +139,21 @@ TEST_F(CudaOpsTest, DecodeLinear) {
           gpu.Linear(gx, gw, with_bias ? &gb : nullptr, gy);
           Tensor want = cpu_->ToHost(cy), got = gpu.ToHost(gy);
           Compare(want.data<float>(), got.data<float>(), want.numel(),
-                  "decode linear rows/cta " + std::to_string(rows_per_cta) + " m=" + std::to_string(s.m) +
-                      " k=" + std::to_string(s.k) + " n=" + std::to_string(s.n) + " out=" + DTypeName(out_dtype) +
+                  "decode linear variant " + std::to_string(config.variant) + " rows/cta " +
+                      std::to_string(config.rows_per_cta) + " m=" + std::to_string(s.m) + " k=" +
+                      std::to_string(s.k) + " n=" + std::to_string(s.n) + " out=" + DTypeName(out_dtype) +
                       (with_bias ? " +bias" : ""),
                   out_dtype == DType::kFloat32 ? 1e-4 : kBf16Tol);
         }
       }
     }
   }
-  CudaBackendOptions bad;
-  bad.gemv_rows_per_cta = 3;
-  EXPECT_EQ(CreateCudaBackend(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  for (auto [variant, rows] : {std::pair{3, 0}, std::pair{0, 3}}) {
+    CudaBackendOptions bad;
+    bad.gemv_variant = variant;
+    bad.gemv_rows_per_cta = rows;
+    EXPECT_EQ(CreateCudaBackend(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  }
 }
 
 TEST_F(CudaOpsTest, LinearOnARowSlice) {

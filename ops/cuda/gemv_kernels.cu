@@ -17,11 +17,17 @@
 #include "ops/cuda/gemv_kernels.h"
 
 #include "ops/cuda/device_util.cuh"
+#include "ops/cuda/ptx.cuh"
 
 namespace quest::ops::cuda {
 namespace {
 
 constexpr int kGemvThreads = 256;
+// The CUDA-core kernel's limit (each row of x is re-read from L1 per weight
+// vector: past 4 rows that traffic bounds it), and where the default
+// switches to tensor cores.
+constexpr int kMaxCudaCoreGemvRows = 4;
+constexpr int kDefaultCudaCoreRows = 2;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvUnroll = 2;
 
@@ -129,6 +135,114 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(const GemvParams p) {
   }
 }
 
+
+// Tensor cores (m <= 8, k a multiple of 64): a CTA owns 16 weight rows, its
+// 8 warps split k in chunks of 64. mma.m16n8k16 takes the 16 rows as A and
+// the (up to) 8 rows of x as the 8 columns of B. A dot product does not
+// care in which order k is summed, as long as A and B use the same order,
+// so each thread loads 32 contiguous bytes of its two rows (g and g + 8)
+// and of its x row (g) -- elements 16 tig .. 16 tig + 15 of the chunk, so
+// a row's 4 threads read its whole 128-byte line -- and feeds them as its
+// fragment registers: of each 16-byte half, the first mma takes elements
+// 0-3 (logical k 2 tig, 2 tig + 1, 2 tig + 8, 2 tig + 9), the second 4-7.
+// x costs one load per two weight loads (the CUDA-core kernel reads every
+// row of x per weight vector). The warps' 16 x 8 partial sums meet in
+// shared memory. Measured on an H100 (linear_bench): with 16 bytes per
+// thread (64 bytes of a row per load instruction) it streamed 71-92 % of
+// copy whatever m; whole lines per row made it 88-98 % (GQA's 1024-row K/V
+// projections: 59 %, 64 CTAs).
+constexpr int kMmaRows = 16;
+constexpr int kMmaChunk = 64;  // k per warp step
+constexpr int kMmaUnroll = 2;  // chunks per warp in flight
+
+template <typename T, typename Out>
+__global__ void __launch_bounds__(kGemvThreads) GemvMmaKernel(const GemvParams p) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, tig = lane & 3;
+  const int64_t kv = p.k / 8, chunks = p.k / kMmaChunk;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows;
+  const uint4* w = static_cast<const uint4*>(p.w);
+  // Thread tig's part of a chunk: vectors 2 tig and 2 tig + 1 (32 bytes),
+  // so a row's 4 threads cover its chunk's 128 bytes, one line.
+  // Rows past n re-read the last row (always valid) and store nothing.
+  const uint4* wa = w + min(row0 + g, p.n - 1) * kv + 2 * tig;
+  const uint4* wb = w + min(row0 + g + 8, p.n - 1) * kv + 2 * tig;
+  const bool has_x = g < p.m;
+  const uint4* xr = static_cast<const uint4*>(p.x) + (has_x ? g : 0) * kv + 2 * tig;
+  constexpr int kVecs = kMmaChunk / 8;  // per row and chunk
+
+  float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  bool waited = false;
+  for (int64_t base = warp; base < chunks; base += int64_t{kGemvWarps} * kMmaUnroll) {
+    uint4 ra[kMmaUnroll][2], rb[kMmaUnroll][2];
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+      const int64_t ch = base + u * kGemvWarps;
+      const bool in = ch < chunks;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        ra[u][h] = in ? __ldcs(wa + ch * kVecs + h) : make_uint4(0u, 0u, 0u, 0u);
+        rb[u][h] = in ? __ldcs(wb + ch * kVecs + h) : make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+    if (!waited) {  // x may be the previous kernel's output
+      WaitPrimary();
+      waited = true;
+    }
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+      const int64_t ch = base + u * kGemvWarps;
+      if (ch >= chunks) break;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint4 xv = has_x ? __ldg(xr + ch * kVecs + h) : make_uint4(0u, 0u, 0u, 0u);
+        const uint32_t a0[4] = {ra[u][h].x, rb[u][h].x, ra[u][h].y, rb[u][h].y};
+        Mma16816<T>(c, a0, xv.x, xv.y);
+        const uint32_t a1[4] = {ra[u][h].z, rb[u][h].z, ra[u][h].w, rb[u][h].w};
+        Mma16816<T>(c, a1, xv.z, xv.w);
+      }
+    }
+  }
+  if (!waited) WaitPrimary();  // (a warp with no chunks)
+  AllowDependents();
+
+  // c[0], c[1]: row g, x rows 2 tig and 2 tig + 1; c[2], c[3]: row g + 8.
+  __shared__ float partial[kGemvWarps][kMmaRows * 8];
+  partial[warp][g * 8 + 2 * tig] = c[0];
+  partial[warp][g * 8 + 2 * tig + 1] = c[1];
+  partial[warp][(g + 8) * 8 + 2 * tig] = c[2];
+  partial[warp][(g + 8) * 8 + 2 * tig + 1] = c[3];
+  __syncthreads();
+  if (tid < kMmaRows * 8) {
+    const int r = tid / 8, i = tid % 8;
+    const int64_t row = row0 + r;
+    if (row < p.n && i < p.m) {
+      float s = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kGemvWarps; ++j) s += partial[j][tid];
+      if (p.bias != nullptr) s += F(static_cast<const T*>(p.bias)[row]);
+      StoreOut<Out>(static_cast<Out*>(p.y) + i * p.n + row, s);
+    }
+  }
+}
+
+// Which kernel takes p (GemvParams::variant; 0: the CUDA-core kernel up to
+// kDefaultCudaCoreRows rows of x, tensor cores above). On an H100 the
+// CUDA-core kernel was faster at m = 1-2 (98-105 % of copy; 79-85 % on
+// GQA's K/V projections, whose 1024 rows give the tensor-core kernel only
+// 64 CTAs), the tensor-core one from m = 4 (88-98 % against 82-91 %).
+bool TensorCoreShape(const GemvParams& p) { return p.m <= 8 && p.k % kMmaChunk == 0; }
+bool CudaCoreShape(const GemvParams& p) { return p.m <= kMaxCudaCoreGemvRows; }
+
+bool UseTensorCores(const GemvParams& p) {
+  switch (p.variant) {
+    case 1: return false;
+    case 2: return true;
+    default: return TensorCoreShape(p) && p.m > kDefaultCudaCoreRows;
+  }
+}
+
+
 template <typename T, typename Out, int M, int RB>
 cudaError_t Launch(const GemvParams& p, cudaStream_t stream) {
   return LaunchMaybePdl(p.pdl, &GemvKernel<T, Out, M, RB>, dim3(static_cast<unsigned>((p.n + RB - 1) / RB)),
@@ -150,8 +264,13 @@ cudaError_t LaunchRows(const GemvParams& p, cudaStream_t stream) {
 
 template <typename T, typename Out>
 cudaError_t LaunchOut(const GemvParams& p, cudaStream_t stream) {
+  if (UseTensorCores(p)) {
+    return LaunchMaybePdl(p.pdl, &GemvMmaKernel<T, Out>, dim3(static_cast<unsigned>((p.n + kMmaRows - 1) / kMmaRows)),
+                          dim3(kGemvThreads), 0, stream, p);
+  }
   if (p.m <= 1) return LaunchRows<T, Out, 1>(p, stream);
   if (p.m <= 2) return LaunchRows<T, Out, 2>(p, stream);
+  static_assert(kMaxCudaCoreGemvRows == 4, "the CUDA-core kernel is built for M = 1, 2 and 4");
   return LaunchRows<T, Out, 4>(p, stream);
 }
 
@@ -159,8 +278,15 @@ cudaError_t LaunchOut(const GemvParams& p, cudaStream_t stream) {
 }  // namespace
 
 bool GemvSupported(const GemvParams& p) {
-  return p.m >= 1 && p.m <= kMaxGemvRows && p.n >= 1 && p.k >= 8 && p.k % 8 == 0 && Aligned16(p.x) &&
-         Aligned16(p.w) && p.n < (int64_t{1} << 31);
+  if (p.m < 1 || p.m > kMaxGemvRows || p.n < 1 || p.k < 8 || p.k % 8 != 0 || !Aligned16(p.x) || !Aligned16(p.w) ||
+      p.n >= (int64_t{1} << 31)) {
+    return false;
+  }
+  switch (p.variant) {
+    case 1: return CudaCoreShape(p);
+    case 2: return TensorCoreShape(p);
+    default: return TensorCoreShape(p) || CudaCoreShape(p);
+  }
 }
 
 cudaError_t LaunchGemv(ElemType type, const GemvParams& p, cudaStream_t stream) {

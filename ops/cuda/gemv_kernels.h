@@ -2,15 +2,17 @@
 #define QUEST_OPS_CUDA_GEMV_KERNELS_H_
 
 // Decode-shaped linear layers: y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]) for
-// a few rows of x (a decode step's tokens), on CUDA cores. Backend::Linear
-// (runtime/backend.h) is the contract; cuBLASLt serves every other shape.
+// a few rows of x (a decode step's tokens, or a decode batch's): on CUDA
+// cores for 1-2 rows, on tensor cores for 3-8. Backend::Linear (runtime/backend.h) is the
+// contract; cuBLASLt serves every other shape.
 //
 // Why a kernel of our own: at m = 1..8 a linear layer is a stream over its
 // weight, and the weights of a decode step are cold (each is read once per
 // step, and a layer's 400 MB never fit the L2). cuBLASLt's picks read a cold
 // 4096 x 4096 weight at 76 % of copy bandwidth on an H100 and a 1024 x 4096
-// one (GQA's K and V projections) at 28 %; this kernel reads them at
-// ~100 % and 84 % (tools/bench/RESULTS.md, "Decode linear layers").
+// one (GQA's K and V projections) at 24-38 %; these kernels read them at
+// ~100 % and 84 % with one row of x, 93 % and 59 % with eight
+// (tools/bench/RESULTS.md, session 10).
 
 #include <cuda_runtime_api.h>
 
@@ -20,12 +22,8 @@
 
 namespace quest::ops::cuda {
 
-// Most rows of x one launch takes. Each weight element is multiplied with
-// every row in registers, and every row of x is read from L1 per weight
-// vector: at 8 rows that L1 traffic, not DRAM, bounds it (H100: 50-64 % of
-// copy, 0.56-0.74x cuBLASLt), while at 4 it still matches or beats
-// cuBLASLt (RESULTS.md, "Decode linear layers").
-inline constexpr int kMaxGemvRows = 4;
+// Most rows of x one launch takes.
+inline constexpr int kMaxGemvRows = 8;
 
 struct GemvParams {
   const void* x = nullptr;     // [m, k], compute type
@@ -36,7 +34,14 @@ struct GemvParams {
   int64_t m = 0;
   int64_t n = 0;
   int64_t k = 0;
-  // Weight rows per CTA, 2, 4 or 8 (tuning; 0: the default).
+  // Implementation: 0 the default, 1 CUDA cores (m <= 4; each weight
+  // element is multiplied with every row of x in registers, and every row
+  // of x is re-read from L1 per weight vector, which bounds it past 4 rows:
+  // on an H100 at m = 8 it reached 50-64 % of copy), 2 tensor cores (k a
+  // multiple of 64; mma.sync with the weight rows as A and x as B).
+  int variant = 0;
+  // Weight rows per CTA of the CUDA-core kernel, 2, 4 or 8 (tuning; 0: the
+  // default).
   int rows_per_cta = 0;
   // Launch with programmatic stream serialization: the CTAs start loading
   // their weight rows (never written by the stream) while the previous
@@ -45,7 +50,8 @@ struct GemvParams {
 };
 
 // Whether LaunchGemv takes this shape: 1 <= m <= kMaxGemvRows, k a
-// multiple of 8, x and w 16-byte aligned (bias and y: any alignment).
+// multiple of 8 (of 64 above 4 rows), x and w 16-byte aligned (bias and y:
+// any alignment), and the variant asked for takes it.
 bool GemvSupported(const GemvParams& p);
 
 cudaError_t LaunchGemv(ElemType type, const GemvParams& p, cudaStream_t stream);

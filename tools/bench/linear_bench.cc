@@ -1,7 +1,7 @@
 // linear_bench: decode-shaped linear layers, y[m, n] = x[m, k] w[n, k]^T
 // with m = 1..16 rows of x, through the CUDA backend's real
 // Backend::Linear: the backend's own kernel (ops/cuda/gemv_kernels.h, the
-// default for m <= 4) against cuBLASLt (CudaBackendOptions::decode_gemv =
+// default for m <= 8: CUDA cores for 1-2 rows, tensor cores for 3-8) against cuBLASLt (CudaBackendOptions::decode_gemv =
 // false) on Llama-2-7B's projection shapes, side by side in one run.
 //
 // The weights are cold, as in a model's decode step (each layer's weights
@@ -37,6 +37,9 @@
 
 ABSL_FLAG(std::vector<std::string>, rows, (std::vector<std::string>{"1", "2", "4", "8", "16"}),
           "Rows of x (m) to measure.");
+ABSL_FLAG(int, gemv_variant, 0,
+          "Our kernel's implementation (ops::CudaBackendOptions::gemv_variant: 0 the default, 1 CUDA cores, 2 "
+          "tensor cores).");
 ABSL_FLAG(int, rows_per_cta, 0,
           "Weight rows per CTA of our kernel (ops::CudaBackendOptions::gemv_rows_per_cta; 0: its default).");
 
@@ -84,6 +87,7 @@ int Main() {
   ops::CudaBackendOptions options;
   options.dtype = DType::kBFloat16;
   options.stream = stream;
+  options.gemv_variant = absl::GetFlag(FLAGS_gemv_variant);
   options.gemv_rows_per_cta = absl::GetFlag(FLAGS_rows_per_cta);
   auto ours = ops::CreateCudaBackend(options);
   options.decode_gemv = false;
@@ -139,8 +143,8 @@ int Main() {
     }
   }
   std::printf("\n%% copy = (weight bytes / time) / (D2D copy of the same bytes: read + write bytes / time), "
-              "same run; speed-up = cuBLASLt time / ours (both through Backend::Linear; above %d rows both are "
-              "cuBLASLt)\n",
+              "same run; speed-up = cuBLASLt time / ours (both through Backend::Linear; above %d rows, or where "
+              "the variant asked for does not take the shape, both are cuBLASLt)\n",
               ops::cuda::kMaxGemvRows);
   return 0;
 }
