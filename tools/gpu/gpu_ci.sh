@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 STASH=/tmp/quest_ci
-BENCHES=(//tools/bench:attention_bench //tools/bench:decode_bench //tools/eval:passkey //tools/generate)
+BENCHES=(//tools/bench:attention_bench //tools/bench:linear_bench //tools/bench:decode_bench //tools/eval:passkey //tools/generate)
 
 case "${1:-}" in
   pack)
@@ -79,6 +79,8 @@ case "${1:-}" in
     if [[ "${2:-}" != "--no-bench" ]]; then
       echo "===== //tools/bench:attention_bench"
       .gpu/bin/attention_bench 2>&1 | tee /tmp/attention_bench.log | sed -n '/^shape /,$p' | head -160
+      echo "===== //tools/bench:linear_bench (decode linear layers, cold weights)"
+      .gpu/bin/linear_bench --rows=1,2,4,8 2>&1 | tee /tmp/linear_bench.log | tail -24
       echo "===== //tools/bench:decode_bench (8 layers, MHA, 32K)"
       .gpu/bin/decode_bench --layers=8 --contexts=32768 --budgets=512,2048 2>&1 | tee /tmp/decode_bench.log | tail -10
       # 8 requests served together: 544 tokens each outlast the other 7
@@ -106,7 +108,7 @@ case "${1:-}" in
       fi
       echo "===== tools/bench/torch_reference.py"
       python3 tools/bench/torch_reference.py 2>&1 | tee /tmp/torch_reference.log
-      [[ -n "${OUT:-}" ]] && cp /tmp/attention_bench.log /tmp/decode_bench.log /tmp/decode_bench_b8.log /tmp/torch_reference.log /tmp/passkey_*.log "$OUT/" || true
+      [[ -n "${OUT:-}" ]] && cp /tmp/attention_bench.log /tmp/linear_bench.log /tmp/decode_bench.log /tmp/decode_bench_b8.log /tmp/torch_reference.log /tmp/passkey_*.log "$OUT/" || true
     fi
     echo
     echo "===== GPU suite summary"
