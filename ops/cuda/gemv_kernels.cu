@@ -1,6 +1,7 @@
-// Decode-shaped linear layers on CUDA cores (see gemv_kernels.h).
+// Decode-shaped linear layers (see gemv_kernels.h): a CUDA-core kernel for
+// 1-4 rows of x and a tensor-core one for up to 8 (GemvMmaKernel below).
 //
-// A CTA of 256 threads owns RB consecutive weight rows and walks their k
+// CUDA cores: a CTA of 256 threads owns RB consecutive weight rows and walks their k
 // dimension together: thread t takes the 16-byte vectors t, t + 256, ... of
 // every row, U vectors per row in flight, multiplies each with the same
 // vector of the M rows of x (L1-resident: every CTA reads all of x), and
@@ -30,6 +31,16 @@ constexpr int kMaxCudaCoreGemvRows = 4;
 constexpr int kDefaultCudaCoreRows = 2;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvUnroll = 2;
+
+// The first call waits for the previous kernel (PDL); later ones do nothing.
+// The kernels issue their first weight loads before it: weights are never
+// written by the stream.
+__device__ __forceinline__ void WaitPrimaryOnce(bool& waited) {
+  if (!waited) {
+    WaitPrimary();
+    waited = true;
+  }
+}
 
 template <typename Out>
 __device__ __forceinline__ void StoreOut(Out* y, float v);
@@ -70,10 +81,7 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(const GemvParams p) {
 #pragma unroll
       for (int r = 0; r < RB; ++r) wv[u][r] = v < kv ? __ldcs(wr[r] + v) : make_uint4(0u, 0u, 0u, 0u);
     }
-    if (!waited) {  // x may be the previous kernel's output
-      WaitPrimary();
-      waited = true;
-    }
+    WaitPrimaryOnce(waited);  // x may be the previous kernel's output
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int64_t v = base + u * kGemvThreads;
@@ -100,7 +108,7 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(const GemvParams p) {
       }
     }
   }
-  if (!waited) WaitPrimary();  // (a CTA with no vectors)
+  WaitPrimaryOnce(waited);  // (a CTA with no vectors)
   // The next kernel may start its prologue; it waits for this grid's end
   // before it reads y.
   AllowDependents();
@@ -185,10 +193,7 @@ __global__ void __launch_bounds__(kGemvThreads) GemvMmaKernel(const GemvParams p
         rb[u][h] = in ? __ldcs(wb + ch * kVecs + h) : make_uint4(0u, 0u, 0u, 0u);
       }
     }
-    if (!waited) {  // x may be the previous kernel's output
-      WaitPrimary();
-      waited = true;
-    }
+    WaitPrimaryOnce(waited);  // x may be the previous kernel's output
 #pragma unroll
     for (int u = 0; u < kMmaUnroll; ++u) {
       const int64_t ch = base + u * kGemvWarps;
@@ -203,7 +208,7 @@ __global__ void __launch_bounds__(kGemvThreads) GemvMmaKernel(const GemvParams p
       }
     }
   }
-  if (!waited) WaitPrimary();  // (a warp with no chunks)
+  WaitPrimaryOnce(waited);  // (a warp with no chunks)
   AllowDependents();
 
   // c[0], c[1]: row g, x rows 2 tig and 2 tig + 1; c[2], c[3]: row g + 8.

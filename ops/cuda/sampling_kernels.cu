@@ -98,6 +98,19 @@ __device__ __forceinline__ bool Better(uint32_t ka, int64_t ia, uint32_t kb, int
   return ka > kb || (ka == kb && ia < ib);
 }
 
+// The warp's best (key, index) into every lane's.
+__device__ __forceinline__ void WarpBest(uint32_t& key, int64_t& index) {
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const uint32_t k = __shfl_xor_sync(0xffffffffu, key, off);
+    const int64_t i = __shfl_xor_sync(0xffffffffu, index, off);
+    if (Better(k, i, key, index)) {
+      key = k;
+      index = i;
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) RowArgmaxKernel(const float* x, int64_t n, int32_t* ids, float* values) {
   const float* row = x + blockIdx.x * n;
   constexpr int kUnroll = 4;
@@ -119,15 +132,7 @@ __global__ void __launch_bounds__(kThreads) RowArgmaxKernel(const float* x, int6
       }
     }
   }
-#pragma unroll
-  for (int off = 16; off >= 1; off >>= 1) {
-    const uint32_t k = __shfl_xor_sync(0xffffffffu, best_key, off);
-    const int64_t i = __shfl_xor_sync(0xffffffffu, best, off);
-    if (Better(k, i, best_key, best)) {
-      best_key = k;
-      best = i;
-    }
-  }
+  WarpBest(best_key, best);
   __shared__ uint32_t warp_key[kWarps];
   __shared__ int64_t warp_best[kWarps];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -139,15 +144,7 @@ __global__ void __launch_bounds__(kThreads) RowArgmaxKernel(const float* x, int6
   if (warp != 0) return;
   best_key = warp_key[lane];
   best = warp_best[lane];
-#pragma unroll
-  for (int off = 16; off >= 1; off >>= 1) {
-    const uint32_t k = __shfl_xor_sync(0xffffffffu, best_key, off);
-    const int64_t i = __shfl_xor_sync(0xffffffffu, best, off);
-    if (Better(k, i, best_key, best)) {
-      best_key = k;
-      best = i;
-    }
-  }
+  WarpBest(best_key, best);
   if (lane == 0) {
     ids[blockIdx.x] = static_cast<int32_t>(best);
     values[blockIdx.x] = row[best];
