@@ -89,7 +89,7 @@ __global__ void RmsNormKernel(T* x, const T* r, const T* w, float eps, int64_t d
   __shared__ float partial[kThreads / 32];
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
-  __syncthreads();  // (also orders the element loop's stores to x before the reads below)
+  __syncthreads();
   float total = 0.0f;
   for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) total += partial[i];
   const float inv = rsqrtf(total / static_cast<float>(d) + eps);
