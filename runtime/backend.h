@@ -128,6 +128,19 @@ class Backend {
   virtual void Embedding(const Tensor& table, absl::Span<const int32_t> ids, Tensor& out) = 0;
   // y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]); w in Hugging Face [out, in] layout.
   virtual void Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
+  // Several linear layers of one input (a layer's q, k and v projections,
+  // or its gate and up projections): *outs[i].y = x . outs[i].w^T (+
+  // *outs[i].bias). The result is that of calling Linear for each, which
+  // is what this default does; a backend may run them as one launch (CUDA:
+  // decode-shaped ones, up to 3).
+  struct LinearOut {
+    const Tensor* w = nullptr;
+    const Tensor* bias = nullptr;
+    Tensor* y = nullptr;
+  };
+  virtual void LinearGroup(const Tensor& x, absl::Span<const LinearOut> outs) {
+    for (const LinearOut& o : outs) Linear(x, *o.w, o.bias, *o.y);
+  }
   // y = x * rsqrt(mean(x^2) + eps) * weight, per row of x [m, d].
   virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
   // x += y (same shape).

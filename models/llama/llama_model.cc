@@ -145,9 +145,10 @@ absl::StatusOr<Tensor> LlamaModel::ForwardOnDevice(absl::Span<const SequenceStep
     const Layer& l = layers_[li];
     // h holds this layer's input norm of x (the previous layer's last add
     // made it).
-    b.Linear(h, l.q, c.attention_bias ? &l.q_bias : nullptr, q);
-    b.Linear(h, l.k, c.attention_bias ? &l.k_bias : nullptr, k);
-    b.Linear(h, l.v, c.attention_bias ? &l.v_bias : nullptr, v);
+    const Backend::LinearOut qkv[] = {{&l.q, c.attention_bias ? &l.q_bias : nullptr, &q},
+                                      {&l.k, c.attention_bias ? &l.k_bias : nullptr, &k},
+                                      {&l.v, c.attention_bias ? &l.v_bias : nullptr, &v}};
+    b.LinearGroup(h, qkv);
     b.Rope(q, positions, rope);
     b.Rope(k, positions, rope);
     // Every sequence's K/V first, then one attention call for the batch
@@ -162,8 +163,8 @@ absl::StatusOr<Tensor> LlamaModel::ForwardOnDevice(absl::Span<const SequenceStep
     cache.AttendBatch(static_cast<int>(li), requests);
     b.Linear(attn, l.o, l.o_bias.defined() ? &l.o_bias : nullptr, proj);
     b.AddRmsNorm(x, proj, l.post_norm, eps, h);
-    b.Linear(h, l.gate, nullptr, gate);
-    b.Linear(h, l.up, nullptr, up);
+    const Backend::LinearOut gate_up[] = {{&l.gate, nullptr, &gate}, {&l.up, nullptr, &up}};
+    b.LinearGroup(h, gate_up);
     b.SiluMul(gate, up, gate);
     b.Linear(gate, l.down, nullptr, proj);
     if (li + 1 < layers_.size()) {

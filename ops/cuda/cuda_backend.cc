@@ -316,32 +316,11 @@ class CudaBackend final : public Backend {
 
   void Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
     pending_select_ = {};  // a programmatically launched kernel of ours, or cuBLASLt's
-    CheckCompute(x, "linear x");
-    CheckCompute(w, "linear w");
-    CHECK(y.device() == Device::kCuda && (y.dtype() == dtype_ || y.dtype() == DType::kFloat32))
-        << "linear y " << y.ShapeString();
+    CheckLinear(x, w, bias, y);
     const int64_t k = x.dim(-1), m = x.numel() / k, n = w.dim(0);
-    CHECK_EQ(w.dim(1), k) << x.ShapeString() << " x " << w.ShapeString();
-    CHECK_EQ(y.numel(), m * n);
     if (m == 0) return;
-    if (bias != nullptr) CheckCompute(*bias, "linear bias");
-    if (decode_gemv_) {
-      cuda::GemvParams g;
-      g.x = x.raw_data();
-      g.w = w.raw_data();
-      g.bias = bias != nullptr ? bias->raw_data() : nullptr;
-      g.y = y.raw_data();
-      g.y_f32 = y.dtype() == DType::kFloat32;
-      g.m = m;
-      g.n = n;
-      g.k = k;
-      g.variant = gemv_variant_;
-      g.rows_per_cta = gemv_rows_per_cta_;
-      if (cuda::GemvSupported(g)) {
-        QUEST_CUDA_CHECK(cuda::LaunchGemv(type(), g, stream_));
-        return;
-      }
-    }
+    const LinearOut one{&w, bias, &y};
+    if (TryGemv(x, {&one, 1})) return;
     const bool epilogue = bias != nullptr && y.dtype() == dtype_;
     uint32_t align = std::min({Alignment(x.raw_data()), Alignment(w.raw_data()), Alignment(y.raw_data())});
     if (epilogue) align = std::min(align, Alignment(bias->raw_data()));
@@ -359,6 +338,22 @@ class CudaBackend final : public Backend {
     if (bias != nullptr && !epilogue) {
       QUEST_CUDA_CHECK(cuda::LaunchAddBiasF32(type(), y.data<float>(), bias->raw_data(), m, n, stream_));
     }
+  }
+
+  // Decode-shaped groups (every output of one dtype, at most
+  // cuda::kMaxGemvParts) run as one GEMV launch; others one by one.
+  void LinearGroup(const Tensor& x, absl::Span<const LinearOut> outs) override {
+    if (outs.size() > 1 && outs.size() <= static_cast<size_t>(cuda::kMaxGemvParts)) {
+      CheckCompute(x, "linear group x");
+      bool same_out = true;
+      for (const LinearOut& o : outs) {
+        CheckLinear(x, *o.w, o.bias, *o.y);
+        same_out &= o.y->dtype() == outs[0].y->dtype();
+      }
+      pending_select_ = {};
+      if (same_out && x.numel() > 0 && TryGemv(x, outs)) return;
+    }
+    for (const LinearOut& o : outs) Linear(x, *o.w, o.bias, *o.y);
   }
 
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
@@ -725,6 +720,43 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  void CheckLinear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) const {
+    CheckCompute(x, "linear x");
+    CheckCompute(w, "linear w");
+    CHECK(y.device() == Device::kCuda && (y.dtype() == dtype_ || y.dtype() == DType::kFloat32))
+        << "linear y " << y.ShapeString();
+    const int64_t k = x.dim(-1), m = x.numel() / k, n = w.dim(0);
+    CHECK_EQ(w.dim(1), k) << x.ShapeString() << " x " << w.ShapeString();
+    CHECK_EQ(y.numel(), m * n);
+    if (bias != nullptr) {
+      CheckCompute(*bias, "linear bias");
+      CHECK_EQ(bias->numel(), n) << "linear bias " << bias->ShapeString() << " for " << w.ShapeString();
+    }
+  }
+
+  // Launches the outputs (checked, of one dtype) as one decode-shaped GEMV
+  // when its kernels take them (CudaBackendOptions::decode_gemv).
+  bool TryGemv(const Tensor& x, absl::Span<const LinearOut> outs) {
+    if (!decode_gemv_) return false;
+    cuda::GemvParams g;
+    g.x = x.raw_data();
+    g.k = x.dim(-1);
+    g.m = x.numel() / g.k;
+    g.y_f32 = outs[0].y->dtype() == DType::kFloat32;
+    g.variant = gemv_variant_;
+    g.rows_per_cta = gemv_rows_per_cta_;
+    g.num_parts = static_cast<int>(outs.size());
+    for (size_t j = 0; j < outs.size(); ++j) {
+      g.parts[j].w = outs[j].w->raw_data();
+      g.parts[j].bias = outs[j].bias != nullptr ? outs[j].bias->raw_data() : nullptr;
+      g.parts[j].y = outs[j].y->raw_data();
+      g.parts[j].n = outs[j].w->dim(0);
+    }
+    if (!cuda::GemvSupported(g)) return false;
+    QUEST_CUDA_CHECK(cuda::LaunchGemv(type(), g, stream_));
+    return true;
+  }
+
   cuda::ElemType type() const {
     return dtype_ == DType::kBFloat16 ? cuda::ElemType::kBFloat16 : cuda::ElemType::kFloat16;
   }

@@ -156,6 +156,46 @@ TEST_F(CudaOpsTest, DecodeLinear) {
   }
 }
 
+// A group of linear layers over one x (q/k/v, gate/up) in one launch: each
+// output bitwise equal to its own Linear call (the parts' CTAs cover the
+// same rows in the same order) and within tolerance of the CPU; parts of
+// different n, with and without bias; shapes the GEMV kernels do not take
+// (9 rows; 8 rows with k not a multiple of 64) fall back to one call each.
+TEST_F(CudaOpsTest, LinearGroup) {
+  struct Shape { int64_t m, k; };
+  for (const Shape s : {Shape{1, 256}, Shape{2, 136}, Shape{3, 512}, Shape{8, 4096}, Shape{8, 136}, Shape{9, 64}}) {
+    for (DType out_dtype : {DType::kBFloat16, DType::kFloat32}) {
+      const std::vector<int64_t> ns = {96, 33, 17};
+      const std::string what = "linear group m=" + std::to_string(s.m) + " k=" + std::to_string(s.k) +
+                               " out=" + DTypeName(out_dtype);
+      Tensor x = Random({s.m, s.k});
+      Tensor gx = OnGpu(x), cx = OnCpu(x);
+      std::vector<Tensor> w, b, gw, gb, grouped, single;
+      for (size_t j = 0; j < ns.size(); ++j) {
+        w.push_back(Random({ns[j], s.k}, 0.1f));
+        b.push_back(Random({ns[j]}));
+        gw.push_back(OnGpu(w[j]));
+        gb.push_back(OnGpu(b[j]));
+        grouped.push_back(Poisoned(out_dtype, {s.m, ns[j]}));
+        single.push_back(Poisoned(out_dtype, {s.m, ns[j]}));
+      }
+      std::vector<Backend::LinearOut> outs;
+      for (size_t j = 0; j < ns.size(); ++j) outs.push_back({&gw[j], j == 1 ? nullptr : &gb[j], &grouped[j]});
+      gpu_->LinearGroup(gx, outs);
+      for (size_t j = 0; j < ns.size(); ++j) {
+        gpu_->Linear(gx, gw[j], j == 1 ? nullptr : &gb[j], single[j]);
+        Tensor cy = cpu_->Allocate(DType::kFloat32, {s.m, ns[j]});
+        Tensor cb = OnCpu(b[j]);
+        cpu_->Linear(cx, OnCpu(w[j]), j == 1 ? nullptr : &cb, cy);
+        CompareTensors(cy, grouped[j], what + " part " + std::to_string(j),
+                       out_dtype == DType::kFloat32 ? 1e-4 : kBf16Tol);
+        Tensor a = gpu_->ToHost(grouped[j]), one = gpu_->ToHost(single[j]);
+        EXPECT_EQ(std::memcmp(a.raw_data(), one.raw_data(), a.nbytes()), 0) << what << " part " << j;
+      }
+    }
+  }
+}
+
 TEST_F(CudaOpsTest, LinearOnARowSlice) {
   // A one-row view at an odd row: cuBLASLt must be told the weaker alignment.
   Tensor x = Random({5, 72}), w = Random({40, 72}, 0.1f);

@@ -42,6 +42,20 @@ __device__ __forceinline__ void WaitPrimaryOnce(bool& waited) {
   }
 }
 
+// The part this CTA works on and its first row there, for CTAs of `rows`
+// weight rows (each part's CTAs follow the previous part's).
+__device__ __forceinline__ const GemvPart& PartOf(const GemvParams& p, int rows, int64_t& row0) {
+  int64_t block = blockIdx.x;
+  int j = 0;
+  for (; j + 1 < p.num_parts; ++j) {
+    const int64_t blocks = (p.parts[j].n + rows - 1) / rows;
+    if (block < blocks) break;
+    block -= blocks;
+  }
+  row0 = block * rows;
+  return p.parts[j];
+}
+
 template <typename Out>
 __device__ __forceinline__ void StoreOut(Out* y, float v);
 template <>
@@ -54,16 +68,17 @@ __device__ __forceinline__ void StoreOut<__half>(__half* y, float v) { *y = __fl
 // M: rows of x the kernel is built for (p.m <= M; the missing rows read
 // zeros and store nothing). RB: weight rows per CTA.
 template <typename T, typename Out, int M, int RB>
-__global__ void __launch_bounds__(kGemvThreads) GemvKernel(const GemvParams p) {
+__global__ void __launch_bounds__(kGemvThreads) GemvKernel(const __grid_constant__ GemvParams p) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t kv = p.k / 8;  // 16-byte vectors per row
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * RB;
-  const uint4* w = static_cast<const uint4*>(p.w);
+  int64_t row0;
+  const GemvPart& part = PartOf(p, RB, row0);
+  const uint4* w = static_cast<const uint4*>(part.w);
   const uint4* x = static_cast<const uint4*>(p.x);
   // Rows past n re-read the last row (always valid) and store nothing.
   const uint4* wr[RB];
 #pragma unroll
-  for (int r = 0; r < RB; ++r) wr[r] = w + min(row0 + r, p.n - 1) * kv;
+  for (int r = 0; r < RB; ++r) wr[r] = w + min(row0 + r, part.n - 1) * kv;
 
   float acc[RB][M];
 #pragma unroll
@@ -133,12 +148,12 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(const GemvParams p) {
   if (tid < RB * M) {
     const int r = tid / M, i = tid % M;
     const int64_t row = row0 + r;
-    if (row < p.n && i < p.m) {
+    if (row < part.n && i < p.m) {
       float s = 0.0f;
 #pragma unroll
       for (int j = 0; j < kGemvWarps; ++j) s += partial[j][tid];
-      if (p.bias != nullptr) s += F(static_cast<const T*>(p.bias)[row]);
-      StoreOut<Out>(static_cast<Out*>(p.y) + i * p.n + row, s);
+      if (part.bias != nullptr) s += F(static_cast<const T*>(part.bias)[row]);
+      StoreOut<Out>(static_cast<Out*>(part.y) + i * part.n + row, s);
     }
   }
 }
@@ -164,17 +179,18 @@ constexpr int kMmaChunk = 64;  // k per warp step
 constexpr int kMmaUnroll = 2;  // chunks per warp in flight
 
 template <typename T, typename Out>
-__global__ void __launch_bounds__(kGemvThreads) GemvMmaKernel(const GemvParams p) {
+__global__ void __launch_bounds__(kGemvThreads) GemvMmaKernel(const __grid_constant__ GemvParams p) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, tig = lane & 3;
   const int64_t kv = p.k / 8, chunks = p.k / kMmaChunk;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kMmaRows;
-  const uint4* w = static_cast<const uint4*>(p.w);
+  int64_t row0;
+  const GemvPart& part = PartOf(p, kMmaRows, row0);
+  const uint4* w = static_cast<const uint4*>(part.w);
   // Thread tig's part of a chunk: vectors 2 tig and 2 tig + 1 (32 bytes),
   // so a row's 4 threads cover its chunk's 128 bytes, one line.
   // Rows past n re-read the last row (always valid) and store nothing.
-  const uint4* wa = w + min(row0 + g, p.n - 1) * kv + 2 * tig;
-  const uint4* wb = w + min(row0 + g + 8, p.n - 1) * kv + 2 * tig;
+  const uint4* wa = w + min(row0 + g, part.n - 1) * kv + 2 * tig;
+  const uint4* wb = w + min(row0 + g + 8, part.n - 1) * kv + 2 * tig;
   const bool has_x = g < p.m;
   const uint4* xr = static_cast<const uint4*>(p.x) + (has_x ? g : 0) * kv + 2 * tig;
   constexpr int kVecs = kMmaChunk / 8;  // per row and chunk
@@ -221,12 +237,12 @@ __global__ void __launch_bounds__(kGemvThreads) GemvMmaKernel(const GemvParams p
   if (tid < kMmaRows * 8) {
     const int r = tid / 8, i = tid % 8;
     const int64_t row = row0 + r;
-    if (row < p.n && i < p.m) {
+    if (row < part.n && i < p.m) {
       float s = 0.0f;
 #pragma unroll
       for (int j = 0; j < kGemvWarps; ++j) s += partial[j][tid];
-      if (p.bias != nullptr) s += F(static_cast<const T*>(p.bias)[row]);
-      StoreOut<Out>(static_cast<Out*>(p.y) + i * p.n + row, s);
+      if (part.bias != nullptr) s += F(static_cast<const T*>(part.bias)[row]);
+      StoreOut<Out>(static_cast<Out*>(part.y) + i * part.n + row, s);
     }
   }
 }
@@ -248,9 +264,16 @@ bool UseTensorCores(const GemvParams& p) {
 }
 
 
+// CTAs of `rows` weight rows over every part.
+unsigned GridBlocks(const GemvParams& p, int rows) {
+  int64_t blocks = 0;
+  for (int j = 0; j < p.num_parts; ++j) blocks += (p.parts[j].n + rows - 1) / rows;
+  return static_cast<unsigned>(blocks);
+}
+
 template <typename T, typename Out, int M, int RB>
 cudaError_t Launch(const GemvParams& p, cudaStream_t stream) {
-  return LaunchMaybePdl(p.pdl, &GemvKernel<T, Out, M, RB>, dim3(static_cast<unsigned>((p.n + RB - 1) / RB)),
+  return LaunchMaybePdl(p.pdl, &GemvKernel<T, Out, M, RB>, dim3(GridBlocks(p, RB)),
                         dim3(kGemvThreads), 0, stream, p);
 }
 
@@ -270,7 +293,7 @@ cudaError_t LaunchRows(const GemvParams& p, cudaStream_t stream) {
 template <typename T, typename Out>
 cudaError_t LaunchOut(const GemvParams& p, cudaStream_t stream) {
   if (UseTensorCores(p)) {
-    return LaunchMaybePdl(p.pdl, &GemvMmaKernel<T, Out>, dim3(static_cast<unsigned>((p.n + kMmaRows - 1) / kMmaRows)),
+    return LaunchMaybePdl(p.pdl, &GemvMmaKernel<T, Out>, dim3(GridBlocks(p, kMmaRows)),
                           dim3(kGemvThreads), 0, stream, p);
   }
   if (p.m <= 1) return LaunchRows<T, Out, 1>(p, stream);
@@ -283,10 +306,16 @@ cudaError_t LaunchOut(const GemvParams& p, cudaStream_t stream) {
 }  // namespace
 
 bool GemvSupported(const GemvParams& p) {
-  if (p.m < 1 || p.m > kMaxGemvRows || p.n < 1 || p.k < 8 || p.k % 8 != 0 || !Aligned16(p.x) || !Aligned16(p.w) ||
-      p.n >= (int64_t{1} << 31)) {
+  if (p.m < 1 || p.m > kMaxGemvRows || p.k < 8 || p.k % 8 != 0 || !Aligned16(p.x) || p.num_parts < 1 ||
+      p.num_parts > kMaxGemvParts) {
     return false;
   }
+  int64_t rows = 0;
+  for (int j = 0; j < p.num_parts; ++j) {
+    if (p.parts[j].n < 1 || !Aligned16(p.parts[j].w)) return false;
+    rows += p.parts[j].n;
+  }
+  if (rows >= (int64_t{1} << 31)) return false;
   switch (p.variant) {
     case 1: return CudaCoreShape(p);
     case 2: return TensorCoreShape(p);

@@ -25,14 +25,25 @@ namespace quest::ops::cuda {
 // Most rows of x one launch takes.
 inline constexpr int kMaxGemvRows = 8;
 
-struct GemvParams {
-  const void* x = nullptr;     // [m, k], compute type
+// Most weights one launch takes (a layer's q, k and v projections of one x).
+inline constexpr int kMaxGemvParts = 3;
+
+// One weight of a launch and its output.
+struct GemvPart {
   const void* w = nullptr;     // [n, k], compute type
   const void* bias = nullptr;  // [n], compute type, or nullptr
   void* y = nullptr;           // [m, n]: compute type, or float32 with y_f32
-  bool y_f32 = false;
-  int64_t m = 0;
   int64_t n = 0;
+};
+
+// y_j = x . w_j^T (+ bias_j) for each part j, in one launch: the parts'
+// CTAs follow each other in the grid.
+struct GemvParams {
+  const void* x = nullptr;  // [m, k], compute type
+  int num_parts = 1;
+  GemvPart parts[kMaxGemvParts];
+  bool y_f32 = false;  // every part's output
+  int64_t m = 0;
   int64_t k = 0;
   // Implementation: 0 the default, 1 CUDA cores (m <= 4; each weight
   // element is multiplied with every row of x in registers, and every row
@@ -50,8 +61,9 @@ struct GemvParams {
 };
 
 // Whether LaunchGemv takes this shape: 1 <= m <= kMaxGemvRows, k a
-// multiple of 8 (of 64 above 4 rows), x and w 16-byte aligned (bias and y:
-// any alignment), and the variant asked for takes it.
+// multiple of 8 (of 64 above 4 rows), 1 to kMaxGemvParts parts of n >= 1,
+// x and every w 16-byte aligned (bias and y: any alignment), and the
+// variant asked for takes it.
 bool GemvSupported(const GemvParams& p);
 
 cudaError_t LaunchGemv(ElemType type, const GemvParams& p, cudaStream_t stream);
