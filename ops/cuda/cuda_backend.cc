@@ -344,7 +344,6 @@ class CudaBackend final : public Backend {
   // cuda::kMaxGemvParts) run as one GEMV launch; others one by one.
   void LinearGroup(const Tensor& x, absl::Span<const LinearOut> outs) override {
     if (outs.size() > 1 && outs.size() <= static_cast<size_t>(cuda::kMaxGemvParts)) {
-      CheckCompute(x, "linear group x");
       bool same_out = true;
       for (const LinearOut& o : outs) {
         CheckLinear(x, *o.w, o.bias, *o.y);
@@ -737,7 +736,7 @@ class CudaBackend final : public Backend {
   // Launches the outputs (checked, of one dtype) as one decode-shaped GEMV
   // when its kernels take them (CudaBackendOptions::decode_gemv).
   bool TryGemv(const Tensor& x, absl::Span<const LinearOut> outs) {
-    if (!decode_gemv_) return false;
+    if (!decode_gemv_ || outs.size() > static_cast<size_t>(cuda::kMaxGemvParts)) return false;
     cuda::GemvParams g;
     g.x = x.raw_data();
     g.k = x.dim(-1);
