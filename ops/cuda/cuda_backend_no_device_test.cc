@@ -57,5 +57,24 @@ TEST(CudaBackendNoDeviceTest, RejectsAPerHeadWaitOnASelectThatPublishesNoRows) {
   EXPECT_THAT(b.status().message(), HasSubstr("per_head_select_wait"));
 }
 
+TEST(CudaBackendNoDeviceTest, RejectsUnknownGemvOptionsBeforeTouchingTheDevice) {
+  for (int variant : {-1, 3}) {
+    CudaBackendOptions o;
+    o.gemv_variant = variant;
+    absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(o);
+    ASSERT_FALSE(b.ok()) << variant;
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(b.status().message(), HasSubstr("gemv_variant " + std::to_string(variant)));
+  }
+  for (int rows : {-2, 1, 3, 16}) {
+    CudaBackendOptions o;
+    o.gemv_rows_per_cta = rows;
+    absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(o);
+    ASSERT_FALSE(b.ok()) << rows;
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(b.status().message(), HasSubstr("gemv_rows_per_cta " + std::to_string(rows)));
+  }
+}
+
 }  // namespace
 }  // namespace quest::ops
