@@ -3,8 +3,9 @@
 
 // Decode-shaped linear layers: y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]) for
 // a few rows of x (a decode step's tokens, or a decode batch's): on CUDA
-// cores for 1-2 rows, on tensor cores for 3-8. Backend::Linear (runtime/backend.h) is the
-// contract; cuBLASLt serves every other shape.
+// cores for 1-2 rows, on tensor cores for 3-8. Backend::Linear and
+// Backend::LinearGroup (runtime/backend.h) are the contract; cuBLASLt
+// serves every other shape.
 //
 // Why a kernel of our own: at m = 1..8 a linear layer is a stream over its
 // weight, and the weights of a decode step are cold (each is read once per
