@@ -102,6 +102,7 @@ namespace quest {
 namespace {
 
 using bench::FillRandom;
+using bench::kRepeats;
 using bench::Median;
 using bench::Time;
 using bench::Timing;
@@ -122,7 +123,6 @@ std::vector<int64_t> ParseInts(const std::vector<std::string>& items, const char
 constexpr int kPageSize = 16;
 constexpr int kSeqs = 8;  // sequences in the pool (batch 8, and the rotation of batch 1)
 constexpr int kHeadDim = 128;
-constexpr int kRepeats = 7;  // EnqueueSeconds' bursts
 constexpr double kMaxRunSeconds = 150;  // later cases are skipped, and say so
 
 // Host seconds to enqueue one fn(i), over a burst short enough that the

@@ -8,7 +8,6 @@
 namespace quest::bench {
 namespace {
 
-constexpr int kRepeats = 7;
 constexpr double kTargetRepeatSeconds = 0.025;
 
 }  // namespace

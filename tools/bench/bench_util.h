@@ -30,6 +30,9 @@ struct Timing {
   double event_s = 0;  // per call, legacy-stream events around the same batches
 };
 
+// Repeats Time takes the median over (3 when a call takes over 50 ms).
+inline constexpr int kRepeats = 7;
+
 double Median(std::vector<double> v);
 
 // Times fn(i) (one enqueued unit of work, i = 0, 1, ...): warm-up, then
