@@ -65,6 +65,24 @@ __device__ __forceinline__ void StoreOut<__nv_bfloat16>(__nv_bfloat16* y, float 
 template <>
 __device__ __forceinline__ void StoreOut<__half>(__half* y, float v) { *y = __float2half(v); }
 
+// A CTA's epilogue: cell c of its kRows x kCols outputs (weight row row0 +
+// c / kCols, row c % kCols of x) is the sum of the warps' partial[w][c]
+// plus the row's bias. Thread c stores cell c (after the caller's barrier).
+template <typename T, typename Out, int kCols, int kCells>
+__device__ __forceinline__ void StoreSums(const GemvParams& p, const GemvPart& part, int64_t row0,
+                                          const float (&partial)[kGemvWarps][kCells]) {
+  const int c = threadIdx.x;
+  if (c >= kCells) return;
+  const int64_t row = row0 + c / kCols;
+  const int i = c % kCols;
+  if (row >= part.n || i >= p.m) return;
+  float s = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kGemvWarps; ++w) s += partial[w][c];
+  if (part.bias != nullptr) s += F(static_cast<const T*>(part.bias)[row]);
+  StoreOut<Out>(static_cast<Out*>(part.y) + i * part.n + row, s);
+}
+
 // M: rows of x the kernel is built for (p.m <= M; the missing rows read
 // zeros and store nothing). RB: weight rows per CTA.
 template <typename T, typename Out, int M, int RB>
@@ -145,17 +163,7 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(const __grid_constant
     }
   }
   __syncthreads();
-  if (tid < RB * M) {
-    const int r = tid / M, i = tid % M;
-    const int64_t row = row0 + r;
-    if (row < part.n && i < p.m) {
-      float s = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kGemvWarps; ++j) s += partial[j][tid];
-      if (part.bias != nullptr) s += F(static_cast<const T*>(part.bias)[row]);
-      StoreOut<Out>(static_cast<Out*>(part.y) + i * part.n + row, s);
-    }
-  }
+  StoreSums<T, Out, M>(p, part, row0, partial);
 }
 
 
@@ -234,17 +242,7 @@ __global__ void __launch_bounds__(kGemvThreads) GemvMmaKernel(const __grid_const
   partial[warp][(g + 8) * 8 + 2 * tig] = c[2];
   partial[warp][(g + 8) * 8 + 2 * tig + 1] = c[3];
   __syncthreads();
-  if (tid < kMmaRows * 8) {
-    const int r = tid / 8, i = tid % 8;
-    const int64_t row = row0 + r;
-    if (row < part.n && i < p.m) {
-      float s = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kGemvWarps; ++j) s += partial[j][tid];
-      if (part.bias != nullptr) s += F(static_cast<const T*>(part.bias)[row]);
-      StoreOut<Out>(static_cast<Out*>(part.y) + i * part.n + row, s);
-    }
-  }
+  StoreSums<T, Out, 8>(p, part, row0, partial);
 }
 
 // Which kernel takes p (GemvParams::variant; 0: the CUDA-core kernel up to

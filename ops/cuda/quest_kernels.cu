@@ -742,17 +742,6 @@ __device__ __noinline__ void SelectRow(const float* scores, int n, int k, int32_
   OrderedCompact(flags, n_pad, rem, out);
 }
 
-template <bool kCoherent>
-__device__ __forceinline__ void SelectRowAnyE(int e, const float* scores, int n, int k, int32_t* out) {
-  switch (e) {
-    case 2: SelectRow<2, kCoherent>(scores, n, k, out); break;
-    case 4: SelectRow<4, kCoherent>(scores, n, k, out); break;
-    case 8: SelectRow<8, kCoherent>(scores, n, k, out); break;
-    case 16: SelectRow<16, kCoherent>(scores, n, k, out); break;
-    default: SelectRow<32, kCoherent>(scores, n, k, out); break;
-  }
-}
-
 // The binned select's output, straight from its registers: bit e of
 // `take` / `tie` marks key e * kSelectThreads + tid as taken / a tie at the
 // k-th key. Writes every taken key and the first `need` ties, ascending, to
@@ -986,28 +975,15 @@ __device__ __forceinline__ bool SelectRowBinnedInline(const float* scores, int n
   return true;
 }
 
-// Out of line, for the callers that pick E at run time.
-template <int E, bool kCoherent>
-__device__ __noinline__ bool SelectRowBinned(const float* scores, int n, int k, int32_t* out) {
-  return SelectRowBinnedInline<E, kCoherent>(scores, n, k, out);
-}
-
-template <bool kCoherent>
-__device__ __forceinline__ bool SelectRowBinnedAnyE(int e, const float* scores, int n, int k, int32_t* out) {
-  switch (e) {
-    case 2: return SelectRowBinned<2, kCoherent>(scores, n, k, out);
-    case 4: return SelectRowBinned<4, kCoherent>(scores, n, k, out);
-    case 8: return SelectRowBinned<8, kCoherent>(scores, n, k, out);
-    case 16: return SelectRowBinned<16, kCoherent>(scores, n, k, out);
-    default: return SelectRowBinned<32, kCoherent>(scores, n, k, out);
-  }
-}
-
 // The k best of row (0 < k < n) into out[0, k), then n (the current page)
-// at out[k]: the binned select, else the radix one.
-template <bool kCoherent>
-__device__ __forceinline__ void SelectHeadRow(int e, const float* row, int n, int k, int32_t* out) {
-  if (!SelectRowBinnedAnyE<kCoherent>(e, row, n, k, out)) SelectRowAnyE<kCoherent>(e, row, n, k, out);
+// at out[k]: the binned select, else the radix one. Every select kernel is
+// one instance per E (E keys per thread, SelectKeysPerThread) with the
+// binned select inlined: with its code cold (fetched from DRAM, as in a
+// decode step), a run-time switch over out-of-line instances cost the
+// H100 ~5 us per select (session 8).
+template <int E, bool kCoherent>
+__device__ __forceinline__ void SelectHeadRow(const float* row, int n, int k, int32_t* out) {
+  if (!SelectRowBinnedInline<E, kCoherent>(row, n, k, out)) SelectRow<E, kCoherent>(row, n, k, out);
   if (threadIdx.x == 0) out[k] = n;
 }
 
@@ -1030,19 +1006,14 @@ __global__ __launch_bounds__(kSelectThreads) void SelectKernel(const float* scor
   const float* row = scores + blockIdx.x * stride;
   int32_t* out = selected + int64_t{blockIdx.x} * (k + 1);
   WaitPrimary();
-  if (!SelectRowBinnedInline<E, false>(row, n, k, out)) SelectRow<E, false>(row, n, k, out);
-  if (threadIdx.x == 0) out[k] = n;
+  SelectHeadRow<E, false>(row, n, k, out);
   PublishRow(ready, epoch, blockIdx.x);
-}
-
-// Keys per select thread for n scores (the E of SelectRow / SelectRowBinned).
-__host__ __device__ __forceinline__ int SelectKeysPerThread(int64_t n) {
-  return n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32;
 }
 
 // A batch's select: CTA (g, z) writes KV head g's row of member z, from
 // its scores, or the whole range / the current page alone where k == n /
-// k == 0.
+// k == 0. E: SelectKeysPerThread of the batch's most pages.
+template <int E>
 __global__ __launch_bounds__(kSelectThreads) void SelectBatchKernel(const __grid_constant__ TopPagesBatchParams b) {
   AllowDependents();
   WaitPrimary();
@@ -1053,8 +1024,7 @@ __global__ __launch_bounds__(kSelectThreads) void SelectBatchKernel(const __grid
     for (int i = threadIdx.x; i <= k; i += blockDim.x) out[i] = i == k ? n : i;
     return;
   }
-  SelectHeadRow<false>(SelectKeysPerThread(n), b.shape.scores + m.scores_offset + int64_t{blockIdx.x} * m.num_pages,
-                       n, k, out);
+  SelectHeadRow<E, false>(b.shape.scores + m.scores_offset + int64_t{blockIdx.x} * m.num_pages, n, k, out);
 }
 
 // Variant 2: scoring and select in one launch. CTA (x, g) scores a slice
@@ -1063,9 +1033,9 @@ __global__ __launch_bounds__(kSelectThreads) void SelectBatchKernel(const __grid
 // scores the others left in L2. A head's select so starts as soon as its
 // own pages are scored, under the other heads' scoring, with no select
 // launch and no scoring-grid drain in between.
-template <typename T, bool FP8, int D, int H>
+template <typename T, bool FP8, int D, int H, int E>
 __global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesParams p, int n, int64_t stride,
-                                                                    int64_t per_cta, int e) {
+                                                                    int64_t per_cta) {
   WaitPrimary();
   AllowDependents();  // the next kernel still waits for this grid's end before any read
   const int g = blockIdx.y;
@@ -1083,7 +1053,7 @@ __global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesPara
   }
   __syncthreads();
   if (!last) return;
-  SelectHeadRow<true>(e, row, n, static_cast<int>(p.k), p.selected + int64_t{g} * (p.k + 1));
+  SelectHeadRow<E, true>(row, n, static_cast<int>(p.k), p.selected + int64_t{g} * (p.k + 1));
   PublishRow(p.ready, p.epoch, g);
 }
 
@@ -1309,6 +1279,23 @@ int64_t PagesPerCta(int64_t n, int kv_heads, int unit, int64_t target_ctas, int6
 // past it the two-kernel path runs.
 constexpr int64_t kMaxFusedSelectPages = 64 * 1024;
 
+// Keys per select thread for n scores: the E of the select kernels'
+// instances.
+int SelectKeysPerThread(int64_t n) { return n <= 1024 ? 2 : n <= 2048 ? 4 : n <= 4096 ? 8 : n <= 8192 ? 16 : 32; }
+
+// Calls f(integral_constant E) for e = SelectKeysPerThread(n).
+template <typename F>
+void DispatchKeysPerThread(int e, F&& f) {
+  using std::integral_constant;
+  switch (e) {
+    case 2: f(integral_constant<int, 2>{}); break;
+    case 4: f(integral_constant<int, 4>{}); break;
+    case 8: f(integral_constant<int, 8>{}); break;
+    case 16: f(integral_constant<int, 16>{}); break;
+    default: f(integral_constant<int, 32>{}); break;
+  }
+}
+
 // What every select launch needs besides the params: the keys per thread
 // (E) and the flag bytes of the select's compaction.
 struct SelectShape {
@@ -1375,17 +1362,19 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, 
     return LaunchCluster<T, FP8, D, H>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
   }
   if (variant == 2) {
-    // One wave: the SMs shared evenly among the KV heads, a CTA of
-    // kSelectThreads each (the select's registers allow one per SM).
-    auto* kernel = &ScoreSelectKernel<T, FP8, D, H>;
-    const int64_t ctas_per_head = NumSms() > p.num_kv_heads ? NumSms() / p.num_kv_heads : 1;
+    // Two CTAs of kSelectThreads per SM, shared evenly among the KV heads
+    // (H100, MHA 32K B=2048 FP8 with the per-head wait: 5.37-5.38x dense
+    // against 5.07-5.16x with one per SM).
+    void (*kernel)(TopPagesParams, int, int64_t, int64_t) = nullptr;
+    DispatchKeysPerThread(s.e, [&](auto ec) { kernel = &ScoreSelectKernel<T, FP8, D, H, decltype(ec)::value>; });
+    const int64_t ctas_per_head = 2 * NumSms() > p.num_kv_heads ? 2 * NumSms() / p.num_kv_heads : 1;
     const int64_t per = PagesPerCta(n, 1, kSelectThreads / Geo::kLanes * Geo::kUnroll, ctas_per_head, 1, false);
     const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
     if (cudaError_t err = SetDynamicSmem(reinterpret_cast<const void*>(kernel), s.flag_bytes); err != cudaSuccess) {
       return err;
     }
     return LaunchMaybePdl(p.pdl, kernel, grid, dim3(kSelectThreads), s.flag_bytes, stream, p,
-                          static_cast<int>(n), stride, per, s.e);
+                          static_cast<int>(n), stride, per);
   }
   const int64_t per = ScorePagesPerCta<T, FP8, D, H>(n, p.num_kv_heads, p.score_pages_per_cta);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
@@ -1474,9 +1463,8 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   if (p.launched_variant != nullptr) *p.launched_variant = variant;
   QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, shape, stream); });
   if (err != cudaSuccess || variant == 2 || variant == 4) return err;
-  void (*select)(const float*, int64_t, int, int, int32_t*, unsigned*, unsigned) =
-      shape.e == 2 ? &SelectKernel<2> : shape.e == 4 ? &SelectKernel<4> : shape.e == 8 ? &SelectKernel<8>
-      : shape.e == 16 ? &SelectKernel<16> : &SelectKernel<32>;
+  void (*select)(const float*, int64_t, int, int, int32_t*, unsigned*, unsigned) = nullptr;
+  DispatchKeysPerThread(shape.e, [&](auto ec) { select = &SelectKernel<decltype(ec)::value>; });
   if ((err = SetDynamicSmem(reinterpret_cast<const void*>(select), shape.flag_bytes)) != cudaSuccess) return err;
   return LaunchMaybePdl(p.pdl, select, dim3(p.num_kv_heads), dim3(kSelectThreads), shape.flag_bytes, stream,
                         static_cast<const float*>(p.scores), int64_t{p.num_pages}, static_cast<int>(n),
@@ -1524,11 +1512,10 @@ cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& 
   });
   if (err != cudaSuccess) return err;
   const size_t flag_bytes = static_cast<size_t>((most + kFlagRound - 1) / kFlagRound * kFlagRound);
-  if ((err = SetDynamicSmem(reinterpret_cast<const void*>(&SelectBatchKernel), flag_bytes)) != cudaSuccess) {
-    return err;
-  }
-  return LaunchMaybePdl(p.pdl, &SelectBatchKernel, dim3(p.num_kv_heads, b.count), dim3(kSelectThreads), flag_bytes,
-                        stream, b);
+  void (*select)(TopPagesBatchParams) = nullptr;
+  DispatchKeysPerThread(SelectKeysPerThread(most), [&](auto ec) { select = &SelectBatchKernel<decltype(ec)::value>; });
+  if ((err = SetDynamicSmem(reinterpret_cast<const void*>(select), flag_bytes)) != cudaSuccess) return err;
+  return LaunchMaybePdl(p.pdl, select, dim3(p.num_kv_heads, b.count), dim3(kSelectThreads), flag_bytes, stream, b);
 }
 
 }  // namespace quest::ops::cuda

@@ -80,11 +80,11 @@ struct TopPagesParams {
   // the k-th score's bin),
   // 2 one kernel: scoring CTAs spread over one wave, the last of each KV
   // head's CTAs to finish selecting that head's row (needs `arrivals`,
-  // head_dim 64/128/256 and at most 64K pages; else 1). On an H100 it
-  // was within 1-2 % of 1 until 1's select kernel became one instance per
-  // keys-per-thread with its compaction in registers (session 8); since
-  // then the Quest step with 2 is 11 % slower at 32K MHA B=2048 FP8
-  // (4.99x dense vs 5.63x),
+  // head_dim 64/128/256 and at most 64K pages; else 1). On an H100, MHA
+  // 32K B=2048 FP8, the Quest step with 2 and the attention's per-head
+  // wait (CudaBackendOptions::per_head_select_wait) measured 5.37-5.38x
+  // dense against 5.33-5.37x with 1: its heads are scored together, so
+  // their rows are ready together and the attention starts no earlier,
   // 4 the scoring pass alone (timing only: `selected` is not written),
   // 5 / 6 one fused kernel: a thread-block cluster of 8 / 16 CTAs per KV
   // head scores its slices into shared memory and radix-selects over the
