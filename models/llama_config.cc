@@ -567,6 +567,19 @@ absl::Status ValidateLlamaConfig(const LlamaConfig& config, absl::string_view so
   }
 
   const RopeScaling& rs = config.rope_scaling;
+  if (!rs.freq_factors.empty()) {
+    if (static_cast<int64_t>(rs.freq_factors.size()) != config.head_dim / 2) {
+      return FieldError(source, "rope_scaling.freq_factors",
+                        absl::StrCat("has ", rs.freq_factors.size(), " values; head_dim ",
+                                     config.head_dim, " needs ", config.head_dim / 2));
+    }
+    for (size_t i = 0; i < rs.freq_factors.size(); ++i) {
+      if (!(rs.freq_factors[i] > 0) || !std::isfinite(rs.freq_factors[i])) {
+        return FieldError(source, "rope_scaling.freq_factors",
+                          absl::StrCat("[", i, "] must be positive, got ", rs.freq_factors[i]));
+      }
+    }
+  }
   if (rs.type == RopeScaling::Type::kNone) return absl::OkStatus();
   if (!(rs.factor > 0) || !std::isfinite(rs.factor)) {
     return FieldError(source, "rope_scaling.factor",

@@ -28,6 +28,11 @@ struct RopeScaling {
   double beta_fast = 32.0;
   double beta_slow = 1.0;
   double attention_factor = 0.0;  // 0: derive from factor (0.1*ln(factor)+1)
+  // GGUF's rope_freqs.weight (llama.cpp writes it for Llama 3.1's "llama3"
+  // scaling instead of the scaling's parameters): head_dim / 2 divisors of
+  // the frequencies, applied after `type`'s own scaling, as llama.cpp does.
+  // Empty: none. Hugging Face's config.json has no counterpart.
+  std::vector<float> freq_factors;
 
   bool operator==(const RopeScaling&) const = default;
 };

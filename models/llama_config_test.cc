@@ -426,6 +426,25 @@ TEST(ValidateLlamaConfigTest, AcceptsGoodConfig) {
   EXPECT_TRUE(ValidateLlamaConfig(*c, "x.gguf").ok());
 }
 
+// GGUF's rope_freqs (RopeScaling::freq_factors): one positive divisor per
+// frequency.
+TEST(ValidateLlamaConfigTest, ChecksFreqFactors) {
+  LlamaConfig c = *ParseHfConfigJson(Base(), kSource);
+  const int64_t half = c.head_dim / 2;
+  c.rope_scaling.freq_factors.assign(half, 2.0f);
+  EXPECT_TRUE(ValidateLlamaConfig(c, "m.gguf").ok());
+  c.rope_scaling.freq_factors.pop_back();
+  absl::Status s = ValidateLlamaConfig(c, "m.gguf");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("m.gguf"), HasSubstr("rope_scaling.freq_factors"),
+                                 HasSubstr(absl::StrCat("needs ", half))));
+  c.rope_scaling.freq_factors.assign(half, 2.0f);
+  c.rope_scaling.freq_factors[1] = 0.0f;
+  EXPECT_THAT(ValidateLlamaConfig(c, "m.gguf").message(), HasSubstr("[1] must be positive"));
+  c.rope_scaling.freq_factors[1] = std::nanf("");
+  EXPECT_EQ(ValidateLlamaConfig(c, "m.gguf").code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ValidateLlamaConfigTest, RejectsDefaultConfig) {
   absl::Status s = ValidateLlamaConfig(LlamaConfig(), "model.gguf");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);

@@ -151,6 +151,30 @@ absl::Status ReadRopeScaling(const GgufFile& f, int64_t context_length, RopeScal
       path, type));
 }
 
+// llama.cpp's Llama 3.1 conversion stores the "llama3" RoPE scaling as
+// per-frequency divisors in this tensor (a config value, not a weight).
+constexpr absl::string_view kRopeFreqsTensor = "rope_freqs.weight";
+
+absl::Status ReadRopeFreqFactors(const GgufFile& f, int64_t head_dim, RopeScaling* out) {
+  if (f.FindTensor(kRopeFreqsTensor) == nullptr) return absl::OkStatus();
+  MODELS_ASSIGN_OR_RETURN(Tensor t, f.ReadTensorFloat32(std::string(kRopeFreqsTensor)));
+  if (t.numel() != head_dim / 2) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: tensor '%s' has %d values; the head size %d needs %d (one per frequency)",
+                        f.path(), kRopeFreqsTensor, t.numel(), head_dim, head_dim / 2));
+  }
+  out->freq_factors.assign(t.data<float>(), t.data<float>() + t.numel());
+  for (size_t i = 0; i < out->freq_factors.size(); ++i) {
+    const float v = out->freq_factors[i];
+    if (!(v > 0) || !std::isfinite(v)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tensor '%s' value %d is %g: frequency factors must be positive", f.path(),
+          kRopeFreqsTensor, i, v));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Which tensors need the RoPE permutation undone, and with how many heads.
 int64_t RopeHeadsFor(absl::string_view gguf_name, const LlamaConfig& config) {
   if (absl::EndsWith(gguf_name, ".attn_q.weight") || absl::EndsWith(gguf_name, ".attn_q.bias")) {
@@ -233,13 +257,6 @@ absl::StatusOr<LlamaConfig> LlamaConfigFromGguf(const GgufFile& f) {
         "supported",
         path, experts));
   }
-  if (f.FindTensor("rope_freqs.weight") != nullptr) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "%s: tensor 'rope_freqs.weight' (Llama 3.1-style RoPE frequency factors) is not "
-        "supported",
-        path));
-  }
-
   LlamaConfig c;
   c.architecture = "LlamaForCausalLM";
   MODELS_ASSIGN_OR_RETURN(c.num_layers, RequiredInt(f, "llama.block_count"));
@@ -279,6 +296,7 @@ absl::StatusOr<LlamaConfig> LlamaConfigFromGguf(const GgufFile& f) {
         path, rope_dims, c.head_dim));
   }
   MODELS_RETURN_IF_ERROR(ReadRopeScaling(f, c.max_position_embeddings, &c.rope_scaling));
+  MODELS_RETURN_IF_ERROR(ReadRopeFreqFactors(f, c.head_dim, &c.rope_scaling));
 
   if (f.Has("tokenizer.ggml.tokens")) {
     MODELS_ASSIGN_OR_RETURN(c.vocab_size, f.GetArrayLength("tokenizer.ggml.tokens"));
@@ -311,8 +329,12 @@ absl::StatusOr<Checkpoint> LoadGgufCheckpoint(const GgufFile& f) {
   MODELS_ASSIGN_OR_RETURN(ckpt.config, LlamaConfigFromGguf(f));
   MODELS_RETURN_IF_ERROR(ValidateLlamaConfig(ckpt.config, f.path()));
 
-  // Names first, so a stray tensor fails before any dequantization.
-  const std::vector<GgufTensorInfo>& infos = f.tensors();
+  // Names first, so a stray tensor fails before any dequantization. The
+  // RoPE factors are config (LlamaConfigFromGguf read them), not weights.
+  std::vector<GgufTensorInfo> infos;
+  for (const GgufTensorInfo& info : f.tensors()) {
+    if (info.name != kRopeFreqsTensor) infos.push_back(info);
+  }
   std::vector<std::string> hf_names(infos.size());
   for (size_t i = 0; i < infos.size(); ++i) {
     absl::StatusOr<std::string> name = HfTensorName(infos[i].name);

@@ -28,8 +28,10 @@ namespace quest::models {
 // file (NotFound), a malformed one, general.architecture other than "llama",
 // a missing or mistyped llama.* key, an unknown tensor name, a tensor type
 // that cannot be dequantized (Unimplemented), features the runtime lacks
-// (mixture of experts, partial RoPE, Llama 3.1 rope_freqs: Unimplemented),
-// or a config/tensor set that fails ValidateLlamaConfig/ValidateLlamaTensors.
+// (mixture of experts, partial RoPE: Unimplemented), a rope_freqs.weight
+// (Llama 3.1's RoPE factors, read into config.rope_scaling.freq_factors)
+// whose size is not head_dim / 2 or with a value that is not positive, or a
+// config/tensor set that fails ValidateLlamaConfig/ValidateLlamaTensors.
 absl::StatusOr<Checkpoint> LoadGgufCheckpoint(const std::string& path);
 absl::StatusOr<Checkpoint> LoadGgufCheckpoint(const GgufFile& file);
 

@@ -318,13 +318,42 @@ TEST(GgufCheckpointTest, UnsupportedFeatures) {
   absl::Status s = LoadStatus(moe.writer);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("'llama.expert_count' is 8"));
+}
 
-  GgufTestWriter w;
-  AddTinyLlamaMetadata(w, "llama");
-  w.AddF32Tensor("rope_freqs.weight", {kHeadDim / 2}, Pattern(kHeadDim / 2, 1));
-  s = LoadStatus(w);
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(s.message(), HasSubstr("'rope_freqs.weight'"));
+// Llama 3.1 GGUFs carry their RoPE scaling as rope_freqs.weight (a divisor
+// per frequency): it lands in the config, not among the weights
+// (models/llama/rope_test.cc checks the angles against the Hugging Face
+// "llama3" scaling the factors come from).
+TEST(GgufCheckpointTest, RopeFreqsBecomeConfigFreqFactors) {
+  const std::vector<float> factors = {1.0f, 1.75f, 8.0f, 8.0f};
+  static_assert(kHeadDim / 2 == 4);
+  TinyLlama m = MakeTinyLlama();
+  m.writer.AddF32Tensor("rope_freqs.weight", {kHeadDim / 2}, factors);
+  absl::StatusOr<Checkpoint> ckpt = LoadGgufCheckpoint(Write(m.writer));
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ(ckpt->config.rope_scaling.freq_factors, factors);
+  EXPECT_EQ(ckpt->config.rope_scaling.type, RopeScaling::Type::kNone);
+  EXPECT_EQ(ckpt->tensors.size(), m.hf.size());  // not a weight
+
+  // Without the tensor: no factors.
+  ckpt = LoadGgufCheckpoint(Write(MakeTinyLlama().writer));
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_TRUE(ckpt->config.rope_scaling.freq_factors.empty());
+}
+
+TEST(GgufCheckpointTest, BadRopeFreqs) {
+  TinyLlama wrong_size = MakeTinyLlama();
+  wrong_size.writer.AddF32Tensor("rope_freqs.weight", {kHeadDim}, Pattern(kHeadDim, 1));
+  absl::Status s = LoadStatus(wrong_size.writer);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("'rope_freqs.weight' has 8 values"));
+  EXPECT_THAT(s.message(), HasSubstr("needs 4"));
+
+  TinyLlama zero = MakeTinyLlama();
+  zero.writer.AddF32Tensor("rope_freqs.weight", {kHeadDim / 2}, {1.0f, 0.0f, 2.0f, 2.0f});
+  s = LoadStatus(zero.writer);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("'rope_freqs.weight' value 1 is 0"));
 }
 
 TEST(GgufCheckpointTest, MalformedFileErrorsPassThrough) {

@@ -3,7 +3,9 @@
 
 // Rotary-embedding frequencies for every scaling type Hugging Face's
 // config.json describes (none, linear, dynamic NTK, YaRN, llama3), computed
-// the way transformers' modeling_rope_utils does, in float32, so logits match.
+// the way transformers' modeling_rope_utils does, in float32, so logits match;
+// then divided by GGUF's per-frequency factors where the config has them
+// (RopeScaling::freq_factors, llama.cpp's rope_freqs).
 
 #include <cstdint>
 #include <vector>

@@ -26,6 +26,12 @@ absl::StatusOr<DType> ParseDTypeFlag(absl::string_view name) {
 
 absl::Status WriteHfCheckpoint(const models::Checkpoint& checkpoint, const std::string& out_dir,
                                DType dtype) {
+  if (!checkpoint.config.rope_scaling.freq_factors.empty()) {
+    return absl::UnimplementedError(absl::StrCat(
+        checkpoint.source,
+        ": its RoPE frequency factors (GGUF rope_freqs.weight) have no config.json counterpart; "
+        "convert the original Hugging Face checkpoint instead"));
+  }
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) {

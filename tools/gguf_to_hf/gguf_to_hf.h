@@ -24,7 +24,8 @@ absl::StatusOr<DType> ParseDTypeFlag(absl::string_view name);
 // Writes `checkpoint` to out_dir/config.json (models::LlamaConfigToHfJson,
 // torch_dtype naming `dtype`) and out_dir/model.safetensors (tensors
 // converted to `dtype`, sorted by name; lm_head omitted when tied), creating
-// out_dir if needed.
+// out_dir if needed. Unimplemented for a config with RoPE frequency factors
+// (GGUF's rope_freqs), which config.json cannot express.
 absl::Status WriteHfCheckpoint(const models::Checkpoint& checkpoint, const std::string& out_dir,
                                DType dtype);
 

@@ -16,6 +16,7 @@
 namespace quest::tools {
 namespace {
 
+using ::quest::models::testing::kHeadDim;
 using ::quest::models::testing::MakeTinyLlama;
 using ::quest::models::testing::TempPath;
 using ::quest::models::testing::TinyLlama;
@@ -124,6 +125,17 @@ TEST(GgufToHfTest, Errors) {
   EXPECT_THAT(s.message(), HasSubstr("'general.architecture' is \"gemma\""));
   EXPECT_EQ(ConvertGgufToHf("/no/such.gguf", TempPath("x"), DType::kFloat32).code(),
             absl::StatusCode::kNotFound);
+}
+
+// config.json cannot carry GGUF's RoPE frequency factors (Llama 3.1's
+// rope_freqs.weight): the conversion refuses rather than drop them.
+TEST(GgufToHfTest, RopeFreqsAreRefused) {
+  TinyLlama m = MakeTinyLlama();
+  m.writer.AddF32Tensor("rope_freqs.weight", {kHeadDim / 2},
+                        std::vector<float>(kHeadDim / 2, 2.0f));
+  const absl::Status s = ConvertGgufToHf(WriteGguf(m), TempPath("hf_rope_freqs"), DType::kFloat32);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(s.message(), HasSubstr("rope_freqs.weight"));
 }
 
 }  // namespace
