@@ -3,7 +3,9 @@
 // -- or --batch concurrent requests (continuous batching).
 //
 // The model is Llama-2-7B-shaped (hidden 4096, 32 heads of 128, MLP 11008,
-// vocab 32000; --kv_heads 8 for the GQA variant) with --layers layers of
+// vocab 32000; --kv_heads 8 for the GQA variant) or, with
+// --shape=llama3-8b, Llama-3.1-8B-shaped (8 KV heads, MLP 14336, vocab
+// 128256, RoPE base 500000 with the llama3 scaling), with --layers layers of
 // deterministic random weights (models/testing/tiny_checkpoint), written as a
 // bf16 safetensors checkpoint into --dir and loaded by Engine::Create like any
 // checkpoint. Random weights make attention near uniform, which does not
@@ -39,7 +41,10 @@
 #include "runtime/engine.h"
 
 ABSL_FLAG(int, layers, 8, "Transformer layers of the Llama-2-7B-shaped model.");
-ABSL_FLAG(int, kv_heads, 32, "KV heads (32: MHA as Llama-2-7B; 8: GQA).");
+ABSL_FLAG(std::string, shape, "llama2-7b",
+          "llama2-7b (MLP 11008, vocab 32000, --kv_heads) or llama3-8b (Llama 3.1 8B: 8 KV heads, MLP 14336, "
+          "vocab 128256, llama3 RoPE scaling)");
+ABSL_FLAG(int, kv_heads, 32, "KV heads of --shape=llama2-7b (32: MHA as Llama-2-7B; 8: GQA).");
 ABSL_FLAG(std::vector<std::string>, contexts, (std::vector<std::string>{"32768"}),
           "Prompt lengths in tokens.");
 ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"2048"}),
@@ -155,13 +160,30 @@ int Main() {
   const int64_t longest = *std::max_element(contexts.begin(), contexts.end());
 
   models::TinyCheckpointOptions o;
-  o.vocab = 32000;
+  const std::string shape = absl::GetFlag(FLAGS_shape);
   o.hidden = 4096;
-  o.inter = 11008;
   o.layers = absl::GetFlag(FLAGS_layers);
   o.heads = 32;
-  o.kv_heads = absl::GetFlag(FLAGS_kv_heads);
   o.max_position_embeddings = longest + steps + 64;
+  if (shape == "llama2-7b") {
+    o.vocab = 32000;
+    o.inter = 11008;
+    o.kv_heads = absl::GetFlag(FLAGS_kv_heads);
+  } else if (shape == "llama3-8b") {
+    o.vocab = 128256;
+    o.inter = 14336;
+    o.kv_heads = 8;
+    o.rope_theta = 500000.0;
+    o.rope_scaling.type = models::RopeScaling::Type::kLlama3;
+    o.rope_scaling.factor = 8.0;
+    o.rope_scaling.low_freq_factor = 1.0;
+    o.rope_scaling.high_freq_factor = 4.0;
+    o.rope_scaling.original_max_position_embeddings = 8192;
+    o.max_position_embeddings = std::max<int64_t>(o.max_position_embeddings, 131072);
+  } else {
+    std::fprintf(stderr, "decode_bench: --shape takes llama2-7b or llama3-8b, not %s\n", shape.c_str());
+    return 2;
+  }
   o.dtype = DType::kBFloat16;
   // Random weights may pick any token greedily: the end-of-sequence id is
   // the last one, which no prompt holds, so requests run their full length
@@ -189,13 +211,14 @@ int Main() {
     std::fprintf(stderr, "decode_bench: %s\n", std::string(engine.status().message()).c_str());
     return 1;
   }
-  std::printf("decode_bench: Llama-2-7B-shaped, %lld layers, 32 heads / %lld KV heads, head_dim 128, bf16, "
-              "random weights, CUDA backend; checkpoint written and loaded in %.0f s\n",
-              static_cast<long long>(o.layers), static_cast<long long>(o.kv_heads),
+  std::printf("decode_bench: %s-shaped, %lld layers, 32 heads / %lld KV heads, head_dim 128, MLP %lld, vocab "
+              "%lld, bf16, random weights, CUDA backend; checkpoint written and loaded in %.0f s\n",
+              shape.c_str(), static_cast<long long>(o.layers), static_cast<long long>(o.kv_heads),
+              static_cast<long long>(o.inter), static_cast<long long>(o.vocab),
               std::chrono::duration<double>(Clock::now() - t0).count());
 
   std::mt19937 rng(7);
-  std::uniform_int_distribution<int32_t> token(3, 31998);
+  std::uniform_int_distribution<int32_t> token(3, static_cast<int32_t>(o.vocab - 2));
   struct Row {
     int64_t context;
     std::string policy;
