@@ -305,11 +305,11 @@ TEST(GgufCheckpointTest, WrongQShapeIsAnErrorNotACrash) {
 TEST(GgufCheckpointTest, UndequantizableTypeIsUnimplemented) {
   GgufTestWriter w;
   AddTinyLlamaMetadata(w, "llama");
-  w.AddTensor("blk.1.ffn_down.weight", {256, 1}, GgmlType::kQ6_K, std::string(210, '\0'));
+  w.AddTensor("blk.1.ffn_down.weight", {256, 1}, GgmlType::kIQ4_XS, std::string(136, '\0'));
   absl::Status s = LoadStatus(w);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("'blk.1.ffn_down.weight'"));
-  EXPECT_THAT(s.message(), HasSubstr("Q6_K"));
+  EXPECT_THAT(s.message(), HasSubstr("IQ4_XS"));
 }
 
 TEST(GgufCheckpointTest, UnsupportedFeatures) {

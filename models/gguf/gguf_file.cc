@@ -254,55 +254,231 @@ void DequantizeBF16(const uint8_t* src, float* dst, int64_t n) {
   });
 }
 
+inline uint32_t LoadU32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// One block of a quantized type into y (the type's block size of floats);
+// `half` is HalfTable(). The layouts are ggml's block_* structs (ggml-common.h),
+// little-endian, fields in the order written.
+using BlockDecoder = void (*)(const uint8_t* p, const float* half, float* y);
+
 // Q8_0: {fp16 d; int8 q[32]}, x = q * d.
-void DequantizeQ8_0(const uint8_t* src, float* dst, int64_t blocks) {
-  const float* table = HalfTable();
-  ParallelFor(blocks, 32, [&](int64_t b, int64_t e) {
-    for (int64_t blk = b; blk < e; ++blk) {
-      const uint8_t* p = src + blk * 34;
-      const float d = table[LoadU16(p)];
-      const int8_t* q = reinterpret_cast<const int8_t*>(p + 2);
-      float* y = dst + blk * 32;
-      for (int j = 0; j < 32; ++j) y[j] = q[j] * d;
-    }
-  });
+void DecodeQ8_0(const uint8_t* p, const float* half, float* y) {
+  const float d = half[LoadU16(p)];
+  const int8_t* q = reinterpret_cast<const int8_t*>(p + 2);
+  for (int j = 0; j < 32; ++j) y[j] = q[j] * d;
 }
 
 // Q4_0: {fp16 d; uint8 qs[16]}, element j = (low nibble of qs[j] - 8) * d,
 // element j + 16 = (high nibble of qs[j] - 8) * d.
-void DequantizeQ4_0(const uint8_t* src, float* dst, int64_t blocks) {
-  const float* table = HalfTable();
-  ParallelFor(blocks, 32, [&](int64_t b, int64_t e) {
-    for (int64_t blk = b; blk < e; ++blk) {
-      const uint8_t* p = src + blk * 18;
-      const float d = table[LoadU16(p)];
-      const uint8_t* qs = p + 2;
-      float* y = dst + blk * 32;
-      for (int j = 0; j < 16; ++j) {
-        y[j] = (static_cast<int>(qs[j] & 0x0f) - 8) * d;
-        y[j + 16] = (static_cast<int>(qs[j] >> 4) - 8) * d;
-      }
-    }
-  });
+void DecodeQ4_0(const uint8_t* p, const float* half, float* y) {
+  const float d = half[LoadU16(p)];
+  const uint8_t* qs = p + 2;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = (static_cast<int>(qs[j] & 0x0f) - 8) * d;
+    y[j + 16] = (static_cast<int>(qs[j] >> 4) - 8) * d;
+  }
 }
 
 // Q4_1: {fp16 d; fp16 m; uint8 qs[16]}, x = nibble * d + m, nibbles ordered
 // as in Q4_0.
-void DequantizeQ4_1(const uint8_t* src, float* dst, int64_t blocks) {
-  const float* table = HalfTable();
-  ParallelFor(blocks, 32, [&](int64_t b, int64_t e) {
-    for (int64_t blk = b; blk < e; ++blk) {
-      const uint8_t* p = src + blk * 20;
-      const float d = table[LoadU16(p)];
-      const float m = table[LoadU16(p + 2)];
-      const uint8_t* qs = p + 4;
-      float* y = dst + blk * 32;
-      for (int j = 0; j < 16; ++j) {
-        y[j] = (qs[j] & 0x0f) * d + m;
-        y[j + 16] = (qs[j] >> 4) * d + m;
+void DecodeQ4_1(const uint8_t* p, const float* half, float* y) {
+  const float d = half[LoadU16(p)];
+  const float m = half[LoadU16(p + 2)];
+  const uint8_t* qs = p + 4;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = (qs[j] & 0x0f) * d + m;
+    y[j + 16] = (qs[j] >> 4) * d + m;
+  }
+}
+
+// Q5_0 / Q5_1: as Q4_0 / Q4_1 with a fifth bit per element, bit j of the
+// 32-bit qh for element j: {fp16 d; uint32 qh; uint8 qs[16]}, x = (q - 16) * d;
+// {fp16 d; fp16 m; uint32 qh; uint8 qs[16]}, x = q * d + m.
+inline void FiveBitPair(const uint8_t* qs, uint32_t qh, int j, int* lo, int* hi) {
+  *lo = (qs[j] & 0x0f) | static_cast<int>(((qh >> j) & 1u) << 4);
+  *hi = (qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+}
+void DecodeQ5_0(const uint8_t* p, const float* half, float* y) {
+  const float d = half[LoadU16(p)];
+  const uint32_t qh = LoadU32(p + 2);
+  for (int j = 0; j < 16; ++j) {
+    int lo, hi;
+    FiveBitPair(p + 6, qh, j, &lo, &hi);
+    y[j] = (lo - 16) * d;
+    y[j + 16] = (hi - 16) * d;
+  }
+}
+void DecodeQ5_1(const uint8_t* p, const float* half, float* y) {
+  const float d = half[LoadU16(p)];
+  const float m = half[LoadU16(p + 2)];
+  const uint32_t qh = LoadU32(p + 4);
+  for (int j = 0; j < 16; ++j) {
+    int lo, hi;
+    FiveBitPair(p + 8, qh, j, &lo, &hi);
+    y[j] = lo * d + m;
+    y[j + 16] = hi * d + m;
+  }
+}
+
+// The K-quants: 256 elements in sub-blocks, each with its own scale (and,
+// for Q2_K/Q4_K/Q5_K, its own min), both quantized against the block's fp16
+// d (and dmin).
+
+// Q2_K: {uint8 scales[16]; uint8 qs[64]; fp16 d; fp16 dmin}: 16 sub-blocks
+// of 16, x = d * (scales[s] & 15) * q - dmin * (scales[s] >> 4), q 2 bits.
+// Half h (128 elements) reads qs[32h, 32h + 32): its 4 bit pairs j give
+// sub-blocks 8h + 2j (bytes 0-15) and 8h + 2j + 1 (bytes 16-31).
+void DecodeQ2_K(const uint8_t* p, const float* half, float* y) {
+  const uint8_t* scales = p;
+  const float d = half[LoadU16(p + 80)];
+  const float dmin = half[LoadU16(p + 82)];
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* q = p + 16 + 32 * h;
+    for (int j = 0; j < 4; ++j) {
+      for (int part = 0; part < 2; ++part) {
+        const uint8_t sc = scales[8 * h + 2 * j + part];
+        const float dl = d * (sc & 0x0f), ml = dmin * (sc >> 4);
+        float* out = y + 128 * h + 32 * j + 16 * part;
+        for (int l = 0; l < 16; ++l) out[l] = dl * ((q[16 * part + l] >> (2 * j)) & 3) - ml;
       }
     }
+  }
+}
+
+// Q3_K: {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; fp16 d}: 16
+// sub-blocks of 16, x = d * (scale_s - 32) * (q - 4 * !high bit), q 2 bits
+// laid out as in Q2_K, the high bit of half h, pair j at bit 4h + j of
+// hmask[l] (l < 32 within the pair's 32 elements). The 16 6-bit scales:
+// low 4 bits from scales[s] (s < 8) or the high nibble of scales[s - 8],
+// high 2 bits from scales[8 + s % 4] at bit 2 * (s / 4).
+void DecodeQ3_K(const uint8_t* p, const float* half, float* y) {
+  const uint8_t* hmask = p;
+  const uint8_t* packed = p + 96;
+  const float d = half[LoadU16(p + 108)];
+  int scale[16];
+  for (int s = 0; s < 16; ++s) {
+    const int low = s < 8 ? packed[s] & 0x0f : packed[s - 8] >> 4;
+    const int high = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
+    scale[s] = (low | (high << 4)) - 32;
+  }
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* q = p + 32 + 32 * h;
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t bit = static_cast<uint8_t>(1u << (4 * h + j));
+      for (int part = 0; part < 2; ++part) {
+        const float dl = d * scale[8 * h + 2 * j + part];
+        float* out = y + 128 * h + 32 * j + 16 * part;
+        for (int l = 0; l < 16; ++l) {
+          const int i = 16 * part + l;
+          out[l] = dl * (((q[i] >> (2 * j)) & 3) - ((hmask[i] & bit) ? 0 : 4));
+        }
+      }
+    }
+  }
+}
+
+// Q4_K and Q5_K's 12 scale bytes: 8 6-bit scales and 8 6-bit mins, one per
+// sub-block of 32. Sub-blocks 0-3 keep theirs in the low 6 bits of bytes
+// 0-3 (scales) and 4-7 (mins); 4-7 in the nibbles of bytes 8-11 plus the top
+// 2 bits of bytes 0-3 (scales) and 4-7 (mins).
+inline void ScaleMinK4(const uint8_t* q, int s, int* sc, int* m) {
+  if (s < 4) {
+    *sc = q[s] & 63;
+    *m = q[s + 4] & 63;
+  } else {
+    *sc = (q[s + 4] & 0x0f) | ((q[s - 4] >> 6) << 4);
+    *m = (q[s + 4] >> 4) | ((q[s] >> 6) << 4);
+  }
+}
+
+// Q4_K: {fp16 d; fp16 dmin; uint8 scales[12]; uint8 qs[128]}: sub-block s
+// of 32, x = d * sc_s * q - dmin * m_s; sub-blocks 2i and 2i + 1 are the low
+// and high nibbles of qs[32i, 32i + 32).
+// Q5_K: {fp16 d; fp16 dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]}:
+// the same with a fifth bit, bit s of qh[l] for element l of sub-block s.
+template <bool kFifthBit>
+void DecodeQ45_K(const uint8_t* p, const float* half, float* y) {
+  const float d = half[LoadU16(p)];
+  const float dmin = half[LoadU16(p + 2)];
+  const uint8_t* scales = p + 4;
+  const uint8_t* qh = p + 16;
+  const uint8_t* qs = p + (kFifthBit ? 48 : 16);
+  for (int i = 0; i < 4; ++i) {
+    for (int part = 0; part < 2; ++part) {
+      const int s = 2 * i + part;
+      int sc, m;
+      ScaleMinK4(scales, s, &sc, &m);
+      const float dl = d * sc, ml = dmin * m;
+      float* out = y + 32 * s;
+      for (int l = 0; l < 32; ++l) {
+        int q = part == 0 ? qs[32 * i + l] & 0x0f : qs[32 * i + l] >> 4;
+        if constexpr (kFifthBit) q |= ((qh[l] >> s) & 1) << 4;
+        out[l] = dl * q - ml;
+      }
+    }
+  }
+}
+
+// Q6_K: {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; fp16 d}: 16
+// sub-blocks of 16, x = d * scales[s] * (q - 32), q 6 bits. Half h (128
+// elements): element 32k + l (k < 4, l < 32) takes the low (k < 2) or high
+// nibble of ql[64h + 32 (k % 2) + l] and bits 2k, 2k + 1 of qh[32h + l];
+// its sub-block is 8h + 2k + l / 16.
+void DecodeQ6_K(const uint8_t* p, const float* half, float* y) {
+  const uint8_t* ql = p;
+  const uint8_t* qh = p + 128;
+  const int8_t* scales = reinterpret_cast<const int8_t*>(p + 192);
+  const float d = half[LoadU16(p + 208)];
+  for (int h = 0; h < 2; ++h) {
+    for (int k = 0; k < 4; ++k) {
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t lo = ql[64 * h + 32 * (k % 2) + l];
+        const int q = ((k < 2 ? lo & 0x0f : lo >> 4) | (((qh[32 * h + l] >> (2 * k)) & 3) << 4)) - 32;
+        y[128 * h + 32 * k + l] = d * scales[8 * h + 2 * k + l / 16] * q;
+      }
+    }
+  }
+}
+
+// The quantized types ReadTensorFloat32 decodes (block sizes:
+// GgmlTypeBlockLayout).
+struct BlockFormat {
+  GgmlType type;
+  BlockDecoder decode;
+};
+constexpr BlockFormat kBlockFormats[] = {
+    {GgmlType::kQ8_0, DecodeQ8_0}, {GgmlType::kQ4_0, DecodeQ4_0},         {GgmlType::kQ4_1, DecodeQ4_1},
+    {GgmlType::kQ5_0, DecodeQ5_0}, {GgmlType::kQ5_1, DecodeQ5_1},         {GgmlType::kQ2_K, DecodeQ2_K},
+    {GgmlType::kQ3_K, DecodeQ3_K}, {GgmlType::kQ4_K, DecodeQ45_K<false>}, {GgmlType::kQ5_K, DecodeQ45_K<true>},
+    {GgmlType::kQ6_K, DecodeQ6_K},
+};
+
+BlockDecoder FindBlockDecoder(GgmlType type) {
+  for (const BlockFormat& f : kBlockFormats) {
+    if (f.type == type) return f.decode;
+  }
+  return nullptr;
+}
+
+// n elements of `type` (whole blocks) from src into dst.
+void DequantizeBlocks(GgmlType type, BlockDecoder decode, const uint8_t* src, float* dst, int64_t n) {
+  int64_t elements = 0, bytes = 0;
+  GgmlTypeBlockLayout(type, &elements, &bytes);
+  const float* half = HalfTable();
+  ParallelFor(n / elements, elements, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; ++blk) decode(src + blk * bytes, half, dst + blk * elements);
   });
+}
+
+// "F32, F16, BF16, Q8_0, ...": what ReadTensorFloat32 takes.
+std::string SupportedTypeNames() {
+  std::string names = "F32, F16, BF16";
+  for (const BlockFormat& f : kBlockFormats) absl::StrAppend(&names, ", ", GgmlTypeName(f.type));
+  return names;
 }
 
 }  // namespace
@@ -749,31 +925,26 @@ absl::StatusOr<Tensor> GgufFile::ReadTensorFloat32(absl::string_view name) const
   if (info == nullptr) {
     return absl::NotFoundError(absl::StrFormat("%s: no tensor named '%s'", path_, name));
   }
-  switch (info->type) {
-    case GgmlType::kF32:
-    case GgmlType::kF16:
-    case GgmlType::kBF16:
-    case GgmlType::kQ8_0:
-    case GgmlType::kQ4_0:
-    case GgmlType::kQ4_1: break;
-    default:
-      return absl::UnimplementedError(absl::StrFormat(
-          "%s: tensor '%s' has ggml type %s, which cannot be dequantized yet (supported: F32, "
-          "F16, BF16, Q8_0, Q4_0, Q4_1)",
-          path_, info->name, GgmlTypeName(info->type)));
+  const BlockDecoder decode = FindBlockDecoder(info->type);
+  const bool plain =
+      info->type == GgmlType::kF32 || info->type == GgmlType::kF16 || info->type == GgmlType::kBF16;
+  if (decode == nullptr && !plain) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: tensor '%s' has ggml type %s, which cannot be dequantized yet (supported: %s)", path_,
+        info->name, GgmlTypeName(info->type), SupportedTypeNames()));
   }
   const uint8_t* src = data_ + data_offset_ + info->offset;
   const int64_t n = info->numel();
   Tensor out = Tensor::Empty(DType::kFloat32, info->shape());
   float* dst = out.data<float>();
-  switch (info->type) {
-    case GgmlType::kF32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); break;
-    case GgmlType::kF16: DequantizeF16(src, dst, n); break;
-    case GgmlType::kBF16: DequantizeBF16(src, dst, n); break;
-    case GgmlType::kQ8_0: DequantizeQ8_0(src, dst, n / 32); break;
-    case GgmlType::kQ4_0: DequantizeQ4_0(src, dst, n / 32); break;
-    case GgmlType::kQ4_1: DequantizeQ4_1(src, dst, n / 32); break;
-    default: break;
+  if (decode != nullptr) {
+    DequantizeBlocks(info->type, decode, src, dst, n);  // Open() checked whole blocks
+  } else if (info->type == GgmlType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+  } else if (info->type == GgmlType::kF16) {
+    DequantizeF16(src, dst, n);
+  } else {
+    DequantizeBF16(src, dst, n);
   }
   return out;
 }

@@ -1,6 +1,7 @@
 #include "models/gguf/gguf_file.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -340,13 +341,42 @@ TEST(GgufFileTest, LargeTensorsDequantizeTheSameOnManyThreads) {
 
 TEST(GgufFileTest, UnsupportedTensorTypeIsUnimplemented) {
   GgufTestWriter w;
-  w.AddTensor("blk.0.ffn_down.weight", {256}, GgmlType::kQ4_K, std::string(144, '\0'));
+  w.AddTensor("blk.0.ffn_down.weight", {256}, GgmlType::kIQ2_XXS, std::string(66, '\0'));
   std::unique_ptr<GgufFile> f = OpenOrDie(w);
   ASSERT_NE(f, nullptr);
   absl::Status s = f->ReadTensorFloat32("blk.0.ffn_down.weight").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(s.message(), HasSubstr("Q4_K"));
+  EXPECT_THAT(s.message(), HasSubstr("IQ2_XXS"));
   EXPECT_THAT(s.message(), HasSubstr("'blk.0.ffn_down.weight'"));
+  EXPECT_THAT(s.message(), HasSubstr("supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K"));
+}
+
+// Q5_0, Q5_1 and the K-quants against llama.cpp's own decoder: gguf-py's
+// gguf.quants.dequantize over random blocks (their fp16 scales finite, of
+// either sign), written with its expected values by
+// tools/reference/gguf_quant_reference.py into testdata/quant_blocks.gguf.
+// The float operations are the same in the same order, so the values are
+// equal, not just close.
+TEST(GgufFileTest, DequantizesLikeLlamaCppsGgufPy) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  ASSERT_NE(srcdir, nullptr);
+  absl::StatusOr<std::unique_ptr<GgufFile>> f =
+      GgufFile::Open(absl::StrCat(srcdir, "/quest_runtime/models/gguf/testdata/quant_blocks.gguf"));
+  ASSERT_TRUE(f.ok()) << f.status();
+  for (const char* type : {"q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}) {
+    absl::StatusOr<Tensor> got = (*f)->ReadTensorFloat32(type);
+    absl::StatusOr<Tensor> want = (*f)->ReadTensorFloat32(absl::StrCat(type, ".want"));
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_TRUE(want.ok()) << want.status();
+    ASSERT_EQ(got->numel(), want->numel()) << type;
+    ASSERT_GE(got->numel(), 96) << type;  // 3 blocks
+    int mismatches = 0;
+    for (int64_t i = 0; i < got->numel(); ++i) {
+      const float g = got->data<float>()[i], w = want->data<float>()[i];
+      if (g != w && mismatches++ < 5) ADD_FAILURE() << type << "[" << i << "]: " << g << " vs " << w;
+    }
+    EXPECT_EQ(mismatches, 0) << type;
+  }
 }
 
 // ---- malformed files ------------------------------------------------------
