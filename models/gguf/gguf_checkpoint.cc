@@ -157,7 +157,7 @@ constexpr absl::string_view kRopeFreqsTensor = "rope_freqs.weight";
 
 absl::Status ReadRopeFreqFactors(const GgufFile& f, int64_t head_dim, RopeScaling* out) {
   if (f.FindTensor(kRopeFreqsTensor) == nullptr) return absl::OkStatus();
-  MODELS_ASSIGN_OR_RETURN(Tensor t, f.ReadTensorFloat32(std::string(kRopeFreqsTensor)));
+  MODELS_ASSIGN_OR_RETURN(Tensor t, f.ReadTensorFloat32(kRopeFreqsTensor));
   if (t.numel() != head_dim / 2) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: tensor '%s' has %d values; the head size %d needs %d (one per frequency)",

@@ -87,7 +87,8 @@ RopeFrequencies ComputeRopeFrequencies(const LlamaConfig& c, int64_t seq_len) {
       break;
     }
   }
-  // llama.cpp's rope_freqs: angle = position * inv_freq[i] / factor[i].
+  // llama.cpp's rope_freqs: angle = position * inv_freq[i] / factor[i]
+  // (ValidateLlamaConfig rejects factors of any other count).
   if (s.freq_factors.size() == out.inv_freq.size()) {
     for (size_t i = 0; i < out.inv_freq.size(); ++i) out.inv_freq[i] /= s.freq_factors[i];
   }
