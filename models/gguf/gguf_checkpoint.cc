@@ -90,32 +90,67 @@ absl::StatusOr<int32_t> TokenId(const GgufFile& f, absl::string_view key) {
   return static_cast<int32_t>(id);
 }
 
-absl::Status ReadRopeScaling(const GgufFile& f, int64_t context_length, RopeScaling* out) {
+// The architectures read here and their Hugging Face class. llama.cpp
+// writes both with the same tensor names; Qwen2 adds q/k/v biases and keeps
+// HF's q/k row order (ggml rotates it NEOX-style, as HF does).
+struct GgufArch {
+  absl::string_view name;
+  absl::string_view hf_class;
+  bool permuted_qk;  // llama.cpp's converter interleaved the RoPE halves
+};
+constexpr GgufArch kGgufArchs[] = {
+    {"llama", "LlamaForCausalLM", true},
+    {"qwen2", "Qwen2ForCausalLM", false},
+};
+
+absl::StatusOr<const GgufArch*> ReadArch(const GgufFile& f) {
+  MODELS_ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
+  for (const GgufArch& a : kGgufArchs) {
+    if (a.name == arch) return &a;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "%s: metadata key 'general.architecture' is \"%s\": only \"llama\" and \"qwen2\" GGUF models "
+      "are supported",
+      f.path(), arch));
+}
+
+// The architecture's metadata keys: key("block_count") is "<arch>.block_count".
+class ArchKeys {
+ public:
+  explicit ArchKeys(const GgufArch& arch) : prefix_(absl::StrCat(arch.name, ".")) {}
+  std::string operator()(absl::string_view suffix) const { return absl::StrCat(prefix_, suffix); }
+
+ private:
+  std::string prefix_;
+};
+
+absl::Status ReadRopeScaling(const GgufFile& f, const ArchKeys& key, int64_t context_length,
+                             RopeScaling* out) {
   const std::string& path = f.path();
   std::string type = "none";
-  if (f.Has("llama.rope.scaling.type")) {
-    MODELS_ASSIGN_OR_RETURN(type, f.GetString("llama.rope.scaling.type"));
-  } else if (f.Has("llama.rope.scale_linear")) {
+  if (f.Has(key("rope.scaling.type"))) {
+    MODELS_ASSIGN_OR_RETURN(type, f.GetString(key("rope.scaling.type")));
+  } else if (f.Has(key("rope.scale_linear"))) {
     // Older files: a bare linear factor.
-    MODELS_ASSIGN_OR_RETURN(double factor, f.GetFloat("llama.rope.scale_linear"));
+    MODELS_ASSIGN_OR_RETURN(double factor, f.GetFloat(key("rope.scale_linear")));
     if (factor != 1.0) {
       type = "linear";
     }
   }
   if (type == "none") return absl::OkStatus();
   double factor = 0;
-  if (f.Has("llama.rope.scaling.factor")) {
-    MODELS_ASSIGN_OR_RETURN(factor, Float32Key(f, "llama.rope.scaling.factor", 0.0));
-  } else if (f.Has("llama.rope.scale_linear")) {
-    MODELS_ASSIGN_OR_RETURN(factor, Float32Key(f, "llama.rope.scale_linear", 0.0));
+  if (f.Has(key("rope.scaling.factor"))) {
+    MODELS_ASSIGN_OR_RETURN(factor, Float32Key(f, key("rope.scaling.factor"), 0.0));
+  } else if (f.Has(key("rope.scale_linear"))) {
+    MODELS_ASSIGN_OR_RETURN(factor, Float32Key(f, key("rope.scale_linear"), 0.0));
   } else {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: metadata key 'llama.rope.scaling.factor' is missing (rope scaling type '%s')", path,
+        "%s: metadata key '%s' is missing (rope scaling type '%s')", path, key("rope.scaling.factor"),
         type));
   }
   if (!(factor > 0)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: metadata key 'llama.rope.scaling.factor' is %g: must be positive", path, factor));
+        "%s: metadata key '%s' is %g: must be positive", path, key("rope.scaling.factor"), factor));
   }
   if (type == "linear") {
     out->type = RopeScaling::Type::kLinear;
@@ -127,28 +162,28 @@ absl::Status ReadRopeScaling(const GgufFile& f, int64_t context_length, RopeScal
     out->factor = factor;
     MODELS_ASSIGN_OR_RETURN(
         out->original_max_position_embeddings,
-        OptionalInt(f, "llama.rope.scaling.original_context_length", context_length));
+        OptionalInt(f, key("rope.scaling.original_context_length"), context_length));
     MODELS_ASSIGN_OR_RETURN(double attn_factor,
-                            OptionalFloat(f, "llama.rope.scaling.attn_factor", 1.0));
+                            OptionalFloat(f, key("rope.scaling.attn_factor"), 1.0));
     if (attn_factor != 1.0) {
       // llama.cpp multiplies its own YaRN magnitude scale by this; HF has no
       // field with the same meaning.
       return absl::UnimplementedError(
-          absl::StrFormat("%s: metadata key 'llama.rope.scaling.attn_factor' = %g is not supported",
-                          path, attn_factor));
+          absl::StrFormat("%s: metadata key '%s' = %g is not supported",
+                          path, key("rope.scaling.attn_factor"), attn_factor));
     }
     MODELS_ASSIGN_OR_RETURN(double beta_fast,
-                            Float32Key(f, "llama.rope.scaling.yarn_beta_fast", 0.0));
+                            Float32Key(f, key("rope.scaling.yarn_beta_fast"), 0.0));
     MODELS_ASSIGN_OR_RETURN(double beta_slow,
-                            Float32Key(f, "llama.rope.scaling.yarn_beta_slow", 0.0));
+                            Float32Key(f, key("rope.scaling.yarn_beta_slow"), 0.0));
     if (beta_fast != 0) out->beta_fast = beta_fast;
     if (beta_slow != 0) out->beta_slow = beta_slow;
     return absl::OkStatus();
   }
   return absl::UnimplementedError(absl::StrFormat(
-      "%s: metadata key 'llama.rope.scaling.type' is '%s': unsupported (supported: none, linear, "
+      "%s: metadata key '%s' is '%s': unsupported (supported: none, linear, "
       "yarn)",
-      path, type));
+      path, key("rope.scaling.type"), type));
 }
 
 // llama.cpp's Llama 3.1 conversion stores the "llama3" RoPE scaling as
@@ -175,8 +210,10 @@ absl::Status ReadRopeFreqFactors(const GgufFile& f, int64_t head_dim, RopeScalin
   return absl::OkStatus();
 }
 
-// Which tensors need the RoPE permutation undone, and with how many heads.
-int64_t RopeHeadsFor(absl::string_view gguf_name, const LlamaConfig& config) {
+// Which tensors need the RoPE permutation undone, and with how many heads
+// (none of an architecture the converter leaves in HF's order).
+int64_t RopeHeadsFor(const GgufArch& arch, absl::string_view gguf_name, const LlamaConfig& config) {
+  if (!arch.permuted_qk) return 0;
   if (absl::EndsWith(gguf_name, ".attn_q.weight") || absl::EndsWith(gguf_name, ".attn_q.bias")) {
     return config.num_heads;
   }
@@ -243,73 +280,68 @@ absl::StatusOr<Tensor> UndoRopePermutation(const Tensor& tensor, int64_t n_head,
 
 absl::StatusOr<LlamaConfig> LlamaConfigFromGguf(const GgufFile& f) {
   const std::string& path = f.path();
-  MODELS_ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
-  if (arch != "llama") {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: metadata key 'general.architecture' is \"%s\": only \"llama\" GGUF models are "
-        "supported",
-        path, arch));
-  }
-  MODELS_ASSIGN_OR_RETURN(int64_t experts, OptionalInt(f, "llama.expert_count", 0));
+  MODELS_ASSIGN_OR_RETURN(const GgufArch* arch, ReadArch(f));
+  const ArchKeys key(*arch);
+  MODELS_ASSIGN_OR_RETURN(int64_t experts, OptionalInt(f, key("expert_count"), 0));
   if (experts > 0) {
     return absl::UnimplementedError(absl::StrFormat(
-        "%s: metadata key 'llama.expert_count' is %d: mixture-of-experts models are not "
+        "%s: metadata key '%s' is %d: mixture-of-experts models are not "
         "supported",
-        path, experts));
+        path, key("expert_count"), experts));
   }
   LlamaConfig c;
-  c.architecture = "LlamaForCausalLM";
-  MODELS_ASSIGN_OR_RETURN(c.num_layers, RequiredInt(f, "llama.block_count"));
-  MODELS_ASSIGN_OR_RETURN(c.hidden_size, RequiredInt(f, "llama.embedding_length"));
-  MODELS_ASSIGN_OR_RETURN(c.intermediate_size, RequiredInt(f, "llama.feed_forward_length"));
-  MODELS_ASSIGN_OR_RETURN(c.num_heads, RequiredInt(f, "llama.attention.head_count"));
+  c.architecture = std::string(arch->hf_class);
+  MODELS_ASSIGN_OR_RETURN(c.num_layers, RequiredInt(f, key("block_count")));
+  MODELS_ASSIGN_OR_RETURN(c.hidden_size, RequiredInt(f, key("embedding_length")));
+  MODELS_ASSIGN_OR_RETURN(c.intermediate_size, RequiredInt(f, key("feed_forward_length")));
+  MODELS_ASSIGN_OR_RETURN(c.num_heads, RequiredInt(f, key("attention.head_count")));
   MODELS_ASSIGN_OR_RETURN(c.num_kv_heads,
-                          OptionalInt(f, "llama.attention.head_count_kv", c.num_heads));
-  MODELS_ASSIGN_OR_RETURN(c.max_position_embeddings, RequiredInt(f, "llama.context_length"));
-  if (!f.Has("llama.attention.layer_norm_rms_epsilon")) {
-    return f.GetFloat("llama.attention.layer_norm_rms_epsilon").status();  // NotFound
+                          OptionalInt(f, key("attention.head_count_kv"), c.num_heads));
+  MODELS_ASSIGN_OR_RETURN(c.max_position_embeddings, RequiredInt(f, key("context_length")));
+  if (!f.Has(key("attention.layer_norm_rms_epsilon"))) {
+    return f.GetFloat(key("attention.layer_norm_rms_epsilon")).status();  // NotFound
   }
   MODELS_ASSIGN_OR_RETURN(c.rms_norm_eps,
-                          Float32Key(f, "llama.attention.layer_norm_rms_epsilon", 0.0));
-  MODELS_ASSIGN_OR_RETURN(c.rope_theta, Float32Key(f, "llama.rope.freq_base", 10000.0));
+                          Float32Key(f, key("attention.layer_norm_rms_epsilon"), 0.0));
+  MODELS_ASSIGN_OR_RETURN(c.rope_theta, Float32Key(f, key("rope.freq_base"), 10000.0));
   if (c.num_heads <= 0) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("%s: metadata key 'llama.attention.head_count' is %d: must be positive",
-                        path, c.num_heads));
+        absl::StrFormat("%s: metadata key '%s' is %d: must be positive",
+                        path, key("attention.head_count"), c.num_heads));
   }
   MODELS_ASSIGN_OR_RETURN(
-      c.head_dim, OptionalInt(f, "llama.attention.key_length", c.hidden_size / c.num_heads));
+      c.head_dim, OptionalInt(f, key("attention.key_length"), c.hidden_size / c.num_heads));
   MODELS_ASSIGN_OR_RETURN(int64_t value_length,
-                          OptionalInt(f, "llama.attention.value_length", c.head_dim));
+                          OptionalInt(f, key("attention.value_length"), c.head_dim));
   if (value_length != c.head_dim) {
     return absl::UnimplementedError(absl::StrFormat(
-        "%s: metadata key 'llama.attention.value_length' is %d but key_length is %d: different "
+        "%s: metadata key '%s' is %d but key_length is %d: different "
         "key and value head sizes are not supported",
-        path, value_length, c.head_dim));
+        path, key("attention.value_length"), value_length, c.head_dim));
   }
   MODELS_ASSIGN_OR_RETURN(int64_t rope_dims,
-                          OptionalInt(f, "llama.rope.dimension_count", c.head_dim));
+                          OptionalInt(f, key("rope.dimension_count"), c.head_dim));
   if (rope_dims != c.head_dim) {
     return absl::UnimplementedError(absl::StrFormat(
-        "%s: metadata key 'llama.rope.dimension_count' is %d but the head size is %d: partial "
+        "%s: metadata key '%s' is %d but the head size is %d: partial "
         "rotary embeddings are not supported",
-        path, rope_dims, c.head_dim));
+        path, key("rope.dimension_count"), rope_dims, c.head_dim));
   }
-  MODELS_RETURN_IF_ERROR(ReadRopeScaling(f, c.max_position_embeddings, &c.rope_scaling));
+  MODELS_RETURN_IF_ERROR(ReadRopeScaling(f, key, c.max_position_embeddings, &c.rope_scaling));
   MODELS_RETURN_IF_ERROR(ReadRopeFreqFactors(f, c.head_dim, &c.rope_scaling));
 
   if (f.Has("tokenizer.ggml.tokens")) {
     MODELS_ASSIGN_OR_RETURN(c.vocab_size, f.GetArrayLength("tokenizer.ggml.tokens"));
-  } else if (f.Has("llama.vocab_size")) {
-    MODELS_ASSIGN_OR_RETURN(c.vocab_size, f.GetInt("llama.vocab_size"));
+  } else if (f.Has(key("vocab_size"))) {
+    MODELS_ASSIGN_OR_RETURN(c.vocab_size, f.GetInt(key("vocab_size")));
   } else if (const GgufTensorInfo* embd = f.FindTensor("token_embd.weight");
              embd != nullptr && embd->ne.size() == 2) {
     c.vocab_size = embd->ne[1];
   } else {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: cannot tell the vocabulary size: no 'tokenizer.ggml.tokens', 'llama.vocab_size' or "
+        "%s: cannot tell the vocabulary size: no 'tokenizer.ggml.tokens', '%s' or "
         "2-d 'token_embd.weight'",
-        path));
+        path, key("vocab_size")));
   }
   if (f.Has("tokenizer.ggml.bos_token_id")) {
     MODELS_ASSIGN_OR_RETURN(c.bos_token_id, TokenId(f, "tokenizer.ggml.bos_token_id"));
@@ -326,6 +358,8 @@ absl::StatusOr<LlamaConfig> LlamaConfigFromGguf(const GgufFile& f) {
 absl::StatusOr<Checkpoint> LoadGgufCheckpoint(const GgufFile& f) {
   Checkpoint ckpt;
   ckpt.source = f.path();
+  MODELS_ASSIGN_OR_RETURN(const GgufArch* arch, ReadArch(f));
+  const ArchKeys key(*arch);
   MODELS_ASSIGN_OR_RETURN(ckpt.config, LlamaConfigFromGguf(f));
   MODELS_RETURN_IF_ERROR(ValidateLlamaConfig(ckpt.config, f.path()));
 
@@ -350,8 +384,8 @@ absl::StatusOr<Checkpoint> LoadGgufCheckpoint(const GgufFile& f) {
       (void)absl::SimpleAtoi(rest.substr(0, rest.find('.')), &layer);
       if (layer >= ckpt.config.num_layers) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("%s: tensor '%s' belongs to layer %d, but 'llama.block_count' is %d",
-                            f.path(), infos[i].name, layer, ckpt.config.num_layers));
+            absl::StrFormat("%s: tensor '%s' belongs to layer %d, but '%s' is %d",
+                            f.path(), infos[i].name, layer, key("block_count"), ckpt.config.num_layers));
       }
     }
     hf_names[i] = *std::move(name);
@@ -369,7 +403,7 @@ absl::StatusOr<Checkpoint> LoadGgufCheckpoint(const GgufFile& f) {
       }
       absl::StatusOr<Tensor> t = f.ReadTensorFloat32(infos[i].name);
       if (t.ok()) {
-        if (const int64_t heads = RopeHeadsFor(infos[i].name, ckpt.config); heads > 0) {
+        if (const int64_t heads = RopeHeadsFor(*arch, infos[i].name, ckpt.config); heads > 0) {
           t = UndoRopePermutation(*t, heads, absl::StrCat(f.path(), ": ", infos[i].name));
         }
       }

@@ -1,14 +1,15 @@
 #ifndef QUEST_MODELS_GGUF_GGUF_CHECKPOINT_H_
 #define QUEST_MODELS_GGUF_GGUF_CHECKPOINT_H_
 
-// Loads a llama-architecture GGUF file (llama.cpp's format) as a Checkpoint
-// in Hugging Face's conventions: HF tensor names, f32 weights (quantized
-// blocks dequantized), [out, in] shapes, and q_proj/k_proj rows in HF's
-// half-split RoPE order.
+// Loads a llama- or qwen2-architecture GGUF file (llama.cpp's format) as a
+// Checkpoint in Hugging Face's conventions: HF tensor names, f32 weights
+// (quantized blocks dequantized), [out, in] shapes, and q_proj/k_proj rows in
+// HF's half-split RoPE order.
 //
-// That last point matters: llama.cpp's HF→GGUF converter permutes the rows of
-// attn_q and attn_k within each head so that RoPE can rotate adjacent pairs
-// (x0,x1),(x2,x3)...; HF rotates halves (x_i, x_{i+d/2}). The loader undoes
+// That last point matters: for llama, llama.cpp's HF→GGUF converter permutes
+// the rows of attn_q and attn_k within each head so that RoPE can rotate
+// adjacent pairs (x0,x1),(x2,x3)...; HF rotates halves (x_i, x_{i+d/2}).
+// (Qwen2 files keep HF's order: ggml rotates them by halves.) The loader undoes
 // the permutation, so every checkpoint the model sees uses one RoPE.
 
 #include <cstdint>
@@ -25,8 +26,8 @@ namespace quest::models {
 
 // Reads and validates the whole file, dequantizing every tensor to f32 (on
 // several threads). Errors name the file and the key or tensor: a missing
-// file (NotFound), a malformed one, general.architecture other than "llama",
-// a missing or mistyped llama.* key, an unknown tensor name, a tensor type
+// file (NotFound), a malformed one, general.architecture other than "llama"
+// or "qwen2", a missing or mistyped <arch>.* key, an unknown tensor name, a tensor type
 // that cannot be dequantized (Unimplemented), features the runtime lacks
 // (mixture of experts, partial RoPE: Unimplemented), a rope_freqs.weight
 // (Llama 3.1's RoPE factors, read into config.rope_scaling.freq_factors)
@@ -35,7 +36,7 @@ namespace quest::models {
 absl::StatusOr<Checkpoint> LoadGgufCheckpoint(const std::string& path);
 absl::StatusOr<Checkpoint> LoadGgufCheckpoint(const GgufFile& file);
 
-// The LlamaConfig that the file's general.architecture and llama.* and
+// The LlamaConfig that the file's general.architecture and <arch>.* and
 // tokenizer.ggml.* keys describe (not yet validated). tie_word_embeddings is
 // set when the file has no output.weight; attention_bias when blk.0.attn_q.bias
 // exists.

@@ -228,17 +228,43 @@ absl::Status LoadStatus(const GgufTestWriter& w, std::string* path_out = nullptr
 
 TEST(GgufCheckpointTest, WrongArchitecture) {
   std::string path;
-  absl::Status s = LoadStatus(MakeTinyLlama({.architecture = "qwen2"}).writer, &path);
+  absl::Status s = LoadStatus(MakeTinyLlama({.architecture = "gemma"}).writer, &path);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr(path));
-  EXPECT_THAT(s.message(), HasSubstr("'general.architecture' is \"qwen2\""));
-  EXPECT_THAT(s.message(), HasSubstr("only \"llama\""));
+  EXPECT_THAT(s.message(), HasSubstr("'general.architecture' is \"gemma\""));
+  EXPECT_THAT(s.message(), HasSubstr("only \"llama\" and \"qwen2\""));
 
   GgufTestWriter none;
   none.AddUint32("llama.block_count", 1);
   s = LoadStatus(none);
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(s.message(), HasSubstr("'general.architecture' not found"));
+}
+
+// Qwen2: the same tensor names under qwen2.* keys, q/k/v biases, and q/k
+// rows left in Hugging Face's order (llama.cpp rotates Qwen2 NEOX-style), so
+// the loader must not undo a permutation.
+TEST(GgufCheckpointTest, LoadsQwen2) {
+  TinyLlama m = MakeTinyLlama({.bias = true, .architecture = "qwen2"});
+  absl::StatusOr<Checkpoint> ckpt = LoadGgufCheckpoint(Write(m.writer));
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ(ckpt->config.architecture, "Qwen2ForCausalLM");
+  EXPECT_TRUE(ckpt->config.attention_bias);
+  EXPECT_EQ(ckpt->config.num_layers, kLayers);
+  EXPECT_EQ(ckpt->config.num_kv_heads, kKvHeads);
+  EXPECT_EQ(ckpt->config.rope_theta, 100000.0);
+  EXPECT_EQ(ckpt->tensors.size(), m.hf.size());
+  for (const auto& [name, want] : m.hf) {
+    ASSERT_TRUE(ckpt->tensors.contains(name)) << name;
+    EXPECT_EQ(Values(ckpt->tensors.at(name)), want) << name;
+  }
+  // Its keys are the architecture's: a qwen2 file with llama.* keys misses them.
+  GgufTestWriter w;
+  w.AddString("general.architecture", "qwen2");
+  w.AddUint32("llama.block_count", kLayers);
+  const absl::Status s = LoadStatus(w);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(s.message(), HasSubstr("qwen2.block_count"));
 }
 
 TEST(GgufCheckpointTest, MissingOrMistypedKey) {

@@ -214,7 +214,9 @@ TinyLlama MakeTinyLlama(const TinyLlamaOptions& opt) {
     int64_t n = 1;
     for (uint64_t d : ne) n *= static_cast<int64_t>(d);
     std::vector<float> v = Pattern(n, ++seed);
-    w.AddF32Tensor(gguf, ne, PermuteForGguf(v, n_head, ne.size() == 2 ? ne[0] : 1));
+    // llama.cpp's converter interleaves Llama's q/k RoPE halves, not Qwen2's.
+    w.AddF32Tensor(gguf, ne,
+                   opt.architecture == "qwen2" ? v : PermuteForGguf(v, n_head, ne.size() == 2 ? ne[0] : 1));
     m.hf[hf] = v;
   };
 

@@ -130,8 +130,9 @@ struct TinyLlama {
 
 // The metadata of the tiny llama.
 void AddTinyLlamaMetadata(GgufTestWriter& w, absl::string_view arch, uint32_t kv_heads = kKvHeads);
-// The tiny llama with permuted q/k, token_embd as Q8_0, ffn_up as Q4_1,
-// ffn_down as F16 and the rest F32.
+// The tiny llama with permuted q/k (in HF's order for "qwen2", as llama.cpp
+// writes it), token_embd as Q8_0, ffn_up as Q4_1, ffn_down as F16 and the
+// rest F32.
 TinyLlama MakeTinyLlama(const TinyLlamaOptions& options = {});
 
 }  // namespace quest::models::testing

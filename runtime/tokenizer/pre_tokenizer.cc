@@ -108,9 +108,10 @@ bool IsCrLf(int32_t c) { return c == '\r' || c == '\n'; }
 // Oniguruma does not fold U+017F (long s) to 's' here, and neither do we.
 int32_t FoldCase(int32_t c) { return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c; }
 
-// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}|
 //  ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
-size_t MatchLlama3(const Units& u, size_t i) {
+// (Llama 3: max_digits 3; Qwen2: 1.)
+size_t MatchLlama3(const Units& u, size_t i, size_t max_digits) {
   if (u.cp(i) == '\'') {
     const int32_t c1 = FoldCase(u.cp(i + 1));
     if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 2;
@@ -124,10 +125,10 @@ size_t MatchLlama3(const Units& u, size_t i) {
   if (!IsCrLf(u.cp(i)) && !u.Is(i, CharClass::kNumber) && u.Is(i + 1, CharClass::kLetter)) {
     return u.RunEnd(i + 1, CharClass::kLetter);
   }
-  // \p{N}{1,3}
+  // \p{N}{1,max_digits}
   if (u.Is(i, CharClass::kNumber)) {
     const size_t run_end = u.RunEnd(i, CharClass::kNumber);
-    return run_end - i > 3 ? i + 3 : run_end;
+    return run_end - i > max_digits ? i + max_digits : run_end;
   }
   // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
   const size_t body = (u.cp(i) == ' ' && i + 1 < u.end()) ? i + 1 : i;
@@ -150,7 +151,9 @@ void SplitUnits(const std::vector<Unit>& units, size_t begin, size_t end, absl::
   const Units u(units, end);
   size_t i = begin;
   while (i < end) {
-    const size_t j = kind == PreTokenizer::Kind::kLlama3 ? MatchLlama3(u, i) : MatchGpt2(u, i);
+    const size_t j = kind == PreTokenizer::Kind::kLlama3   ? MatchLlama3(u, i, 3)
+                     : kind == PreTokenizer::Kind::kQwen2 ? MatchLlama3(u, i, 1)
+                                                          : MatchGpt2(u, i);
     const size_t from = units[i].offset;
     const size_t to = j < units.size() ? units[j].offset : text.size();
     pieces->push_back(text.substr(from, to - from));
@@ -164,12 +167,13 @@ absl::StatusOr<PreTokenizer> PreTokenizer::Create(absl::string_view name) {
   if (name == "gpt2") return PreTokenizer(Kind::kGpt2);
   if (name == "smollm") return PreTokenizer(Kind::kSmolLm);
   if (name == "llama-bpe") return PreTokenizer(Kind::kLlama3);
+  if (name == "qwen2") return PreTokenizer(Kind::kQwen2);
   return absl::InvalidArgumentError(
       absl::StrCat("unsupported BPE pre-tokenizer \"", name,
                    "\" (tokenizer.ggml.pre); supported: ", absl::StrJoin(SupportedNames(), ", ")));
 }
 
-std::vector<std::string> PreTokenizer::SupportedNames() { return {"gpt2", "smollm", "llama-bpe"}; }
+std::vector<std::string> PreTokenizer::SupportedNames() { return {"gpt2", "smollm", "llama-bpe", "qwen2"}; }
 
 void PreTokenizer::Split(absl::string_view text, std::vector<absl::string_view>* pieces) const {
   std::vector<Unit> units;

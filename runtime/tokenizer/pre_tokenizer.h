@@ -33,10 +33,13 @@ class PreTokenizer {
     // Llama 3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
     //          ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
     kLlama3,
+    // Qwen2: Llama 3's expression with \p{N} (one digit per piece) for
+    // \p{N}{1,3}.
+    kQwen2,
   };
 
-  // `name` is a GGUF `tokenizer.ggml.pre` value: "gpt2", "smollm" or
-  // "llama-bpe". Anything else is an error that lists these.
+  // `name` is a GGUF `tokenizer.ggml.pre` value: "gpt2", "smollm",
+  // "llama-bpe" or "qwen2". Anything else is an error that lists these.
   static absl::StatusOr<PreTokenizer> Create(absl::string_view name);
   static std::vector<std::string> SupportedNames();
 

@@ -30,26 +30,28 @@ struct SplitCase {
 // Expected pieces are Hugging Face `tokenizers` 0.23's pre_tokenize_str with
 // ByteLevel(add_prefix_space=False) ("gpt2"), Sequence[Digits(individual_
 // digits=True), ByteLevel] ("smollm"), and Split(<Llama 3 regex>, "isolated")
-// ("llama-bpe"), mapped back from byte-level form to text.
+// ("llama-bpe"), mapped back from byte-level form to text; "qwen2" is
+// Split(<Qwen2 regex>, "isolated") (tokenizers 0.23.3), which differs from
+// Llama 3 only on digits (there it splits as SmolLM does).
 const std::vector<SplitCase>& HuggingFaceCases() {
   using enum PreTokenizer::Kind;
   static const auto* const cases = new std::vector<SplitCase>{
-      {{kGpt2, kSmolLm, kLlama3},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2},
        "I'm sure it's fine, they'll say; we'd've 'RE 'S",
        {"I", "'m", " sure", " it", "'s", " fine", ",", " they", "'ll", " say", ";", " we", "'d",
         "'ve", " '", "RE", " '", "S"}},
       {{kGpt2, kSmolLm},
        "x  y   z\t\tw \n\n end  ",
        {"x", " ", " y", "  ", " z", "\t", "\t", "w", " \n\n", " end", "  "}},
-      {{kLlama3},
+      {{kLlama3, kQwen2},
        "x  y   z\t\tw \n\n end  ",
        {"x", " ", " y", "  ", " z", "\t", "\tw", " \n\n", " end", "  "}},
-      {{kGpt2, kSmolLm, kLlama3}, "  lead", {" ", " lead"}},
-      {{kGpt2, kSmolLm, kLlama3}, "trail \t", {"trail", " \t"}},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2}, "  lead", {" ", " lead"}},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2}, "trail \t", {"trail", " \t"}},
       {{kGpt2},
        "12345 3.14 and 2024-01-02",
        {"12345", " 3", ".", "14", " and", " 2024", "-", "01", "-", "02"}},
-      {{kSmolLm},
+      {{kSmolLm, kQwen2},
        "12345 3.14 and 2024-01-02",
        {"1", "2", "3", "4", "5", " ", "3", ".", "1", "4", " and", " ", "2", "0", "2", "4", "-", "0",
         "1", "-", "0", "2"}},
@@ -57,39 +59,39 @@ const std::vector<SplitCase>& HuggingFaceCases() {
        "12345 3.14 and 2024-01-02",
        {"123", "45", " ", "3", ".", "14", " and", " ", "202", "4", "-", "01", "-", "02"}},
       {{kGpt2}, "a ½12 b ²³", {"a", " ½12", " b", " ²³"}},
-      {{kSmolLm}, "a ½12 b ²³", {"a", " ", "½", "1", "2", " b", " ", "²", "³"}},
+      {{kSmolLm, kQwen2}, "a ½12 b ²³", {"a", " ", "½", "1", "2", " b", " ", "²", "³"}},
       {{kLlama3}, "a ½12 b ²³", {"a", " ", "½12", " b", " ", "²³"}},
-      {{kGpt2, kSmolLm, kLlama3},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2},
        "Hello!!! ...what?? (yes) [no] {ok} @home #tag",
        {"Hello", "!!!", " ...", "what", "??", " (", "yes", ")", " [", "no", "]", " {", "ok", "}",
         " @", "home", " #", "tag"}},
-      {{kGpt2, kSmolLm, kLlama3},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2},
        "emoji 👍🏽 family 👨\u200d👩\u200d👧 flag 🇺🇸!",
        {"emoji", " 👍🏽", " family", " 👨\u200d👩\u200d👧", " flag", " 🇺🇸!"}},
       {{kGpt2, kSmolLm}, "中文字符测试，你好。", {"中文字符测试", "，", "你好", "。"}},
-      {{kLlama3}, "中文字符测试，你好。", {"中文字符测试", "，你好", "。"}},
-      {{kGpt2, kSmolLm, kLlama3}, "日本語テキスト", {"日本語テキスト"}},
-      {{kGpt2, kSmolLm, kLlama3}, "مرحبا بالعالم", {"مرحبا", " بالعالم"}},
-      {{kGpt2, kSmolLm, kLlama3}, "café naïve Ærøskøbing", {"café", " naïve", " Ærøskøbing"}},
+      {{kLlama3, kQwen2}, "中文字符测试，你好。", {"中文字符测试", "，你好", "。"}},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2}, "日本語テキスト", {"日本語テキスト"}},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2}, "مرحبا بالعالم", {"مرحبا", " بالعالم"}},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2}, "café naïve Ærøskøbing", {"café", " naïve", " Ærøskøbing"}},
       {{kGpt2, kSmolLm},
        "def f(x):\n    return x**2  # sq\n",
        {"def", " f", "(", "x", "):", "\n   ", " return", " x", "**", "2", " ", " #", " sq", "\n"}},
-      {{kLlama3},
+      {{kLlama3, kQwen2},
        "def f(x):\n    return x**2  # sq\n",
        {"def", " f", "(x", "):\n", "   ", " return", " x", "**", "2", " ", " #", " sq", "\n"}},
       {{kGpt2, kSmolLm}, "a\u00a0\u00a0b\u3000c", {"a", "\u00a0", "\u00a0", "b", "\u3000", "c"}},
-      {{kLlama3}, "a\u00a0\u00a0b\u3000c", {"a", "\u00a0", "\u00a0b", "\u3000c"}},
-      {{kGpt2, kSmolLm, kLlama3}, "e\u0301 x", {"e", "\u0301", " x"}},
+      {{kLlama3, kQwen2}, "a\u00a0\u00a0b\u3000c", {"a", "\u00a0", "\u00a0b", "\u3000c"}},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2}, "e\u0301 x", {"e", "\u0301", " x"}},
       {{kGpt2, kSmolLm}, "'Ll 'VE ſ 'ſ", {"'", "Ll", " '", "VE", " ſ", " '", "ſ"}},
-      {{kLlama3}, "'Ll 'VE ſ 'ſ", {"'Ll", " '", "VE", " ſ", " '", "ſ"}},
+      {{kLlama3, kQwen2}, "'Ll 'VE ſ 'ſ", {"'Ll", " '", "VE", " ſ", " '", "ſ"}},
       {{kGpt2}, "1234567 x12y", {"1234567", " x", "12", "y"}},
-      {{kSmolLm}, "1234567 x12y", {"1", "2", "3", "4", "5", "6", "7", " x", "1", "2", "y"}},
+      {{kSmolLm, kQwen2}, "1234567 x12y", {"1", "2", "3", "4", "5", "6", "7", " x", "1", "2", "y"}},
       {{kLlama3}, "1234567 x12y", {"123", "456", "7", " x", "12", "y"}},
-      {{kGpt2, kSmolLm, kLlama3}, "\r\n\r\n  \n a", {"\r\n\r\n  \n", " a"}},
+      {{kGpt2, kSmolLm, kLlama3, kQwen2}, "\r\n\r\n  \n a", {"\r\n\r\n  \n", " a"}},
       {{kGpt2, kSmolLm},
        "a\034\034b \u2003\u2003z \u0085",
        {"a", "\034\034", "b", " \u2003", "\u2003", "z", " \u0085"}},
-      {{kLlama3},
+      {{kLlama3, kQwen2},
        "a\034\034b \u2003\u2003z \u0085",
        {"a", "\034\034", "b", " \u2003", "\u2003z", " \u0085"}},
   };
@@ -109,14 +111,15 @@ TEST(PreTokenizerTest, CreateByGgufName) {
   EXPECT_EQ(PreTokenizer::Create("gpt2")->kind(), PreTokenizer::Kind::kGpt2);
   EXPECT_EQ(PreTokenizer::Create("smollm")->kind(), PreTokenizer::Kind::kSmolLm);
   EXPECT_EQ(PreTokenizer::Create("llama-bpe")->kind(), PreTokenizer::Kind::kLlama3);
+  EXPECT_EQ(PreTokenizer::Create("qwen2")->kind(), PreTokenizer::Kind::kQwen2);
 }
 
 TEST(PreTokenizerTest, UnknownNameListsSupportedOnes) {
-  absl::StatusOr<PreTokenizer> pre = PreTokenizer::Create("qwen2");
+  absl::StatusOr<PreTokenizer> pre = PreTokenizer::Create("deepseek-llm");
   ASSERT_FALSE(pre.ok());
   EXPECT_EQ(pre.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(pre.status().message(), HasSubstr("qwen2"));
-  EXPECT_THAT(pre.status().message(), HasSubstr("gpt2, smollm, llama-bpe"));
+  EXPECT_THAT(pre.status().message(), HasSubstr("deepseek-llm"));
+  EXPECT_THAT(pre.status().message(), HasSubstr("gpt2, smollm, llama-bpe, qwen2"));
 }
 
 TEST(PreTokenizerTest, EmptyTextHasNoPieces) {
