@@ -331,11 +331,11 @@ TEST(GgufCheckpointTest, WrongQShapeIsAnErrorNotACrash) {
 TEST(GgufCheckpointTest, UndequantizableTypeIsUnimplemented) {
   GgufTestWriter w;
   AddTinyLlamaMetadata(w, "llama");
-  w.AddTensor("blk.1.ffn_down.weight", {256, 1}, GgmlType::kIQ4_XS, std::string(136, '\0'));
+  w.AddTensor("blk.1.ffn_down.weight", {256, 1}, GgmlType::kIQ2_XS, std::string(74, '\0'));
   absl::Status s = LoadStatus(w);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("'blk.1.ffn_down.weight'"));
-  EXPECT_THAT(s.message(), HasSubstr("IQ4_XS"));
+  EXPECT_THAT(s.message(), HasSubstr("IQ2_XS"));
 }
 
 TEST(GgufCheckpointTest, UnsupportedFeatures) {

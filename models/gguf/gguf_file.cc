@@ -444,6 +444,38 @@ void DecodeQ6_K(const uint8_t* p, const float* half, float* y) {
   }
 }
 
+// IQ4_NL and IQ4_XS: 4-bit indices into one fixed non-linear table
+// (ggml's kvalues_iq4nl, part of the format).
+constexpr int8_t kIq4NlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                     1,    13,   25,  38,  53,  69,  89,  113};
+
+// One 32-element run: element j from the low nibble of qs[j], j + 16 from
+// its high nibble, each the table value times d.
+inline void DecodeIq4Run(const uint8_t* qs, float d, float* y) {
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * kIq4NlValues[qs[j] & 0x0f];
+    y[j + 16] = d * kIq4NlValues[qs[j] >> 4];
+  }
+}
+
+// IQ4_NL: {fp16 d; uint8 qs[16]}.
+void DecodeIQ4_NL(const uint8_t* p, const float* half, float* y) { DecodeIq4Run(p + 2, half[LoadU16(p)], y); }
+
+// IQ4_XS: {fp16 d; uint16 scales_h; uint8 scales_l[4]; uint8 qs[128]}: 8
+// sub-blocks of 32, sub-block s scaled by d * (scale_s - 32), scale_s's low
+// 4 bits the nibble s % 2 of scales_l[s / 2], its high 2 bits bits 2s, 2s + 1
+// of scales_h; its nibbles are qs[16s, 16s + 16) laid out as IQ4_NL's.
+void DecodeIQ4_XS(const uint8_t* p, const float* half, float* y) {
+  const float d = half[LoadU16(p)];
+  const uint16_t scales_h = LoadU16(p + 2);
+  const uint8_t* scales_l = p + 4;
+  for (int s = 0; s < 8; ++s) {
+    const int low = (scales_l[s / 2] >> (4 * (s % 2))) & 0x0f;
+    const int high = (scales_h >> (2 * s)) & 3;
+    DecodeIq4Run(p + 8 + 16 * s, d * ((low | (high << 4)) - 32), y + 32 * s);
+  }
+}
+
 // The quantized types ReadTensorFloat32 decodes (block sizes:
 // GgmlTypeBlockLayout).
 struct BlockFormat {
@@ -454,7 +486,7 @@ constexpr BlockFormat kBlockFormats[] = {
     {GgmlType::kQ8_0, DecodeQ8_0}, {GgmlType::kQ4_0, DecodeQ4_0},         {GgmlType::kQ4_1, DecodeQ4_1},
     {GgmlType::kQ5_0, DecodeQ5_0}, {GgmlType::kQ5_1, DecodeQ5_1},         {GgmlType::kQ2_K, DecodeQ2_K},
     {GgmlType::kQ3_K, DecodeQ3_K}, {GgmlType::kQ4_K, DecodeQ45_K<false>}, {GgmlType::kQ5_K, DecodeQ45_K<true>},
-    {GgmlType::kQ6_K, DecodeQ6_K},
+    {GgmlType::kQ6_K, DecodeQ6_K}, {GgmlType::kIQ4_NL, DecodeIQ4_NL},      {GgmlType::kIQ4_XS, DecodeIQ4_XS},
 };
 
 BlockDecoder FindBlockDecoder(GgmlType type) {

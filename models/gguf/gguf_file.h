@@ -168,10 +168,10 @@ class GgufFile {
 
   // Dequantizes one tensor to a new f32 CPU tensor of shape
   // GgufTensorInfo::shape(). Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1,
-  // Q5_0, Q5_1 and the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (what llama.cpp's
-  // Q4_K_M, Q5_K_M, Q6_K, Q8_0 ... files hold); other types (the IQ and
-  // ternary ones, MXFP4) give Unimplemented naming the type and tensor; a
-  // missing name gives NotFound.
+  // Q5_0, Q5_1, the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (what llama.cpp's
+  // Q4_K_M, Q5_K_M, Q6_K, Q8_0 ... files hold) and IQ4_NL, IQ4_XS; other
+  // types (the 1-3-bit IQ ones, the ternary ones, MXFP4) give Unimplemented
+  // naming the type and tensor; a missing name gives NotFound.
   absl::StatusOr<Tensor> ReadTensorFloat32(absl::string_view name) const;
 
  private:

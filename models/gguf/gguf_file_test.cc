@@ -351,9 +351,9 @@ TEST(GgufFileTest, UnsupportedTensorTypeIsUnimplemented) {
   EXPECT_THAT(s.message(), HasSubstr("supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K"));
 }
 
-// Q5_0, Q5_1 and the K-quants against llama.cpp's own decoder: gguf-py's
-// gguf.quants.dequantize over random blocks (their fp16 scales finite, of
-// either sign), written with its expected values by
+// Q5_0, Q5_1, the K-quants and IQ4_NL/XS against llama.cpp's own decoder:
+// gguf-py's gguf.quants.dequantize over random blocks (their fp16 scales
+// finite, of either sign), written with its expected values by
 // tools/reference/gguf_quant_reference.py into testdata/quant_blocks.gguf.
 // The float operations are the same in the same order, so the values are
 // equal, not just close.
@@ -363,7 +363,7 @@ TEST(GgufFileTest, DequantizesLikeLlamaCppsGgufPy) {
   absl::StatusOr<std::unique_ptr<GgufFile>> f =
       GgufFile::Open(absl::StrCat(srcdir, "/quest_runtime/models/gguf/testdata/quant_blocks.gguf"));
   ASSERT_TRUE(f.ok()) << f.status();
-  for (const char* type : {"q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}) {
+  for (const char* type : {"q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"}) {
     absl::StatusOr<Tensor> got = (*f)->ReadTensorFloat32(type);
     absl::StatusOr<Tensor> want = (*f)->ReadTensorFloat32(absl::StrCat(type, ".want"));
     ASSERT_TRUE(got.ok()) << got.status();
