@@ -40,7 +40,7 @@
 #include "models/testing/tiny_checkpoint.h"
 #include "runtime/engine.h"
 
-ABSL_FLAG(int, layers, 8, "Transformer layers of the Llama-2-7B-shaped model.");
+ABSL_FLAG(int, layers, 8, "Transformer layers of the --shape model (32 in both real models).");
 ABSL_FLAG(std::string, shape, "llama2-7b",
           "llama2-7b (MLP 11008, vocab 32000, --kv_heads) or llama3-8b (Llama 3.1 8B: 8 KV heads, MLP 14336, "
           "vocab 128256, llama3 RoPE scaling)");
