@@ -27,6 +27,12 @@ struct Cvt<__half> {
   static __device__ __forceinline__ float ToF(__half x) { return __half2float(x); }
   static __device__ __forceinline__ __half FromF(float x) { return __float2half(x); }
 };
+// float outputs (the GEMV's f32 logits) convert as the identity.
+template <>
+struct Cvt<float> {
+  static __device__ __forceinline__ float ToF(float x) { return x; }
+  static __device__ __forceinline__ float FromF(float x) { return x; }
+};
 
 template <typename T>
 __device__ __forceinline__ float F(T x) { return Cvt<T>::ToF(x); }

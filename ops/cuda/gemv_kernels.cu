@@ -56,15 +56,6 @@ __device__ __forceinline__ const GemvPart& PartOf(const GemvParams& p, int rows,
   return p.parts[j];
 }
 
-template <typename Out>
-__device__ __forceinline__ void StoreOut(Out* y, float v);
-template <>
-__device__ __forceinline__ void StoreOut<float>(float* y, float v) { *y = v; }
-template <>
-__device__ __forceinline__ void StoreOut<__nv_bfloat16>(__nv_bfloat16* y, float v) { *y = __float2bfloat16(v); }
-template <>
-__device__ __forceinline__ void StoreOut<__half>(__half* y, float v) { *y = __float2half(v); }
-
 // A CTA's epilogue: cell c of its kRows x kCols outputs (weight row row0 +
 // c / kCols, row c % kCols of x) is the sum of the warps' partial[w][c]
 // plus the row's bias. Thread c stores cell c (after the caller's barrier).
@@ -80,7 +71,7 @@ __device__ __forceinline__ void StoreSums(const GemvParams& p, const GemvPart& p
 #pragma unroll
   for (int w = 0; w < kGemvWarps; ++w) s += partial[w][c];
   if (part.bias != nullptr) s += F(static_cast<const T*>(part.bias)[row]);
-  StoreOut<Out>(static_cast<Out*>(part.y) + i * part.n + row, s);
+  static_cast<Out*>(part.y)[i * part.n + row] = To<Out>(s);
 }
 
 // M: rows of x the kernel is built for (p.m <= M; the missing rows read

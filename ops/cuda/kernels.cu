@@ -165,6 +165,18 @@ __global__ void WriteKvPagesKernel(const T* k, const T* v, const int32_t* page_t
   }
 }
 
+// RmsNorm, after x += r when kAdd.
+template <bool kAdd>
+cudaError_t LaunchNorm(ElemType type, void* x, const void* r, const void* w, float eps, int64_t m, int64_t d,
+                       void* y, cudaStream_t stream) {
+  if (m == 0) return cudaSuccess;
+  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &RmsNormKernel<T, kAdd>, dim3(static_cast<unsigned>(m)),
+                                              dim3(kThreads), 0, stream, static_cast<T*>(x),
+                                              static_cast<const T*>(r), static_cast<const T*>(w), eps, d,
+                                              static_cast<T*>(y)));
+  return cudaErrorInvalidValue;
+}
+
 }  // namespace
 
 cudaError_t LaunchEmbedding(ElemType type, const void* table, const int32_t* ids, int64_t n,
@@ -177,23 +189,13 @@ cudaError_t LaunchEmbedding(ElemType type, const void* table, const int32_t* ids
 
 cudaError_t LaunchRmsNorm(ElemType type, const void* x, const void* w, float eps, int64_t m,
                           int64_t d, void* y, cudaStream_t stream) {
-  if (m == 0) return cudaSuccess;
   // (kAdd = false never writes x.)
-  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &RmsNormKernel<T, false>, dim3(static_cast<unsigned>(m)),
-                                              dim3(kThreads), 0, stream, static_cast<T*>(const_cast<void*>(x)),
-                                              static_cast<const T*>(nullptr), static_cast<const T*>(w), eps, d,
-                                              static_cast<T*>(y)));
-  return cudaErrorInvalidValue;
+  return LaunchNorm<false>(type, const_cast<void*>(x), nullptr, w, eps, m, d, y, stream);
 }
 
 cudaError_t LaunchAddRmsNorm(ElemType type, void* x, const void* r, const void* w, float eps, int64_t m,
                              int64_t d, void* y, cudaStream_t stream) {
-  if (m == 0) return cudaSuccess;
-  QUEST_DISPATCH(type, return LaunchMaybePdl(true, &RmsNormKernel<T, true>, dim3(static_cast<unsigned>(m)),
-                                              dim3(kThreads), 0, stream, static_cast<T*>(x),
-                                              static_cast<const T*>(r), static_cast<const T*>(w), eps, d,
-                                              static_cast<T*>(y)));
-  return cudaErrorInvalidValue;
+  return LaunchNorm<true>(type, x, r, w, eps, m, d, y, stream);
 }
 
 cudaError_t LaunchAdd(ElemType type, void* x, const void* y, int64_t n, cudaStream_t stream) {

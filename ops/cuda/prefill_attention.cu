@@ -361,8 +361,6 @@ cudaError_t LaunchDim(const PagedAttentionParams& p, int warps, int row_tiles, c
   return cudaErrorNotSupported;
 }
 
-
-
 }  // namespace
 
 bool PrefillAttentionSupported(const PagedAttentionParams& p) {

@@ -142,6 +142,7 @@ __global__ void __launch_bounds__(kThreads) RowArgmaxKernel(const float* x, int6
   }
   __syncthreads();
   if (warp != 0) return;
+  static_assert(kWarps == 32, "warp 0 reduces one warp's best per lane");
   best_key = warp_key[lane];
   best = warp_best[lane];
   WarpBest(best_key, best);
