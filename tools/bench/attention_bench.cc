@@ -63,7 +63,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/quest_kernels.h"
 #include "runtime/backend.h"
@@ -106,19 +105,6 @@ using bench::kRepeats;
 using bench::Median;
 using bench::Time;
 using bench::Timing;
-
-std::vector<int64_t> ParseInts(const std::vector<std::string>& items, const char* flag) {
-  std::vector<int64_t> out;
-  for (const std::string& item : items) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(item, &v) || v <= 0) {
-      std::fprintf(stderr, "attention_bench: --%s: '%s' is not a positive integer\n", flag, item.c_str());
-      std::exit(2);
-    }
-    out.push_back(v);
-  }
-  return out;
-}
 
 constexpr int kPageSize = 16;
 constexpr int kSeqs = 8;  // sequences in the pool (batch 8, and the rotation of batch 1)
@@ -261,8 +247,8 @@ int Main() {
       return 2;
     }
   }
-  const std::vector<int64_t> contexts = ParseInts(absl::GetFlag(FLAGS_contexts), "contexts");
-  const std::vector<int64_t> budgets = ParseInts(absl::GetFlag(FLAGS_budgets), "budgets");
+  const std::vector<int64_t> contexts = bench::ParsePositiveInts("attention_bench", "contexts", absl::GetFlag(FLAGS_contexts));
+  const std::vector<int64_t> budgets = bench::ParsePositiveInts("attention_bench", "budgets", absl::GetFlag(FLAGS_budgets));
   std::mt19937 rng(1234);
   std::vector<Row> rows;
   std::vector<QuestRow> quest_rows;

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
+
 namespace quest::bench {
 namespace {
 
@@ -81,6 +83,19 @@ void FillRandom(void* dst, size_t bytes, std::mt19937& rng) {
                           cudaMemcpyDeviceToDevice));
   }
   BENCH_CUDA(cudaFree(source));
+}
+
+std::vector<int64_t> ParsePositiveInts(const char* tool, const char* flag, const std::vector<std::string>& items) {
+  std::vector<int64_t> out;
+  for (const std::string& item : items) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(item, &v) || v <= 0) {
+      std::fprintf(stderr, "%s: --%s: '%s' is not a positive integer\n", tool, flag, item.c_str());
+      std::exit(2);
+    }
+    out.push_back(v);
+  }
+  return out;
 }
 
 }  // namespace quest::bench

@@ -2,16 +2,18 @@
 #define QUEST_TOOLS_BENCH_BENCH_UTIL_H_
 
 // What the GPU benchmarks share: a fatal check of CUDA calls, the timing
-// loop (host clock around synchronised batches, events beside it) and
-// random bf16 device data.
+// loop (host clock around synchronised batches, events beside it), random
+// bf16 device data and their list flags' parsing.
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #define BENCH_CUDA(call)                                                                 \
@@ -42,6 +44,11 @@ Timing Time(const std::function<void(int)>& fn);
 // Fills device bytes with random bf16 values in [-1, 1) (never zeros),
 // without repeating a 64 MiB pattern exactly (see the definition).
 void FillRandom(void* dst, size_t bytes, std::mt19937& rng);
+
+// The values of list flag --`flag` of benchmark `tool`; an item that is not
+// a positive integer prints "<tool>: --<flag>: '<item>' is not a positive
+// integer" and exits with 2.
+std::vector<int64_t> ParsePositiveInts(const char* tool, const char* flag, const std::vector<std::string>& items);
 
 }  // namespace quest::bench
 

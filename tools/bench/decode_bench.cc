@@ -35,10 +35,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "models/testing/tiny_checkpoint.h"
 #include "runtime/engine.h"
+#include "tools/bench/bench_util.h"
 
 ABSL_FLAG(int, layers, 8, "Transformer layers of the --shape model (32 in both real models).");
 ABSL_FLAG(std::string, shape, "llama2-7b",
@@ -140,22 +140,10 @@ absl::StatusOr<Run> GenerateBatch(Engine& engine, const std::vector<std::vector<
   return Run{window / (static_cast<double>(tokens) / n), std::chrono::duration<double>(begin - start).count()};
 }
 
-std::vector<int64_t> Ints(const std::vector<std::string>& v) {
-  std::vector<int64_t> out;
-  for (const std::string& s : v) {
-    int64_t x = 0;
-    if (!absl::SimpleAtoi(s, &x) || x <= 0) {
-      std::fprintf(stderr, "decode_bench: bad number %s\n", s.c_str());
-      std::exit(2);
-    }
-    out.push_back(x);
-  }
-  return out;
-}
-
 int Main() {
-  const std::vector<int64_t> contexts = Ints(absl::GetFlag(FLAGS_contexts));
-  const std::vector<int64_t> budgets = Ints(absl::GetFlag(FLAGS_budgets));
+  const std::vector<int64_t> contexts =
+      bench::ParsePositiveInts("decode_bench", "contexts", absl::GetFlag(FLAGS_contexts));
+  const std::vector<int64_t> budgets = bench::ParsePositiveInts("decode_bench", "budgets", absl::GetFlag(FLAGS_budgets));
   const int steps = absl::GetFlag(FLAGS_decode_steps);
   const int64_t longest = *std::max_element(contexts.begin(), contexts.end());
 

@@ -28,7 +28,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/gemv_kernels.h"
 #include "runtime/backend.h"
@@ -67,15 +66,7 @@ double RelDiff(const Tensor& a, const Tensor& b) {
 }
 
 int Main() {
-  std::vector<int64_t> rows;
-  for (const std::string& r : absl::GetFlag(FLAGS_rows)) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(r, &v) || v <= 0) {
-      std::fprintf(stderr, "linear_bench: --rows: '%s' is not a positive integer\n", r.c_str());
-      return 2;
-    }
-    rows.push_back(v);
-  }
+  const std::vector<int64_t> rows = bench::ParsePositiveInts("linear_bench", "rows", absl::GetFlag(FLAGS_rows));
   cudaStream_t stream = nullptr;  // both backends' (never destroyed: it outlives their tensors)
   BENCH_CUDA(cudaStreamCreate(&stream));
   ops::CudaBackendOptions options;
