@@ -31,8 +31,12 @@ namespace fs = std::filesystem;
 constexpr int kDefaultPageSize = 16;
 constexpr int kDefaultMaxNewTokens = 4096;
 constexpr int kDefaultMaxConcurrent = 4;
-// Prompt tokens per forward step: bounds activation memory for long prompts.
-constexpr int kPrefillChunk = 512;
+// Prompt tokens per forward step (limits.prefill_chunk_tokens' default):
+// bounds activation memory for long prompts.
+// 2048: on an H100 (decode_bench, Llama-3.1-8B shape, 32 layers) a 128K
+// prompt prefills in 19.3 s against 22.9 s with 512-token chunks (32K: 1.9
+// vs 2.2 s); 4096 gains 1 % more.
+constexpr int kDefaultPrefillChunk = 2048;
 // Requests that may wait for a place in the running batch (bounded queue).
 constexpr int kMinQueued = 64;
 constexpr int kQueuedPerSlot = 8;
@@ -103,7 +107,7 @@ class LocalEngine final : public Engine {
     SchedulerOptions options;
     options.max_batch = static_cast<int>(config_.limits().max_concurrent_requests());
     options.max_queued = std::max(kMinQueued, kQueuedPerSlot * options.max_batch);
-    options.prefill_chunk = kPrefillChunk;
+    options.prefill_chunk = static_cast<int>(config_.limits().prefill_chunk_tokens());
     options.max_context_tokens = config_.limits().max_context_tokens();
     scheduler_ = std::make_unique<Scheduler>(
         *model_, *cache_, tokenizer_.get(),
@@ -249,6 +253,11 @@ absl::Status FillDefaultsAndValidate(config::EngineConfig& c, const models::Llam
   if (l.max_prompt_tokens() == 0) l.set_max_prompt_tokens(l.max_context_tokens());
   if (l.max_new_tokens() == 0) l.set_max_new_tokens(kDefaultMaxNewTokens);
   if (l.max_concurrent_requests() == 0) l.set_max_concurrent_requests(kDefaultMaxConcurrent);
+  if (l.prefill_chunk_tokens() == 0) l.set_prefill_chunk_tokens(std::min<uint32_t>(kDefaultPrefillChunk, l.max_context_tokens()));
+  if (l.prefill_chunk_tokens() > l.max_context_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat("limits.prefill_chunk_tokens ", l.prefill_chunk_tokens(),
+                                                   " exceeds limits.max_context_tokens ", l.max_context_tokens()));
+  }
   if (l.max_prompt_tokens() > l.max_context_tokens()) {
     return absl::InvalidArgumentError(absl::StrCat("limits.max_prompt_tokens ", l.max_prompt_tokens(),
                                                    " exceeds limits.max_context_tokens ", l.max_context_tokens()));

@@ -1,5 +1,6 @@
 #include "runtime/engine.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -38,6 +39,26 @@ TEST(EngineTest, GreedyGenerationIsDeterministicAndReturnsPages) {
   EXPECT_EQ(std::vector<int32_t>(a->token_ids().begin(), a->token_ids().end()),
             std::vector<int32_t>(b->token_ids().begin(), b->token_ids().end()));
   EXPECT_EQ((*engine)->kv_pages().first, 0);
+}
+
+// limits.prefill_chunk_tokens: the default is filled in, and a prompt
+// prefilled two tokens a step (three chunks) generates what one chunk does.
+TEST(EngineTest, PrefillChunkIsConfigurableAndChunkingKeepsTheTokens) {
+  auto whole = Engine::Create(TinyConfig());
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ((*whole)->config().limits().prefill_chunk_tokens(),
+            std::min<uint32_t>(2048, (*whole)->config().limits().max_context_tokens()));
+  config::EngineConfig c = TinyConfig();
+  c.mutable_limits()->set_prefill_chunk_tokens(2);
+  auto chunked = Engine::Create(c);
+  ASSERT_TRUE(chunked.ok()) << chunked.status();
+  EXPECT_EQ((*chunked)->config().limits().prefill_chunk_tokens(), 2u);
+  auto a = (*whole)->Generate(fixtures::TokenRequest({5, 6, 7, 8, 9}, 8));
+  auto b = (*chunked)->Generate(fixtures::TokenRequest({5, 6, 7, 8, 9}, 8));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(std::vector<int32_t>(a->token_ids().begin(), a->token_ids().end()),
+            std::vector<int32_t>(b->token_ids().begin(), b->token_ids().end()));
+  EXPECT_EQ((*chunked)->kv_pages().first, 0);
 }
 
 TEST(EngineTest, SeededSamplingReproduces) {
@@ -156,6 +177,13 @@ TEST(EngineTest, BadConfigsAreClearErrors) {
   c = TinyConfig();
   c.set_dtype(config::FLOAT16);
   EXPECT_THAT(Engine::Create(c).status().message(), HasSubstr("FLOAT16"));
+
+  c = TinyConfig();
+  c.mutable_limits()->set_max_context_tokens(64);
+  c.mutable_limits()->set_prefill_chunk_tokens(65);
+  EXPECT_EQ(Engine::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Engine::Create(c).status().message(),
+              HasSubstr("limits.prefill_chunk_tokens 65 exceeds limits.max_context_tokens 64"));
 
   auto parsed = ParseEngineConfig("model { path: \"x\" }\ncache { polcy: \"dense\" }\n", "my.textproto");
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);

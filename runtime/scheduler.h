@@ -49,7 +49,7 @@ namespace quest {
 struct SchedulerOptions {
   int max_batch = 4;          // sequences running at once
   int max_queued = 64;        // requests waiting; more are RESOURCE_EXHAUSTED
-  int prefill_chunk = 512;    // prompt tokens per sequence and per step
+  int prefill_chunk = 2048;   // prompt tokens per sequence and per step
   int64_t max_context_tokens = 0;
 };
 

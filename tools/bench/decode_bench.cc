@@ -57,7 +57,9 @@ ABSL_FLAG(int, batch, 1,
           "Concurrent requests per run. Above 1 the engine serves them together (continuous batching) "
           "and the result is the output tokens per second while every request is decoding (after the "
           "last prefill, before the first request ends), so --decode_steps must outlast the other "
-          "requests' prefills (prefill_chunk 512 tokens a step: about context / 512 * (batch - 1) steps).");
+          "requests' prefills (--prefill_chunk tokens a step: about context / chunk * (batch - 1) steps).");
+ABSL_FLAG(int, prefill_chunk, 0,
+          "limits.prefill_chunk_tokens of the engine (prompt tokens per step; 0: the engine's default, 2048).");
 ABSL_FLAG(std::string, dir, "/tmp/quest_decode_bench_model", "Where the checkpoint is written.");
 
 namespace quest {
@@ -194,6 +196,12 @@ int Main() {
   c.mutable_limits()->set_max_concurrent_requests(static_cast<uint32_t>(batch));
   c.mutable_limits()->set_max_context_tokens(static_cast<uint32_t>(longest + steps + 16));
   c.mutable_limits()->set_max_prompt_tokens(static_cast<uint32_t>(longest));
+  if (const int chunk = absl::GetFlag(FLAGS_prefill_chunk); chunk < 0) {
+    std::fprintf(stderr, "decode_bench: --prefill_chunk must be >= 0\n");
+    return 2;
+  } else {
+    c.mutable_limits()->set_prefill_chunk_tokens(static_cast<uint32_t>(chunk));
+  }
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(c);
   if (!engine.ok()) {
     std::fprintf(stderr, "decode_bench: %s\n", std::string(engine.status().message()).c_str());
