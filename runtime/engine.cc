@@ -253,7 +253,9 @@ absl::Status FillDefaultsAndValidate(config::EngineConfig& c, const models::Llam
   if (l.max_prompt_tokens() == 0) l.set_max_prompt_tokens(l.max_context_tokens());
   if (l.max_new_tokens() == 0) l.set_max_new_tokens(kDefaultMaxNewTokens);
   if (l.max_concurrent_requests() == 0) l.set_max_concurrent_requests(kDefaultMaxConcurrent);
-  if (l.prefill_chunk_tokens() == 0) l.set_prefill_chunk_tokens(std::min<uint32_t>(kDefaultPrefillChunk, l.max_context_tokens()));
+  if (l.prefill_chunk_tokens() == 0) {
+    l.set_prefill_chunk_tokens(std::min<uint32_t>(kDefaultPrefillChunk, l.max_context_tokens()));
+  }
   if (l.prefill_chunk_tokens() > l.max_context_tokens()) {
     return absl::InvalidArgumentError(absl::StrCat("limits.prefill_chunk_tokens ", l.prefill_chunk_tokens(),
                                                    " exceeds limits.max_context_tokens ", l.max_context_tokens()));
