@@ -5,8 +5,8 @@
 // sequence's newest n tokens at positions [kv_len - n, kv_len), causal).
 // Tiles of query rows of one query head against K/V tiles gathered from the
 // pages into shared memory (cp.async), S = Q K^T and O += P V on tensor cores
-// (mma.sync m16n8k16, fp32 accumulate), online softmax in fp32; no n x kv
-// matrix in memory. Covers the dense case only; everything else stays with
+// (Hopper wgmma by default, fp32 accumulate), online softmax in fp32; no
+// n x kv matrix in memory. Covers the dense case only; everything else stays with
 // LaunchPagedAttention (attention_kernels.h).
 
 #include <cuda_runtime_api.h>
@@ -27,11 +27,18 @@ bool PrefillAttentionSupported(const PagedAttentionParams& p);
 cudaError_t LaunchPrefillAttention(ElemType type, const PagedAttentionParams& p,
                                    cudaStream_t stream);
 
-// For tests and benchmarks: one tile configuration, `warps` warps of
-// 16 * `row_tiles` query rows each (supported: 4x1, 4x2, 8x1).
-// LaunchPrefillAttention picks one of these.
+// For tests and benchmarks: the mma.sync kernel (sm_80-style, the
+// baseline the wgmma kernel is measured against) in one tile
+// configuration, `warps` warps of 16 * `row_tiles` query rows each
+// (supported: 4x1, 4x2, 8x1).
 cudaError_t LaunchPrefillAttentionConfig(ElemType type, const PagedAttentionParams& p, int warps,
                                          int row_tiles, cudaStream_t stream);
+
+// For tests and benchmarks: the Hopper warpgroup-MMA kernel (wgmma, sm_90a),
+// `warpgroups` (1 or 2) warpgroups of 64 query rows each.
+// LaunchPrefillAttention picks the warpgroup count.
+cudaError_t LaunchPrefillAttentionWgmma(ElemType type, const PagedAttentionParams& p, int warpgroups,
+                                        cudaStream_t stream);
 
 }  // namespace quest::ops::cuda
 

@@ -1,6 +1,7 @@
 // The tensor-core prefill kernel (prefill_attention.h) against the CPU
 // backend's PagedAttention on random inputs, called through its launcher
-// directly (bf16 and f16 storage; every tile configuration). Inputs are
+// directly (bf16 and f16 storage; every tile configuration of the mma.sync
+// kernel and the Hopper wgmma kernel). Inputs are
 // bf16-representable (so also exact in f16); outputs are poisoned with NaN
 // first and a non-finite value never passes. Error: max |gpu - cpu| /
 // max |cpu|, bound 1e-2.
@@ -89,6 +90,35 @@ std::string Name(const Case& c) {
          (c.page_size != 16 ? " page " + std::to_string(c.page_size) : "");
 }
 
+// One way to launch the prefill kernel: the default pick, an mma.sync tile
+// configuration or the wgmma kernel with 1 or 2 warpgroups.
+struct Config {
+  enum Kind { kDefault, kMmaSync, kWgmma } kind;
+  int a = 0, b = 0;  // warps x row tiles (kMmaSync), warpgroups (kWgmma)
+  std::string name;
+
+  cudaError_t Launch(ElemType type, const PagedAttentionParams& p) const {
+    switch (kind) {
+      case kDefault:
+        return cuda::LaunchPrefillAttention(type, p, nullptr);
+      case kMmaSync:
+        return cuda::LaunchPrefillAttentionConfig(type, p, a, b, nullptr);
+      case kWgmma:
+        return cuda::LaunchPrefillAttentionWgmma(type, p, a, nullptr);
+    }
+    return cudaErrorInvalidValue;
+  }
+};
+
+std::vector<Config> AllConfigs() {
+  return {{Config::kDefault, 0, 0, "default"},
+          {Config::kMmaSync, 4, 1, "mma 4x1 (BM 64)"},
+          {Config::kMmaSync, 4, 2, "mma 4x2 (BM 128)"},
+          {Config::kMmaSync, 8, 1, "mma 8x1 (BM 128)"},
+          {Config::kWgmma, 1, 0, "wgmma 1 WG (BM 64)"},
+          {Config::kWgmma, 2, 0, "wgmma 2 WG (BM 128)"}};
+}
+
 class PrefillAttentionTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -131,8 +161,7 @@ TEST_F(PrefillAttentionTest, MatchesCpuReference) {
       {32, 8, 128, 129, 1500, bf, false, 32},  // other page sizes
       {8, 8, 64, 64, 333, bf, true, 8},
   };
-  struct Config { int warps, row_tiles; };
-  const Config configs[] = {{0, 0}, {4, 1}, {4, 2}, {8, 1}};  // {0, 0}: LaunchPrefillAttention
+  const std::vector<Config> configs = AllConfigs();
   for (const Case& c : cases) {
     SCOPED_TRACE(Name(c));
     const int page_size = c.page_size;
@@ -191,10 +220,7 @@ TEST_F(PrefillAttentionTest, MatchesCpuReference) {
     for (const Config& cfg : configs) {
       const std::vector<uint16_t> poison(out_n, c.type == bf ? 0x7FC0 : 0x7E00);
       CUDA_OK(cudaMemcpy(gout.ptr, poison.data(), out_n * 2, cudaMemcpyHostToDevice));
-      const cudaError_t launched =
-          cfg.warps == 0 ? cuda::LaunchPrefillAttention(c.type, p, nullptr)
-                         : cuda::LaunchPrefillAttentionConfig(c.type, p, cfg.warps, cfg.row_tiles, nullptr);
-      CUDA_OK(launched);
+      CUDA_OK(cfg.Launch(c.type, p));
       CUDA_OK(cudaDeviceSynchronize());
       std::vector<uint16_t> bits(out_n);
       CUDA_OK(cudaMemcpy(bits.data(), gout.ptr, out_n * 2, cudaMemcpyDeviceToHost));
@@ -209,8 +235,7 @@ TEST_F(PrefillAttentionTest, MatchesCpuReference) {
         max_ref = std::max(max_ref, std::abs(static_cast<double>(ref)));
         max_err = std::max(max_err, std::abs(static_cast<double>(got) - ref));
       }
-      const std::string what =
-          Name(c) + (cfg.warps == 0 ? " default" : " cfg " + std::to_string(cfg.warps) + "x" + std::to_string(cfg.row_tiles));
+      const std::string what = Name(c) + " " + cfg.name;
       EXPECT_EQ(bad, -1) << what << ": non-finite output at " << bad;
       const double rel = max_ref > 0 ? max_err / max_ref : max_err;
       std::printf("  %-52s max|cpu|=%-9.4g max err=%-9.4g rel=%.3g\n", what.c_str(), max_ref, max_err, rel);
@@ -257,12 +282,14 @@ TEST_F(PrefillAttentionTest, RefusesWhatItDoesNotCover) {
   EXPECT_EQ(cuda::LaunchPrefillAttention(ElemType::kBFloat16, x, nullptr), cudaErrorNotSupported);
 }
 
-// Prefill shapes of a 32-head, head_dim-128 model: a 512-token chunk at
-// kv_len 4K and 32K and a whole 4K causal prefill, MHA and GQA 4.
+// Prefill shapes of a 32-head, head_dim-128 model: 512- and 2048-token
+// chunks (the engine's default chunk is 2048) at kv_len 4K and 32K and a
+// whole 4K causal prefill, MHA and GQA 4.
 TEST_F(PrefillAttentionTest, Benchmark) {
   struct Shape { int n, kv_len, heads, kv_heads; };
-  const Shape shapes[] = {{512, 4096, 32, 32},  {512, 4096, 32, 8},  {512, 32768, 32, 32},
-                          {512, 32768, 32, 8},  {4096, 4096, 32, 32}, {4096, 4096, 32, 8}};
+  const Shape shapes[] = {{512, 4096, 32, 32},   {512, 4096, 32, 8},   {512, 32768, 32, 32},
+                          {512, 32768, 32, 8},   {2048, 32768, 32, 32}, {2048, 32768, 32, 8},
+                          {4096, 4096, 32, 32},  {4096, 4096, 32, 8}};
   const int d = 128, page_size = 16;
   const ElemType type = ElemType::kBFloat16;
   std::printf("BENCH prefill attention, bf16, head_dim 128, page 16 (TFLOP/s = 4*d*heads*sum(visible keys) / time)\n");
@@ -319,17 +346,9 @@ TEST_F(PrefillAttentionTest, Benchmark) {
     };
     char label[96];
     std::snprintf(label, sizeof(label), "n=%d kv_len=%d heads %d/%d", s.n, s.kv_len, s.heads, s.kv_heads);
-    struct Config { const char* name; int warps, row_tiles; };
-    const Config configs[] = {{"new default", 0, 0}, {"new 4x1 (BM 64)", 4, 1}, {"new 4x2 (BM 128)", 4, 2},
-                              {"new 8x1 (BM 128)", 8, 1}};
-    for (const Config& cfg : configs) {
-      const float ms = time_ms(
-          [&] {
-            return cfg.warps == 0 ? cuda::LaunchPrefillAttention(type, p, nullptr)
-                                  : cuda::LaunchPrefillAttentionConfig(type, p, cfg.warps, cfg.row_tiles, nullptr);
-          },
-          2, 10);
-      std::printf("BENCH %-34s %-18s %9.3f ms %7.1f TFLOP/s\n", label, cfg.name, ms, flops / ms / 1e9);
+    for (const Config& cfg : AllConfigs()) {
+      const float ms = time_ms([&] { return cfg.Launch(type, p); }, 2, 10);
+      std::printf("BENCH %-34s %-18s %9.3f ms %7.1f TFLOP/s\n", label, cfg.name.c_str(), ms, flops / ms / 1e9);
     }
     PagedAttentionParams old = p;
     old.out = gout_old.ptr;

@@ -7,10 +7,14 @@ shapes attention_bench measures:
     K+V bytes read per second as a % of a device-to-device copy of the same
     bytes timed here (read + write counted, as attention_bench counts it);
   - torch.matmul TFLOP/s on the GEMM shapes attention_bench runs through
-    Backend::Linear.
+    Backend::Linear;
+  - SDPA prefill TFLOP/s (n queries at the end of kv_len keys, causal from
+    the bottom right) on the shapes prefill_attention_test benchmarks.
 
-    python3 tools/bench/torch_reference.py
+    python3 tools/bench/torch_reference.py [sdpa] [gemms] [prefill]   (default: all)
 """
+
+import sys
 
 import time
 
@@ -20,6 +24,8 @@ import torch.nn.functional as F
 HEAD_DIM = 128
 SHAPES = [("MHA 32/32", 32, 32), ("GQA 32/8", 32, 8)]
 CONTEXTS = [4096, 32768, 131072]
+PREFILL_SHAPES = [(512, 4096, 32, 32), (512, 4096, 32, 8), (512, 32768, 32, 32), (512, 32768, 32, 8),
+                  (2048, 32768, 32, 32), (2048, 32768, 32, 8), (4096, 4096, 32, 32), (4096, 4096, 32, 8)]
 GEMMS = [(1, 4096, 4096), (1, 11008, 4096), (16, 4096, 4096), (512, 4096, 4096),
          (512, 11008, 4096), (512, 4096, 11008), (4096, 4096, 4096), (4096, 11008, 4096)]
 
@@ -82,6 +88,28 @@ def gemms():
         print(f"{m:>6} {n:>6} {k:>6} {2 * m * n * k / s / 1e12:>10.1f}")
 
 
+def prefill():
+    from torch.nn.attention.bias import causal_lower_right
+    print("\nSDPA prefill, bf16, head_dim 128, contiguous [1, heads, len, d] "
+          "(TFLOP/s = 4*d*heads*sum(visible keys) / time, as prefill_attention_test counts):")
+    print(f"{'n':>6} {'kv_len':>7} {'heads':>6} {'TFLOP/s':>9}")
+    for n, kv_len, heads, kv_heads in PREFILL_SHAPES:
+        q = torch.rand(1, heads, n, HEAD_DIM, device="cuda", dtype=torch.bfloat16) - 0.5
+        k = torch.rand(1, kv_heads, kv_len, HEAD_DIM, device="cuda", dtype=torch.bfloat16) - 0.5
+        v = torch.rand_like(k) - 0.5
+        # GQA through repeated K/V: same arithmetic, and the bottom-right
+        # causal bias stays on the fused kernels.
+        k = k.repeat_interleave(heads // kv_heads, dim=1)
+        v = v.repeat_interleave(heads // kv_heads, dim=1)
+        mask = causal_lower_right(n, kv_len)
+        s = timed(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+        visible = sum(kv_len - n + t + 1 for t in range(n))
+        print(f"{n:>6} {kv_len:>7} {heads:>3}/{kv_heads:<2} {4 * HEAD_DIM * heads * visible / s / 1e12:>9.1f}")
+        del q, k, v
+        torch.cuda.empty_cache()
+
+
 if __name__ == "__main__":
-    sdpa()
-    gemms()
+    parts = sys.argv[1:] or ["sdpa", "gemms", "prefill"]
+    for part in parts:
+        {"sdpa": sdpa, "gemms": gemms, "prefill": prefill}[part]()
