@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -293,7 +294,10 @@ TEST_F(PrefillAttentionTest, Benchmark) {
   const int d = 128, page_size = 16;
   const ElemType type = ElemType::kBFloat16;
   std::printf("BENCH prefill attention, bf16, head_dim 128, page 16 (TFLOP/s = 4*d*heads*sum(visible keys) / time)\n");
+  // PREFILL_BENCH_SHAPE=i runs shape i alone (to profile one launch).
+  const char* only = std::getenv("PREFILL_BENCH_SHAPE");
   for (const Shape& s : shapes) {
+    if (only != nullptr && &s - shapes != std::atoi(only)) continue;
     const int64_t logical = (s.kv_len + page_size - 1) / page_size;
     std::vector<int32_t> table(logical);
     std::iota(table.begin(), table.end(), 0);

@@ -43,6 +43,10 @@ __device__ __forceinline__ uint64_t Descriptor(const void* smem, uint32_t lbo_by
          (static_cast<uint64_t>(sbo_bytes >> 4) << 32) | (uint64_t{1} << 62);
 }
 
+// The descriptor of the operand `bytes` further on (within the same
+// shared-memory window; the address field is 16-byte units).
+__device__ __forceinline__ uint64_t Advance(uint64_t desc, int bytes) { return desc + (bytes >> 4); }
+
 // Before a batch of wgmma whose accumulators or A registers were written by
 // ordinary instructions.
 __device__ __forceinline__ void Fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
