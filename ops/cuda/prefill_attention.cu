@@ -8,12 +8,17 @@
 // walked from the diagonal down: only the first tiles need the causal mask,
 // tiles wholly above a warp's (warpgroup's) rows are skipped, and nothing
 // past the CTA's last row is loaded. The online softmax runs in fp32, log2
-// units. Two kernels share that walk:
-//   - PrefillAttentionWgmmaKernel (the default): Hopper warpgroup MMA,
-//     64 query rows per warpgroup, operands read from shared memory through
-//     descriptors (wgmma.cuh);
+// units. Three kernels share that walk:
+//   - PrefillAttentionWsKernel (the default with a 128-row tile per SM or
+//     more): Hopper warpgroup MMA, one warpgroup gathering K/V tiles for two
+//     that compute 64 query rows each, synchronised by mbarriers;
+//   - PrefillAttentionWgmmaKernel (the default below that, with one
+//     warpgroup): the same MMAs, every thread loading and computing, a CTA
+//     barrier per tile;
 //   - PrefillAttentionKernel: mma.sync m16n8k16 with ldmatrix, 16 * MR rows
 //     per warp (kept as the measured baseline and for tests).
+// The wgmma kernels read Q, K and V from shared memory through descriptors
+// and take P from registers (wgmma.cuh).
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -98,7 +103,8 @@ struct WgmmaLayout {
 };
 
 // K and V of keys [n0, n0 + kBlockN) of KV head g into sk / sv (cp.async);
-// missing keys read as zeros and valid[r] says which rows are real.
+// missing keys read as zeros and valid[r] (when given) says which rows are
+// real.
 template <typename T, int D, int kCta, typename Layout>
 __device__ __forceinline__ void IssueKv(T* sk, T* sv, uint8_t* valid,
                                         const int (&phys)[KvPieces<D, kCta>::kRows],
@@ -116,7 +122,7 @@ __device__ __forceinline__ void IssueKv(T* sk, T* sv, uint8_t* valid,
     const int64_t off =
         ok ? ((static_cast<int64_t>(phys[it]) * (page_mask + 1) + (j & page_mask)) * p.num_kv_heads + g) * D + c * 8
            : 0;
-    if (c == 0) valid[r] = ok;
+    if (valid != nullptr && c == 0) valid[r] = ok;
     const int dst = Layout::Offset(kBlockN, r, c);
     CpAsync16(sk + dst, kb + off, ok ? 16 : 0);
     CpAsync16(sv + dst, vb + off, ok ? 16 : 0);
@@ -152,10 +158,10 @@ __device__ __forceinline__ bool HasHoles(const PagedAttentionParams& p, int q_la
 
 // The S fragment of one m16 row tile (rows row0 + (lane / 4) + 8 (e / 2) of
 // the CTA's tile, columns n0 + 8 nt + 2 (lane % 4) + e % 2): keys after the
-// row's position, and holes, become -inf.
-template <int NT>
+// row's position, and holes (valid(col) false), become -inf.
+template <int NT, typename Valid>
 __device__ __forceinline__ void MaskTile(float (&s)[NT][4], int row0, int q0, int n0, bool has_holes,
-                                         const uint8_t* t_valid) {
+                                         Valid valid) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
@@ -163,7 +169,7 @@ __device__ __forceinline__ void MaskTile(float (&s)[NT][4], int row0, int q0, in
     for (int e = 0; e < 4; ++e) {
       const int row = row0 + (lane >> 2) + ((e >> 1) << 3);
       const int col = nt * 8 + 2 * (lane & 3) + (e & 1);
-      const bool hidden = n0 + col > q0 + row || (has_holes && t_valid[col] == 0);
+      const bool hidden = n0 + col > q0 + row || (has_holes && !valid(col));
       if (hidden) s[nt][e] = -INFINITY;
     }
   }
@@ -171,10 +177,10 @@ __device__ __forceinline__ void MaskTile(float (&s)[NT][4], int row0, int q0, in
 
 // Online softmax of one m16 row tile's S fragment (rows (lane >> 2) + 8 i,
 // each shared by a quad) in log2 units: s becomes P, the running max / sum
-// advance and O is rescaled.
-template <int NT, int DT>
-__device__ __forceinline__ void OnlineSoftmax(float (&s)[NT][4], float (&m_run)[2], float (&l_run)[2],
-                                              float (&o)[DT][4], float sl2) {
+// advance, and corr[i] is what row i's O must be scaled by (RescaleRows).
+template <int NT>
+__device__ __forceinline__ void SoftmaxRows(float (&s)[NT][4], float (&m_run)[2], float (&l_run)[2], float sl2,
+                                            float (&corr)[2]) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     float mx = -INFINITY;
@@ -184,7 +190,7 @@ __device__ __forceinline__ void OnlineSoftmax(float (&s)[NT][4], float (&m_run)[
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     const float m_new = fmaxf(m_run[i], mx * sl2);
     const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // row wholly hidden so far
-    const float corr = Exp2(m_run[i] - m_use);
+    corr[i] = Exp2(m_run[i] - m_use);
     m_run[i] = m_new;
     float sum = 0.0f;
 #pragma unroll
@@ -196,13 +202,25 @@ __device__ __forceinline__ void OnlineSoftmax(float (&s)[NT][4], float (&m_run)[
         sum += pe;
       }
     }
-    l_run[i] = l_run[i] * corr + sum;
-#pragma unroll
-    for (int dt = 0; dt < DT; ++dt) {
-      o[dt][2 * i] *= corr;
-      o[dt][2 * i + 1] *= corr;
-    }
+    l_run[i] = l_run[i] * corr[i] + sum;
   }
+}
+
+template <int DT>
+__device__ __forceinline__ void RescaleRows(float (&o)[DT][4], const float (&corr)[2]) {
+#pragma unroll
+  for (int dt = 0; dt < DT; ++dt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
+  }
+}
+
+template <int NT, int DT>
+__device__ __forceinline__ void OnlineSoftmax(float (&s)[NT][4], float (&m_run)[2], float (&l_run)[2],
+                                              float (&o)[DT][4], float sl2) {
+  float corr[2];
+  SoftmaxRows(s, m_run, l_run, sl2, corr);
+  RescaleRows(o, corr);
 }
 
 // P of keys [16 kk, 16 kk + 16) as an m16n8k16 A fragment.
@@ -360,7 +378,7 @@ __global__ void __launch_bounds__(kWarps * 32) PrefillAttentionKernel(PagedAtten
 #pragma unroll
       for (int mr = 0; mr < MR; ++mr) {
         // The causal mask (and holes) where the tile reaches past the warp's first row.
-        if (n0 + BN - 1 > wq_min || has_holes) MaskTile(s[mr], wrow0 + mr * 16, q0, n0, has_holes, s_valid[stage]);
+        if (n0 + BN - 1 > wq_min || has_holes) MaskTile(s[mr], wrow0 + mr * 16, q0, n0, has_holes, [&](int col) { return s_valid[stage][col] != 0; });
         OnlineSoftmax(s[mr], m_run[mr], l_run[mr], o[mr], sl2);
       }
 #pragma unroll
@@ -485,7 +503,7 @@ __global__ void __launch_bounds__(kWG * 128, 2) PrefillAttentionWgmmaKernel(Page
       wgmma::Wait<0>();
       wgmma::FenceOperands(s);
 
-      if (n0 + BN - 1 > q0 + wrow0 || has_holes) MaskTile(s, wrow0, q0, n0, has_holes, s_valid[stage]);
+      if (n0 + BN - 1 > q0 + wrow0 || has_holes) MaskTile(s, wrow0, q0, n0, has_holes, [&](int col) { return s_valid[stage][col] != 0; });
       OnlineSoftmax(s, m_run, l_run, o, sl2);
       uint32_t pa[BN / 16][4];
 #pragma unroll
@@ -499,10 +517,145 @@ __global__ void __launch_bounds__(kWG * 128, 2) PrefillAttentionWgmmaKernel(Page
       wgmma::Commit();
       wgmma::Wait<0>();
       wgmma::FenceOperands(o);
+      wgmma::FenceOperands(pa);  // the P V reads pa until here
     }
     __syncthreads();  // everyone is done with this stage before it is refilled
   }
 
+  StoreRows<T>(o, l_run, wrow0, rows, m0, h, p);
+}
+
+// Warp-specialized wgmma prefill (one CTA of 3 warpgroups per SM):
+// warpgroup 0 gathers the K/V tiles (cp.async into kStages stages; an
+// mbarrier per stage, "full", completes when every producer thread's copies
+// landed), warpgroups 1-2 own 64 query rows each and release a stage
+// ("empty") once their P V of it is done. No CTA-wide barrier in the loop,
+// so the consumers drift apart and one's softmax overlaps the other's MMAs,
+// and the consumers issue no loads.
+template <typename T, int D, int kStages>
+__global__ void __launch_bounds__(384, 1) PrefillAttentionWsKernel(PagedAttentionParams p) {
+  constexpr int kProducer = 128;  // threads of warpgroup 0
+  constexpr int BM = 128;
+  constexpr int BN = kBlockN;
+  constexpr int KS = D / 16;
+  constexpr int NT = BN / 8;
+  constexpr int DT = D / 8;
+  constexpr int kRowBytes = 128;
+  constexpr int kStageBytes = BN * D * static_cast<int>(sizeof(T));
+  using Layout = WgmmaLayout;
+
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sK = sQ + BM * D;             // [kStages][BN][D]
+  T* sV = sK + kStages * BN * D;   // [kStages][BN][D]
+  __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
+  int page_shift = 0;
+  while ((1 << page_shift) < p.page_size) ++page_shift;
+
+  const int tid = threadIdx.x, wg = tid >> 7;
+  const int h = blockIdx.x;
+  const int mt = gridDim.y - 1 - blockIdx.y;  // heaviest (latest) row tiles first
+  const int g = h / (p.num_heads / p.num_kv_heads);
+  const int m0 = mt * BM;
+  const int rows = min(BM, p.n - m0);
+  const int q0 = static_cast<int>(p.kv_len) - p.n + m0;
+  const int q_last = q0 + rows - 1;
+  const int nblocks = (q_last + BN) / BN;  // tile j covers keys from (nblocks - 1 - j) * BN
+  const bool has_holes = HasHoles<384>(p, q_last);
+  if (tid == 0) {
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) {
+      MbarInit(&full[st], kProducer);  // every producer thread's copies landed
+      MbarInit(&empty[st], 256);       // every consumer thread is done with it
+    }
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer: tile j into stage j % kStages once both consumers released
+    // its previous use; Q rides with tile 0.
+    IssueQ<T, D, kProducer, BM, Layout>(sQ, p, m0, rows, h);
+    int phys[KvPieces<D, kProducer>::kRows];
+    FetchPages<D, kProducer>(phys, p, page_shift, (nblocks - 1) * BN);
+    for (int j = 0; j < nblocks; ++j) {
+      const int st = j % kStages;
+      MbarWait(&empty[st], ((j / kStages) & 1) ^ 1);
+      const int n0 = (nblocks - 1 - j) * BN;
+      IssueKv<T, D, kProducer, Layout>(sK + st * BN * D, sV + st * BN * D, nullptr, phys, p, page_shift, g, n0);
+      CpAsyncMbarArrive(&full[st]);
+      if (j + 1 < nblocks) FetchPages<D, kProducer>(phys, p, page_shift, n0 - BN);
+    }
+    CpAsyncWait<0>();
+    return;
+  }
+
+  // Consumers.
+  const int cw = wg - 1;
+  const int wrow0 = ((tid - kProducer) >> 5) * 16;  // warp's first tile row
+  const int gq_max = q0 + cw * 64 + 63;
+  const float sl2 = p.scale * 1.4426950408889634f;
+  const uint64_t q_desc = wgmma::Descriptor(sQ + cw * 64 * 64, 16, 8 * kRowBytes);
+  const uint64_t k_desc = wgmma::Descriptor(sK, 16, 8 * kRowBytes);
+  const uint64_t v_desc = wgmma::Descriptor(sV, BN * kRowBytes, 8 * kRowBytes);
+  float o[DT][4], s[NT][4];
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int dt = 0; dt < DT; ++dt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
+  }
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+  }
+
+  // Tiles wholly above the warpgroup's rows come first (the walk starts at
+  // the diagonal): released unread. Waiting for "full" first keeps one
+  // consumer from arriving twice in one phase of a stage.
+  int j = 0;
+  for (; j < nblocks && (nblocks - 1 - j) * BN > gq_max; ++j) {
+    MbarWait(&full[j % kStages], (j / kStages) & 1);
+    MbarArrive(&empty[j % kStages]);
+  }
+  for (; j < nblocks; ++j) {
+    const int st = j % kStages, n0 = (nblocks - 1 - j) * BN;
+    MbarWait(&full[st], (j / kStages) & 1);
+    wgmma::FenceSharedForAsyncProxy();
+    wgmma::Fence();
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const int col_bytes = ks % 4 * 32;  // 64-column block ks / 4, 16-column step ks % 4
+      wgmma::MmaSS<T, BN>(s, wgmma::Advance(q_desc, ks / 4 * BM * kRowBytes + col_bytes),
+                          wgmma::Advance(k_desc, st * kStageBytes + ks / 4 * BN * kRowBytes + col_bytes), ks > 0);
+    }
+    wgmma::Commit();
+    wgmma::Wait<0>();
+    wgmma::FenceOperands(s);
+    if (n0 + BN - 1 > q0 + wrow0 || has_holes) {
+      // Holes: the page table itself (the producer's zero-filled rows carry
+      // no flag the consumers could see in order).
+      MaskTile(s, wrow0, q0, n0, has_holes,
+               [&](int col) { return p.page_table[(n0 + col) >> page_shift] >= 0; });
+    }
+    OnlineSoftmax(s, m_run, l_run, o, sl2);
+    uint32_t pa[BN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) PFragment<T>(pa[kk], s, kk);
+    wgmma::FenceOperands(o);
+    wgmma::Fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      wgmma::MmaRS<T, D>(o, pa[kk], wgmma::Advance(v_desc, st * kStageBytes + kk * 16 * kRowBytes), 1);
+    }
+    wgmma::Commit();
+    wgmma::Wait<0>();
+    wgmma::FenceOperands(o);
+    wgmma::FenceOperands(pa);  // the P V reads pa until here
+    MbarArrive(&empty[st]);
+  }
   StoreRows<T>(o, l_run, wrow0, rows, m0, h, p);
 }
 
@@ -536,6 +689,20 @@ cudaError_t LaunchWgmma(const PagedAttentionParams& p, cudaStream_t stream) {
   if (attr != cudaSuccess) return attr;
   const dim3 grid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>((p.n + BM - 1) / BM));
   PrefillAttentionWgmmaKernel<T, D, kWG><<<grid, kWG * 128, kSmem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t LaunchWs(const PagedAttentionParams& p, cudaStream_t stream) {
+  // Two stages: measured against four (H100, 512- and 2048-token chunks at
+  // kv 32K): 431 / 418-438 against 420-427 / 408-416 TFLOP/s.
+  constexpr int kStages = 2;
+  constexpr int kSmem = (128 + 2 * kStages * kBlockN) * D * static_cast<int>(sizeof(T)) + 1024;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      PrefillAttentionWsKernel<T, D, kStages>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>((p.n + 127) / 128));
+  PrefillAttentionWsKernel<T, D, kStages><<<grid, 384, kSmem, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -579,15 +746,27 @@ cudaError_t LaunchPrefillAttentionWgmma(ElemType type, const PagedAttentionParam
   return cudaErrorNotSupported;
 }
 
+cudaError_t LaunchPrefillAttentionWarpSpecialized(ElemType type, const PagedAttentionParams& p,
+                                                   cudaStream_t stream) {
+  if (!PrefillAttentionSupported(p)) return cudaErrorNotSupported;
+  if (p.head_dim == 128) {
+    QUEST_DISPATCH(type, return LaunchWs<T, 128>(p, stream));
+  }
+  QUEST_DISPATCH(type, return LaunchWs<T, 64>(p, stream));
+  return cudaErrorNotSupported;
+}
+
 cudaError_t LaunchPrefillAttention(ElemType type, const PagedAttentionParams& p,
                                    cudaStream_t stream) {
   // Measured on H100 (prefill_attention_test's benchmark, bf16, head_dim
-  // 128): the wgmma kernel beats every mma.sync tile shape, two warpgroups
-  // (BM 128) by 1.3-1.45x (300 against 230 TFLOP/s for 512-token chunks at
-  // kv 32K, 400 against 280 for 2048-token chunks); one warpgroup (BM 64)
-  // when 128-row tiles would leave most SMs idle.
+  // 128): the warp-specialized kernel is fastest once there is about a
+  // 128-row tile per SM (431 TFLOP/s on 512-token chunks at kv 32K against
+  // 315-320 for the plain 2-warpgroup kernel and 232 for mma.sync; 418-438
+  // on 2048-token chunks against 412-424 and 285); below that, 64-row tiles
+  // of one warpgroup fill more SMs.
   const int64_t ctas128 = static_cast<int64_t>(p.num_heads) * ((p.n + 127) / 128);
-  return LaunchPrefillAttentionWgmma(type, p, 2 * ctas128 >= NumSms() ? 2 : 1, stream);
+  if (2 * ctas128 >= NumSms()) return LaunchPrefillAttentionWarpSpecialized(type, p, stream);
+  return LaunchPrefillAttentionWgmma(type, p, 1, stream);
 }
 
 }  // namespace quest::ops::cuda

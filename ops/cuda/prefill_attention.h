@@ -5,8 +5,8 @@
 // sequence's newest n tokens at positions [kv_len - n, kv_len), causal).
 // Tiles of query rows of one query head against K/V tiles gathered from the
 // pages into shared memory (cp.async), S = Q K^T and O += P V on tensor cores
-// (Hopper wgmma by default, fp32 accumulate), online softmax in fp32; no
-// n x kv matrix in memory. Covers the dense case only; everything else stays with
+// (Hopper wgmma by default, one warpgroup loading for two computing; fp32
+// accumulate), online softmax in fp32; no n x kv matrix in memory. Covers the dense case only; everything else stays with
 // LaunchPagedAttention (attention_kernels.h).
 
 #include <cuda_runtime_api.h>
@@ -35,10 +35,16 @@ cudaError_t LaunchPrefillAttentionConfig(ElemType type, const PagedAttentionPara
                                          int row_tiles, cudaStream_t stream);
 
 // For tests and benchmarks: the Hopper warpgroup-MMA kernel (wgmma, sm_90a),
-// `warpgroups` (1 or 2) warpgroups of 64 query rows each.
-// LaunchPrefillAttention picks the warpgroup count.
+// `warpgroups` (1 or 2) warpgroups of 64 query rows each, every thread
+// both loading and computing.
 cudaError_t LaunchPrefillAttentionWgmma(ElemType type, const PagedAttentionParams& p, int warpgroups,
                                         cudaStream_t stream);
+
+// For tests and benchmarks: the warp-specialized wgmma kernel, one
+// warpgroup loading K/V tiles for two computing 64 query rows each.
+// LaunchPrefillAttention picks between this and the 1-warpgroup kernel.
+cudaError_t LaunchPrefillAttentionWarpSpecialized(ElemType type, const PagedAttentionParams& p,
+                                                  cudaStream_t stream);
 
 }  // namespace quest::ops::cuda
 

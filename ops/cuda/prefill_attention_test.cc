@@ -1,7 +1,7 @@
 // The tensor-core prefill kernel (prefill_attention.h) against the CPU
 // backend's PagedAttention on random inputs, called through its launcher
 // directly (bf16 and f16 storage; every tile configuration of the mma.sync
-// kernel and the Hopper wgmma kernel). Inputs are
+// kernel and both Hopper wgmma kernels). Inputs are
 // bf16-representable (so also exact in f16); outputs are poisoned with NaN
 // first and a non-finite value never passes. Error: max |gpu - cpu| /
 // max |cpu|, bound 1e-2.
@@ -92,9 +92,10 @@ std::string Name(const Case& c) {
 }
 
 // One way to launch the prefill kernel: the default pick, an mma.sync tile
-// configuration or the wgmma kernel with 1 or 2 warpgroups.
+// configuration, the wgmma kernel with 1 or 2 warpgroups or the
+// warp-specialized wgmma kernel.
 struct Config {
-  enum Kind { kDefault, kMmaSync, kWgmma } kind;
+  enum Kind { kDefault, kMmaSync, kWgmma, kWarpSpecialized } kind;
   int a = 0, b = 0;  // warps x row tiles (kMmaSync), warpgroups (kWgmma)
   std::string name;
 
@@ -106,6 +107,8 @@ struct Config {
         return cuda::LaunchPrefillAttentionConfig(type, p, a, b, nullptr);
       case kWgmma:
         return cuda::LaunchPrefillAttentionWgmma(type, p, a, nullptr);
+      case kWarpSpecialized:
+        return cuda::LaunchPrefillAttentionWarpSpecialized(type, p, nullptr);
     }
     return cudaErrorInvalidValue;
   }
@@ -117,7 +120,8 @@ std::vector<Config> AllConfigs() {
           {Config::kMmaSync, 4, 2, "mma 4x2 (BM 128)"},
           {Config::kMmaSync, 8, 1, "mma 8x1 (BM 128)"},
           {Config::kWgmma, 1, 0, "wgmma 1 WG (BM 64)"},
-          {Config::kWgmma, 2, 0, "wgmma 2 WG (BM 128)"}};
+          {Config::kWgmma, 2, 0, "wgmma 2 WG (BM 128)"},
+          {Config::kWarpSpecialized, 0, 0, "wgmma ws (BM 128)"}};
 }
 
 class PrefillAttentionTest : public ::testing::Test {

@@ -3,7 +3,8 @@
 
 // PTX wrappers the attention kernels share (decode split-KV and prefill):
 // cp.async copies into shared memory, ldmatrix fragment loads and the
-// m16n8k16 tensor-core mma with fp32 accumulation (sm_80+).
+// m16n8k16 tensor-core mma with fp32 accumulation (sm_80+); mbarriers
+// (sm_90).
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -25,6 +26,30 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 // Waits until at most N committed groups are in flight.
 template <int N>
 __device__ __forceinline__ void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// mbarriers in shared memory (sm_90): a phase completes when `count`
+// arrivals have happened; waiters name the parity of the phase they wait
+// for (a fresh barrier counts as having completed the phase of parity 1).
+__device__ __forceinline__ void MbarInit(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void MbarArrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(SmemAddr(bar)) : "memory");
+}
+// One arrival, made when all of this thread's earlier cp.async have landed
+// (the barrier's count must include it: "noinc").
+__device__ __forceinline__ void CpAsyncMbarArrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(SmemAddr(bar)) : "memory");
+}
+__device__ __forceinline__ void MbarWait(uint64_t* bar, int parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(SmemAddr(bar)),
+      "r"(parity)
+      : "memory");
+}
 
 // Four 8x8 b16 matrices from shared memory (lanes 8i..8i+7 address matrix i).
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {

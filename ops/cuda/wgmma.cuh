@@ -70,6 +70,17 @@ __device__ __forceinline__ void FenceOperands(float (&d)[J][4]) {
   }
 }
 
+// The A registers of an in-flight wgmma: kept live (and unmoved) until
+// here, after the Wait that covers it.
+template <int K>
+__device__ __forceinline__ void FenceOperands(uint32_t (&a)[K][4]) {
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[k][e])::"memory");
+  }
+}
+
 // d (64 x N) = (accumulate ? d : 0) + A (64 x 16, K-major descriptor) *
 // B (16 x N, K-major descriptor).
 template <typename T, int N>
