@@ -75,7 +75,6 @@ namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
 
-
 // ------------------------------------------------------------ page bounds
 
 template <typename T, int VEC>
@@ -229,6 +228,11 @@ constexpr int kScoreThreads = 256;
 constexpr int kSelectThreads = 512;
 constexpr int kSelectWarps = kSelectThreads / 32;
 constexpr int kFlagRound = 16 * kSelectThreads;  // flags per compaction round
+// n flag bytes rounded up to whole compaction rounds (the select's shared
+// memory and its flag walk).
+__host__ __device__ constexpr int64_t FlagBytes(int64_t n) {
+  return (n + kFlagRound - 1) / kFlagRound * kFlagRound;
+}
 constexpr int64_t kMaxSelectPages = 192 * 1024;  // flags live in shared memory
 
 // Query coefficient of element e of a page's [min | max] row (the
@@ -613,7 +617,7 @@ __device__ __forceinline__ void FindDigit(const unsigned* hist, unsigned rem, un
 
 // The k best of scores[0, n) (0 < k < n), ascending, into out[0, k); ties
 // to the lower index. All kSelectThreads threads of the CTA call it; the
-// dynamic shared memory holds RoundUp(n, kFlagRound) flag bytes. E keys per
+// dynamic shared memory holds FlagBytes(n) flag bytes. E keys per
 // thread stay in registers when n <= kSelectThreads * E, else tiles are
 // reloaded per pass. kCoherent: the scores were written by other CTAs of
 // this kernel (read through L2).
@@ -725,7 +729,7 @@ __device__ __noinline__ void SelectRow(const float* scores, int n, int k, int32_
     if (shift == 0) break;
   }
 
-  const int n_pad = (n + kFlagRound - 1) / kFlagRound * kFlagRound;
+  const int n_pad = static_cast<int>(FlagBytes(n));
   for (int tile = 0; tile < tiles; ++tile) {
     if (tiles > 1) load(tile);
 #pragma unroll
@@ -1221,7 +1225,6 @@ cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cuda
 // vector. Fusing the select into the last scoring CTA, clusters of 16
 // (scheduling) and BlockRadixSort were slower everywhere.
 
-
 // Lets `kernel` launch with `bytes` of dynamic shared memory. What a
 // launch may take without an opt-in depends on the kernel, not on bytes
 // alone: its static shared memory counts against the default 48 KB (on an
@@ -1442,7 +1445,7 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
   SelectShape shape;
   shape.n = n;
   shape.e = SelectKeysPerThread(n);
-  shape.flag_bytes = static_cast<size_t>((n + kFlagRound - 1) / kFlagRound * kFlagRound);
+  shape.flag_bytes = static_cast<size_t>(FlagBytes(n));
   const bool fusable = fast && p.arrivals != nullptr && n <= kMaxFusedSelectPages;
   int variant = p.variant != 0 ? p.variant : 1;
   if (variant == 2 && !fusable) variant = 1;
@@ -1511,7 +1514,7 @@ cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& 
     }
   });
   if (err != cudaSuccess) return err;
-  const size_t flag_bytes = static_cast<size_t>((most + kFlagRound - 1) / kFlagRound * kFlagRound);
+  const size_t flag_bytes = static_cast<size_t>(FlagBytes(most));
   void (*select)(TopPagesBatchParams) = nullptr;
   DispatchKeysPerThread(SelectKeysPerThread(most), [&](auto ec) { select = &SelectBatchKernel<decltype(ec)::value>; });
   if ((err = SetDynamicSmem(reinterpret_cast<const void*>(select), flag_bytes)) != cudaSuccess) return err;
