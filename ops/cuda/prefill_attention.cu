@@ -156,6 +156,85 @@ __device__ __forceinline__ bool HasHoles(const PagedAttentionParams& p, int q_la
   return __syncthreads_or(hole) != 0;
 }
 
+// The CTA's query-row tile: query head h (KV head g), rows [m0, m0 + rows)
+// of the n queries at positions q0 .. q_last, the nblocks key tiles of BN
+// keys its causal window spans, and whether the page table has holes there.
+// Grid: (num_heads, row tiles), the heaviest (latest) row tiles first.
+struct RowTile {
+  int h, g, m0, rows, q0, q_last, nblocks, page_shift;
+  bool has_holes;
+};
+template <int BM, int BN, int kCta>
+__device__ __forceinline__ RowTile MakeRowTile(const PagedAttentionParams& p) {
+  RowTile t;
+  t.page_shift = 0;
+  while ((1 << t.page_shift) < p.page_size) ++t.page_shift;
+  t.h = blockIdx.x;
+  t.g = t.h / (p.num_heads / p.num_kv_heads);
+  t.m0 = (gridDim.y - 1 - blockIdx.y) * BM;
+  t.rows = min(BM, p.n - t.m0);
+  t.q0 = static_cast<int>(p.kv_len) - p.n + t.m0;
+  t.q_last = t.q0 + t.rows - 1;
+  t.nblocks = (t.q_last + BN) / BN;
+  t.has_holes = HasHoles<kCta>(p, t.q_last);
+  return t;
+}
+
+// Dynamic shared memory from its next 1024-byte boundary: the wgmma
+// swizzle repeats every 1024 bytes and the descriptors assume tiles that
+// start on one (launches add 1024 bytes for this).
+__device__ __forceinline__ unsigned char* Align1024(unsigned char* smem) {
+  return reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem) + 1023) & ~uintptr_t{1023});
+}
+
+template <int J>
+__device__ __forceinline__ void Zero(float (&a)[J][4]) {
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) a[j][e] = 0.0f;
+  }
+}
+
+// The two-stage K/V pipeline of the kernels whose every thread loads (one
+// CTA barrier per tile). Its tiles walk from the diagonal down: tile nb
+// covers keys [nb * kBlockN, (nb + 1) * kBlockN), and tile nb sits in stage
+// (nblocks - 1 - nb) % 2. Each thread keeps the page-table entries of its
+// rows of the next tile to load in `phys`.
+template <typename T, int D, int kCta, int BM, typename Layout>
+struct TwoStageKv {
+  T* sQ;
+  T* sK;  // [2][kBlockN][D]
+  T* sV;  // [2][kBlockN][D]
+  uint8_t (*valid)[kBlockN];  // [2][kBlockN]: which rows of a stage are real keys
+  int phys[KvPieces<D, kCta>::kRows];
+
+  // Q and the first (diagonal) tile in flight, the second's pages fetched.
+  __device__ __forceinline__ void Start(const PagedAttentionParams& p, const RowTile& t) {
+    IssueQ<T, D, kCta, BM, Layout>(sQ, p, t.m0, t.rows, t.h);
+    FetchPages<D, kCta>(phys, p, t.page_shift, (t.nblocks - 1) * kBlockN);
+    IssueKv<T, D, kCta, Layout>(sK, sV, valid[0], phys, p, t.page_shift, t.g, (t.nblocks - 1) * kBlockN);
+    CpAsyncCommit();  // group: Q and the first tile
+    if (t.nblocks >= 2) FetchPages<D, kCta>(phys, p, t.page_shift, (t.nblocks - 2) * kBlockN);
+  }
+  // Before tile nb (in `stage`) is computed: the next tile's loads into the
+  // other stage (everyone finished it at the last tile's closing barrier),
+  // the page-table entries of the one after, and this thread's wait for
+  // tile nb (and Q). The caller's barrier makes it everyone's.
+  __device__ __forceinline__ void Advance(const PagedAttentionParams& p, const RowTile& t, int nb, int stage) {
+    if (nb > 0) {
+      const int next = (nb - 1) * kBlockN;
+      IssueKv<T, D, kCta, Layout>(sK + (stage ^ 1) * kBlockN * D, sV + (stage ^ 1) * kBlockN * D, valid[stage ^ 1],
+                                  phys, p, t.page_shift, t.g, next);
+      CpAsyncCommit();
+      if (nb > 1) FetchPages<D, kCta>(phys, p, t.page_shift, next - kBlockN);
+      CpAsyncWait<1>();
+    } else {
+      CpAsyncWait<0>();
+    }
+  }
+};
+
 // The S fragment of one m16 row tile (rows row0 + (lane / 4) + 8 (e / 2) of
 // the CTA's tile, columns n0 + 8 nt + 2 (lane % 4) + e % 2): keys after the
 // row's position, and holes (valid(col) false), become -inf.
@@ -271,26 +350,12 @@ __global__ void __launch_bounds__(kWarps * 32) PrefillAttentionKernel(PagedAtten
   T* sK = sQ + BM * D;     // [2][BN][D]: two stages
   T* sV = sK + 2 * BN * D;  // [2][BN][D]
   __shared__ uint8_t s_valid[2][BN];
-  int page_shift = 0;
-  while ((1 << page_shift) < p.page_size) ++page_shift;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int h = blockIdx.x;
-  const int mt = gridDim.y - 1 - blockIdx.y;  // heaviest (latest) row tiles first
-  const int g = h / (p.num_heads / p.num_kv_heads);
-  const int m0 = mt * BM;
-  const int rows = min(BM, p.n - m0);
-  const int q0 = static_cast<int>(p.kv_len) - p.n + m0;  // position of tile row 0
-  const int q_last = q0 + rows - 1;
-  const int nblocks = (q_last + BN) / BN;
-  const bool has_holes = HasHoles<kCta>(p, q_last);
-
-  IssueQ<T, D, kCta, BM, Layout>(sQ, p, m0, rows, h);
-  int phys[KvPieces<D, kCta>::kRows];
-  FetchPages<D, kCta>(phys, p, page_shift, (nblocks - 1) * BN);
-  IssueKv<T, D, kCta, Layout>(sK, sV, s_valid[0], phys, p, page_shift, g, (nblocks - 1) * BN);
-  CpAsyncCommit();  // group: Q and the first tile
-  if (nblocks >= 2) FetchPages<D, kCta>(phys, p, page_shift, (nblocks - 2) * BN);
+  const RowTile tile = MakeRowTile<BM, BN, kCta>(p);
+  const auto [h, g, m0, rows, q0, q_last, nblocks, page_shift, has_holes] = tile;
+  TwoStageKv<T, D, kCta, BM, Layout> kv{sQ, sK, sV, s_valid};
+  kv.Start(p, tile);
 
   float o[MR][DT][4];
   float m_run[MR][2], l_run[MR][2];
@@ -319,19 +384,8 @@ __global__ void __launch_bounds__(kWarps * 32) PrefillAttentionKernel(PagedAtten
   uint32_t q_regs[kQInRegs ? KS : 1][4];
   for (int nb = nblocks - 1, stage = 0; nb >= 0; --nb, stage ^= 1) {
     const int n0 = nb * BN;
-    // Prefetch the next tile into the other stage (everyone finished it at
-    // the end of the previous iteration), and the page-table entries of the
-    // one after.
-    if (nb > 0) {
-      IssueKv<T, D, kCta, Layout>(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, s_valid[stage ^ 1], phys,
-                                  p, page_shift, g, n0 - BN);
-      CpAsyncCommit();
-      if (nb > 1) FetchPages<D, kCta>(phys, p, page_shift, n0 - 2 * BN);
-      CpAsyncWait<1>();  // this tile (and Q) landed
-    } else {
-      CpAsyncWait<0>();
-    }
-    __syncthreads();  // ... for everyone
+    kv.Advance(p, tile, nb, stage);
+    __syncthreads();  // tile nb landed for everyone
     const T* tK = sK + stage * BN * D;
     const T* tV = sV + stage * BN * D;
     if (kQInRegs && nb == nblocks - 1) {  // Q landed with the first tile
@@ -422,47 +476,22 @@ __global__ void __launch_bounds__(kWG * 128, 2) PrefillAttentionWgmmaKernel(Page
   constexpr int kRowBytes = 128;  // one 64-column block row
   using Layout = WgmmaLayout;
 
-  // The swizzle repeats every 1024 bytes and the descriptors assume tiles
-  // that start on that boundary.
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  T* sQ = reinterpret_cast<T*>(smem);
+  T* sQ = reinterpret_cast<T*>(Align1024(smem_raw));
   T* sK = sQ + BM * D;      // [2][BN][D]: two stages
   T* sV = sK + 2 * BN * D;  // [2][BN][D]
   __shared__ uint8_t s_valid[2][BN];
-  int page_shift = 0;
-  while ((1 << page_shift) < p.page_size) ++page_shift;
 
   const int tid = threadIdx.x, warp = tid >> 5, wg = tid >> 7;
-  const int h = blockIdx.x;
-  const int mt = gridDim.y - 1 - blockIdx.y;  // heaviest (latest) row tiles first
-  const int g = h / (p.num_heads / p.num_kv_heads);
-  const int m0 = mt * BM;
-  const int rows = min(BM, p.n - m0);
-  const int q0 = static_cast<int>(p.kv_len) - p.n + m0;  // position of tile row 0
-  const int q_last = q0 + rows - 1;
-  const int nblocks = (q_last + BN) / BN;
-  const bool has_holes = HasHoles<kCta>(p, q_last);
-
-  IssueQ<T, D, kCta, BM, Layout>(sQ, p, m0, rows, h);
-  int phys[KvPieces<D, kCta>::kRows];
-  FetchPages<D, kCta>(phys, p, page_shift, (nblocks - 1) * BN);
-  IssueKv<T, D, kCta, Layout>(sK, sV, s_valid[0], phys, p, page_shift, g, (nblocks - 1) * BN);
-  CpAsyncCommit();  // group: Q and the first tile
-  if (nblocks >= 2) FetchPages<D, kCta>(phys, p, page_shift, (nblocks - 2) * BN);
+  const RowTile tile = MakeRowTile<BM, BN, kCta>(p);
+  const auto [h, g, m0, rows, q0, q_last, nblocks, page_shift, has_holes] = tile;
+  TwoStageKv<T, D, kCta, BM, Layout> kv{sQ, sK, sV, s_valid};
+  kv.Start(p, tile);
 
   float o[DT][4], s[NT][4];
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-#pragma unroll
-  for (int dt = 0; dt < DT; ++dt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
-  }
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-  }
+  Zero(o);
+  Zero(s);
   const float sl2 = p.scale * 1.4426950408889634f;  // softmax in log2 units
   const int wrow0 = warp * 16;                      // warp's first tile row
   const int gq_min = q0 + wg * 64;                  // the warpgroup's rows
@@ -476,15 +505,7 @@ __global__ void __launch_bounds__(kWG * 128, 2) PrefillAttentionWgmmaKernel(Page
 
   for (int nb = nblocks - 1, stage = 0; nb >= 0; --nb, stage ^= 1) {
     const int n0 = nb * BN;
-    if (nb > 0) {
-      IssueKv<T, D, kCta, Layout>(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, s_valid[stage ^ 1], phys,
-                                  p, page_shift, g, n0 - BN);
-      CpAsyncCommit();
-      if (nb > 1) FetchPages<D, kCta>(phys, p, page_shift, n0 - 2 * BN);
-      CpAsyncWait<1>();  // this tile (and Q) landed
-    } else {
-      CpAsyncWait<0>();
-    }
+    kv.Advance(p, tile, nb, stage);
     wgmma::FenceSharedForAsyncProxy();
     __syncthreads();
     const int stage_bytes = stage * kStageBytes;
@@ -545,25 +566,14 @@ __global__ void __launch_bounds__(384, 1) PrefillAttentionWsKernel(PagedAttentio
   using Layout = WgmmaLayout;
 
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem =
-      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  T* sQ = reinterpret_cast<T*>(smem);
+  T* sQ = reinterpret_cast<T*>(Align1024(smem_raw));
   T* sK = sQ + BM * D;             // [kStages][BN][D]
   T* sV = sK + kStages * BN * D;   // [kStages][BN][D]
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
-  int page_shift = 0;
-  while ((1 << page_shift) < p.page_size) ++page_shift;
 
   const int tid = threadIdx.x, wg = tid >> 7;
-  const int h = blockIdx.x;
-  const int mt = gridDim.y - 1 - blockIdx.y;  // heaviest (latest) row tiles first
-  const int g = h / (p.num_heads / p.num_kv_heads);
-  const int m0 = mt * BM;
-  const int rows = min(BM, p.n - m0);
-  const int q0 = static_cast<int>(p.kv_len) - p.n + m0;
-  const int q_last = q0 + rows - 1;
-  const int nblocks = (q_last + BN) / BN;  // tile j covers keys from (nblocks - 1 - j) * BN
-  const bool has_holes = HasHoles<384>(p, q_last);
+  // Tile j (in production order) covers keys from (nblocks - 1 - j) * BN.
+  const auto [h, g, m0, rows, q0, q_last, nblocks, page_shift, has_holes] = MakeRowTile<BM, BN, 384>(p);
   if (tid == 0) {
 #pragma unroll
     for (int st = 0; st < kStages; ++st) {
@@ -601,16 +611,8 @@ __global__ void __launch_bounds__(384, 1) PrefillAttentionWsKernel(PagedAttentio
   const uint64_t v_desc = wgmma::Descriptor(sV, BN * kRowBytes, 8 * kRowBytes);
   float o[DT][4], s[NT][4];
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-#pragma unroll
-  for (int dt = 0; dt < DT; ++dt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
-  }
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-  }
+  Zero(o);
+  Zero(s);
 
   // Tiles wholly above the warpgroup's rows come first (the walk starts at
   // the diagonal): released unread. Waiting for "full" first keeps one
@@ -638,7 +640,7 @@ __global__ void __launch_bounds__(384, 1) PrefillAttentionWsKernel(PagedAttentio
       // Holes: the page table itself (the producer's zero-filled rows carry
       // no flag the consumers could see in order).
       MaskTile(s, wrow0, q0, n0, has_holes,
-               [&](int col) { return p.page_table[(n0 + col) >> page_shift] >= 0; });
+               [&p, n0, shift = page_shift](int col) { return p.page_table[(n0 + col) >> shift] >= 0; });
     }
     OnlineSoftmax(s, m_run, l_run, o, sl2);
     uint32_t pa[BN / 16][4];
