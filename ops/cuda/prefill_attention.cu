@@ -147,7 +147,7 @@ __device__ __forceinline__ void IssueQ(T* sq, const PagedAttentionParams& p, int
 }
 
 // True when a page-table entry up to the last row's position is a hole (-1):
-// the kernels then mask keys by s_valid as well as causally.
+// the kernels then mask those keys as well as the causal ones.
 template <int kCta>
 __device__ __forceinline__ bool HasHoles(const PagedAttentionParams& p, int q_last) {
   int hole = 0;
@@ -196,8 +196,8 @@ __device__ __forceinline__ void Zero(float (&a)[J][4]) {
   }
 }
 
-// The two-stage K/V pipeline of the kernels whose every thread loads (one
-// CTA barrier per tile). Its tiles walk from the diagonal down: tile nb
+// The two-stage K/V pipeline of the kernels whose every thread loads (CTA
+// barriers around each tile: the mma.sync and the plain wgmma kernel). Its tiles walk from the diagonal down: tile nb
 // covers keys [nb * kBlockN, (nb + 1) * kBlockN), and tile nb sits in stage
 // (nblocks - 1 - nb) % 2. Each thread keeps the page-table entries of its
 // rows of the next tile to load in `phys`.
