@@ -6,8 +6,9 @@
 // Tiles of query rows of one query head against K/V tiles gathered from the
 // pages into shared memory (cp.async), S = Q K^T and O += P V on tensor cores
 // (Hopper wgmma by default, one warpgroup loading for two computing; fp32
-// accumulate), online softmax in fp32; no n x kv matrix in memory. Covers the dense case only; everything else stays with
-// LaunchPagedAttention (attention_kernels.h).
+// accumulate), online softmax in fp32; no n x kv matrix in memory. Covers
+// the dense case only; everything else stays with LaunchPagedAttention
+// (attention_kernels.h).
 
 #include <cuda_runtime_api.h>
 
