@@ -256,10 +256,10 @@ __device__ __forceinline__ void MaskTile(float (&s)[NT][4], int row0, int q0, in
 
 // Online softmax of one m16 row tile's S fragment (rows (lane >> 2) + 8 i,
 // each shared by a quad) in log2 units: s becomes P, the running max / sum
-// advance, and corr[i] is what row i's O must be scaled by (RescaleRows).
-template <int NT>
-__device__ __forceinline__ void SoftmaxRows(float (&s)[NT][4], float (&m_run)[2], float (&l_run)[2], float sl2,
-                                            float (&corr)[2]) {
+// advance and O is rescaled.
+template <int NT, int DT>
+__device__ __forceinline__ void OnlineSoftmax(float (&s)[NT][4], float (&m_run)[2], float (&l_run)[2],
+                                              float (&o)[DT][4], float sl2) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     float mx = -INFINITY;
@@ -269,7 +269,7 @@ __device__ __forceinline__ void SoftmaxRows(float (&s)[NT][4], float (&m_run)[2]
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     const float m_new = fmaxf(m_run[i], mx * sl2);
     const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // row wholly hidden so far
-    corr[i] = Exp2(m_run[i] - m_use);
+    const float corr = Exp2(m_run[i] - m_use);
     m_run[i] = m_new;
     float sum = 0.0f;
 #pragma unroll
@@ -281,25 +281,13 @@ __device__ __forceinline__ void SoftmaxRows(float (&s)[NT][4], float (&m_run)[2]
         sum += pe;
       }
     }
-    l_run[i] = l_run[i] * corr[i] + sum;
-  }
-}
-
-template <int DT>
-__device__ __forceinline__ void RescaleRows(float (&o)[DT][4], const float (&corr)[2]) {
+    l_run[i] = l_run[i] * corr + sum;
 #pragma unroll
-  for (int dt = 0; dt < DT; ++dt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
+    for (int dt = 0; dt < DT; ++dt) {
+      o[dt][2 * i] *= corr;
+      o[dt][2 * i + 1] *= corr;
+    }
   }
-}
-
-template <int NT, int DT>
-__device__ __forceinline__ void OnlineSoftmax(float (&s)[NT][4], float (&m_run)[2], float (&l_run)[2],
-                                              float (&o)[DT][4], float sl2) {
-  float corr[2];
-  SoftmaxRows(s, m_run, l_run, sl2, corr);
-  RescaleRows(o, corr);
 }
 
 // P of keys [16 kk, 16 kk + 16) as an m16n8k16 A fragment.
@@ -361,11 +349,7 @@ __global__ void __launch_bounds__(kWarps * 32) PrefillAttentionKernel(PagedAtten
   float m_run[MR][2], l_run[MR][2];
 #pragma unroll
   for (int mr = 0; mr < MR; ++mr) {
-#pragma unroll
-    for (int dt = 0; dt < DT; ++dt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[mr][dt][e] = 0.0f;
-    }
+    Zero(o[mr]);
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       m_run[mr][i] = -INFINITY;
@@ -399,13 +383,7 @@ __global__ void __launch_bounds__(kWarps * 32) PrefillAttentionKernel(PagedAtten
     if (n0 <= wq_max) {
       float s[MR][NT][4];
 #pragma unroll
-      for (int mr = 0; mr < MR; ++mr) {
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[mr][nt][e] = 0.0f;
-        }
-      }
+      for (int mr = 0; mr < MR; ++mr) Zero(s[mr]);
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
         uint32_t qa[MR][4];
