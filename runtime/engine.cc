@@ -36,9 +36,9 @@ constexpr int kDefaultMaxConcurrent = 4;
 // 2048: on an H100 (decode_bench, Llama-3.1-8B shape, 32 layers, the
 // mma.sync prefill kernel of session 12) a 128K prompt prefilled in 19.3 s
 // against 22.9 s with 512-token chunks (32K: 1.9 vs 2.2 s); 4096 gained 1 %
-// more. The wgmma kernel since runs 512- and 2048-token chunks at about the
-// same TFLOP/s (RESULTS.md session 13); the chunk sizes were not re-measured
-// with it.
+// more. With the wgmma prefill kernel (session 14, same tool, one H100
+// call): 128K in 14.3 / 14.3 / 14.2 s with 2048- / 4096- / 8192-token
+// chunks, so the smaller chunk stays (it holds a decode step back less).
 constexpr int kDefaultPrefillChunk = 2048;
 // Requests that may wait for a place in the running batch (bounded queue).
 constexpr int kMinQueued = 64;
