@@ -96,21 +96,33 @@ constexpr char kRequestsByPolicy[] = "quest_requests_by_policy_total";
 constexpr char kRequestsByPolicyHelp[] =
     "Generation RPCs by the cache policy they asked for (the default when none; \"unknown\" for unregistered names).";
 
-class UnaryGenerateCall final : public grpc::ServerUnaryReactor {
+// A call's engine job, set once the engine takes the request (from the
+// engine's thread) and cancelled when the client goes away (from gRPC's),
+// whichever comes first.
+class CallJob {
  public:
-  void set_job(std::shared_ptr<Job> job) {
+  void Set(std::shared_ptr<Job> job) {
     absl::MutexLock lock(&mu_);
     job_ = std::move(job);
   }
-  void OnCancel() override {
+  void Cancel() {
     absl::MutexLock lock(&mu_);
     if (job_) job_->Cancel(absl::CancelledError("the client cancelled the request"));
   }
-  void OnDone() override { delete this; }
 
  private:
   absl::Mutex mu_;
   std::shared_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
+};
+
+class UnaryGenerateCall final : public grpc::ServerUnaryReactor {
+ public:
+  void set_job(std::shared_ptr<Job> job) { job_.Set(std::move(job)); }
+  void OnCancel() override { job_.Cancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  CallJob job_;
 };
 
 // Server streaming. The engine never waits for the network: messages queue
@@ -118,10 +130,7 @@ class UnaryGenerateCall final : public grpc::ServerUnaryReactor {
 // previous one is done, as gRPC requires.
 class StreamGenerateCall final : public grpc::ServerWriteReactor<api::GenerateStreamResponse> {
  public:
-  void set_job(std::shared_ptr<Job> job) {
-    absl::MutexLock lock(&mu_);
-    job_ = std::move(job);
-  }
+  void set_job(std::shared_ptr<Job> job) { job_.Set(std::move(job)); }
 
   void Send(api::GenerateStreamResponse message) {
     {
@@ -175,15 +184,12 @@ class StreamGenerateCall final : public grpc::ServerWriteReactor<api::GenerateSt
     if (next == Next::kFinish) Finish(*std::move(finish));
   }
 
-  void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    if (job_) job_->Cancel(absl::CancelledError("the client cancelled the request"));
-  }
+  void OnCancel() override { job_.Cancel(); }
   void OnDone() override { delete this; }
 
  private:
+  CallJob job_;
   absl::Mutex mu_;
-  std::shared_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<api::GenerateStreamResponse> queue_ ABSL_GUARDED_BY(mu_);

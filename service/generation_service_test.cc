@@ -166,6 +166,29 @@ class ServiceTest : public ::testing::Test {
     return ReadAll(*reader);
   }
 
+  // Each request alone, one after another: the tokens each generates.
+  std::vector<std::vector<int32_t>> RunEachAlone(const std::vector<api::GenerateRequest>& requests) {
+    std::vector<std::vector<int32_t>> ids;
+    for (const api::GenerateRequest& r : requests) {
+      api::GenerateResponse out;
+      const grpc::Status status = Unary(r, &out);
+      EXPECT_TRUE(status.ok()) << status.error_message();
+      ids.push_back(fixtures::TokenIds(out));
+    }
+    return ids;
+  }
+
+  // Every request streamed at once, a client thread each.
+  std::vector<Streamed> StreamAllAtOnce(const std::vector<api::GenerateRequest>& requests) {
+    std::vector<Streamed> streamed(requests.size());
+    std::vector<std::thread> clients;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      clients.emplace_back([&, i] { streamed[i] = Stream(requests[i]); });
+    }
+    for (std::thread& t : clients) t.join();
+    return streamed;
+  }
+
   HealthCheckResponse::ServingStatus Health(const std::string& service) {
     auto health = grpc::health::v1::Health::NewStub(channel_);
     grpc::ClientContext context;
@@ -224,21 +247,12 @@ TEST_F(ServiceTest, ConcurrentStreamsEachEqualTheirSequentialRun) {
   StartServer();  // capacity 2 + 2 queued
   const std::vector<api::GenerateRequest> requests = {
       fixtures::TokenRequest({5, 6, 7}, 20), fixtures::TokenRequest({9, 8, 7, 6, 5, 4}, 16), fixtures::TokenRequest({100, 3}, 24), fixtures::TokenRequest({42}, 18)};
-  std::vector<std::vector<int32_t>> sequential;
-  for (const api::GenerateRequest& r : requests) {
-    api::GenerateResponse out;
-    ASSERT_TRUE(Unary(r, &out).ok());
-    sequential.push_back(fixtures::TokenIds(out));
-  }
+  const std::vector<std::vector<int32_t>> sequential = RunEachAlone(requests);
+  ASSERT_FALSE(HasFailure());
   // Slowed down so that the streams really overlap (the scheduler batches
   // them).
   engine_->set_token_delay(absl::Milliseconds(5));
-  std::vector<Streamed> concurrent(requests.size());
-  std::vector<std::thread> clients;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    clients.emplace_back([&, i] { concurrent[i] = Stream(requests[i]); });
-  }
-  for (std::thread& t : clients) t.join();
+  const std::vector<Streamed> concurrent = StreamAllAtOnce(requests);
   for (size_t i = 0; i < requests.size(); ++i) {
     ASSERT_TRUE(concurrent[i].status.ok()) << i << ": " << concurrent[i].status.error_message();
     EXPECT_EQ(concurrent[i].ids, sequential[i]) << i;
@@ -286,20 +300,10 @@ TEST_F(ServiceTest, SixteenConcurrentMixedStreamsEqualTheirSequentialRuns) {
     }
     requests.push_back(std::move(r));
   }
-  std::vector<std::vector<int32_t>> sequential;
-  for (const api::GenerateRequest& r : requests) {
-    api::GenerateResponse out;
-    const grpc::Status status = Unary(r, &out);
-    ASSERT_TRUE(status.ok()) << status.error_message();
-    sequential.push_back(fixtures::TokenIds(out));
-  }
+  const std::vector<std::vector<int32_t>> sequential = RunEachAlone(requests);
+  ASSERT_FALSE(HasFailure());
   engine_->set_token_delay(absl::Milliseconds(2));  // so the streams overlap
-  std::vector<Streamed> concurrent(requests.size());
-  std::vector<std::thread> clients;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    clients.emplace_back([&, i] { concurrent[i] = Stream(requests[i]); });
-  }
-  for (std::thread& t : clients) t.join();
+  const std::vector<Streamed> concurrent = StreamAllAtOnce(requests);
   for (size_t i = 0; i < requests.size(); ++i) {
     ASSERT_TRUE(concurrent[i].status.ok()) << i << ": " << concurrent[i].status.error_message();
     EXPECT_EQ(concurrent[i].ids, sequential[i]) << "request " << i << " (" << requests[i].cache().policy() << ")";
