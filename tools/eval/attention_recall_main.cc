@@ -12,8 +12,10 @@
 //    streaming_llm, h2o, tova; each behind a probe policy that records what
 //    the query actually attended) and reports, per decode step, the fraction
 //    of the true top-k attention tokens (dense softmax) that the policy's
-//    query attended, and the relative L2 error of the attention output
-//    versus dense.
+//    query attended, the relative L2 error of the attention output
+//    versus dense, and "kept": the share of a step's attended tokens that
+//    the previous step attended too (how much of a selection carries over
+//    from one decode step to the next).
 
 #include <algorithm>
 #include <cmath>
@@ -200,7 +202,30 @@ absl::StatusOr<std::vector<StepResult>> Replay(const LayerTrace& t, const cache:
 struct Metrics {
   double recall = 0, rel_error = 0;
   int count = 0;
+  // Over (head, step after the first): the share of the step's attended
+  // tokens that the previous step attended too (a sparse policy's
+  // selection from one decode step to the next).
+  double kept = 0;
+  int kept_count = 0;
 };
+
+// The share of the tokens `now` attends (weight > 0) that `before`, one
+// step earlier and one token shorter, attended too; per head, summed.
+double KeptFromPrevious(const std::vector<float>& before, const std::vector<float>& now, int64_t heads) {
+  const int64_t len = static_cast<int64_t>(now.size()) / heads;
+  const int64_t prev_len = static_cast<int64_t>(before.size()) / heads;
+  double total = 0;
+  for (int64_t h = 0; h < heads; ++h) {
+    int64_t attended = 0, both = 0;
+    for (int64_t j = 0; j < len; ++j) {
+      if (now[h * len + j] <= 0.0f) continue;
+      ++attended;
+      both += j < prev_len && before[h * prev_len + j] > 0.0f;
+    }
+    total += attended > 0 ? static_cast<double>(both) / attended : 1.0;
+  }
+  return total;
+}
 
 }  // namespace
 }  // namespace quest::eval
@@ -316,12 +341,14 @@ int main(int argc, char** argv) {
   std::ofstream csv;
   if (!absl::GetFlag(FLAGS_csv).empty()) {
     csv.open(absl::GetFlag(FLAGS_csv));
-    csv << "policy,budget,layer,steps,top" << top << "_recall,relative_error\n";
+    csv << "policy,budget,layer,steps,top" << top << "_recall,relative_error,kept_from_previous_step\n";
   }
   std::cout << absl::StrFormat("\nattention recall (top-%d), %d context tokens of real text, %d decode steps, layers", top,
                                context, steps);
   for (int l : store.layers) std::cout << " " << l;
-  std::cout << "\n" << absl::StrFormat("%-16s %7s %12s %12s\n", "method", "budget", "recall", "rel. error");
+  std::cout << "\n"
+            << absl::StrFormat("%-16s %7s %12s %12s %12s\n", "method", "budget", "recall", "rel. error",
+                               "kept");
   for (const std::string& spec : absl::GetFlag(FLAGS_policies)) {
     std::vector<std::string> parts = absl::StrSplit(spec, ':');
     const std::string name = parts[0];
@@ -365,21 +392,28 @@ int main(int argc, char** argv) {
             den += ref.out[i] * ref.out[i];
           }
           m.rel_error += std::sqrt(num / std::max(den, 1e-30)) * H;  // weighted like recall (per head)
+          if (s > 0) {
+            m.kept += KeptFromPrevious((*r)[s - 1].last, got.last, H);
+            m.kept_count += H;
+          }
         }
         if (csv.is_open()) {
-          csv << absl::StrFormat("%s,%d,%d,%d,%.4f,%.4f\n", spec, budget, layer, r->size(), m.recall / m.count,
-                                 m.rel_error / m.count);
+          csv << absl::StrFormat("%s,%d,%d,%d,%.4f,%.4f,%.4f\n", spec, budget, layer, r->size(),
+                                 m.recall / m.count, m.rel_error / m.count, m.kept / std::max(m.kept_count, 1));
         }
         all.recall += m.recall;
         all.rel_error += m.rel_error;
         all.count += m.count;
+        all.kept += m.kept;
+        all.kept_count += m.kept_count;
       }
       if (!failure.empty()) {
         std::cout << absl::StrFormat("%-16s %7d %12s   (%s)\n", spec, budget, "n/a", failure);
         break;
       }
-      std::cout << absl::StrFormat("%-16s %7d %11.1f%% %12.4f\n", spec, budget, 100.0 * all.recall / all.count,
-                                   all.rel_error / all.count);
+      std::cout << absl::StrFormat("%-16s %7d %11.1f%% %12.4f %11.1f%%\n", spec, budget,
+                                   100.0 * all.recall / all.count, all.rel_error / all.count,
+                                   100.0 * all.kept / std::max(all.kept_count, 1));
       std::cout.flush();  // rows show up as they finish, even if the run is cut short
       if (csv.is_open()) csv.flush();
       std::cerr << "done: " << spec << " budget " << budget << "\n";
