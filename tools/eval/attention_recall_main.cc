@@ -39,6 +39,7 @@
 #include "ops/cpu/cpu_backend.h"
 #include "runtime/engine.h"
 #include "tools/configs/default_config.h"
+#include "tools/eval/attention_metrics.h"
 #include "tools/eval/passkey.h"
 
 ABSL_FLAG(std::string, config, "", "Engine config (text proto). Empty: the embedded default.");
@@ -209,24 +210,6 @@ struct Metrics {
   int kept_count = 0;
 };
 
-// The share of the tokens `now` attends (weight > 0) that `before`, one
-// step earlier and one token shorter, attended too; per head, summed.
-double KeptFromPrevious(const std::vector<float>& before, const std::vector<float>& now, int64_t heads) {
-  const int64_t len = static_cast<int64_t>(now.size()) / heads;
-  const int64_t prev_len = static_cast<int64_t>(before.size()) / heads;
-  double total = 0;
-  for (int64_t h = 0; h < heads; ++h) {
-    int64_t attended = 0, both = 0;
-    for (int64_t j = 0; j < len; ++j) {
-      if (now[h * len + j] <= 0.0f) continue;
-      ++attended;
-      both += j < prev_len && before[h * prev_len + j] > 0.0f;
-    }
-    total += attended > 0 ? static_cast<double>(both) / attended : 1.0;
-  }
-  return total;
-}
-
 }  // namespace
 }  // namespace quest::eval
 
@@ -374,18 +357,8 @@ int main(int argc, char** argv) {
         for (size_t s = 0; s < r->size(); ++s) {
           const StepResult& ref = dense[layer][s];
           const StepResult& got = (*r)[s];
-          const int64_t kv_len = static_cast<int64_t>(ref.last.size()) / H;
-          for (int64_t h = 0; h < H; ++h) {
-            std::vector<int64_t> order(kv_len);
-            for (int64_t j = 0; j < kv_len; ++j) order[j] = j;
-            const float* w = &ref.last[h * kv_len];
-            std::partial_sort(order.begin(), order.begin() + top, order.end(),
-                              [&](int64_t a, int64_t b) { return w[a] > w[b]; });
-            int kept = 0;
-            for (int i = 0; i < top; ++i) kept += got.last[h * kv_len + order[i]] > 0.0f;
-            m.recall += static_cast<double>(kept) / top;
-            m.count++;
-          }
+          m.recall += TopRecall(ref.last, got.last, H, top);
+          m.count += static_cast<int>(H);
           double num = 0, den = 0;
           for (int64_t i = 0; i < H * d; ++i) {
             num += (got.out[i] - ref.out[i]) * (got.out[i] - ref.out[i]);
