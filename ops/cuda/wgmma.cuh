@@ -60,24 +60,19 @@ __device__ __forceinline__ void Wait() {
 __device__ __forceinline__ void FenceSharedForAsyncProxy() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
-// Keeps the compiler from moving accesses of the accumulators across a Wait.
-template <int J>
-__device__ __forceinline__ void FenceOperands(float (&d)[J][4]) {
-#pragma unroll
-  for (int j = 0; j < J; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[j][e])::"memory");
-  }
-}
+// One register an in-flight wgmma reads or writes, pinned in place.
+__device__ __forceinline__ void FenceRegister(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+__device__ __forceinline__ void FenceRegister(uint32_t& x) { asm volatile("" : "+r"(x)::"memory"); }
 
-// The A registers of an in-flight wgmma: kept live (and unmoved) until
-// here, after the Wait that covers it.
-template <int K>
-__device__ __forceinline__ void FenceOperands(uint32_t (&a)[K][4]) {
+// Keeps the compiler from moving accesses of a wgmma's registers across a
+// Wait: the accumulators (float), or the A fragments of an in-flight wgmma
+// (uint32_t), kept live and unmoved until here, after the Wait covering it.
+template <typename R, int N>
+__device__ __forceinline__ void FenceOperands(R (&v)[N][4]) {
 #pragma unroll
-  for (int k = 0; k < K; ++k) {
+  for (int i = 0; i < N; ++i) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[k][e])::"memory");
+    for (int e = 0; e < 4; ++e) FenceRegister(v[i][e]);
   }
 }
 

@@ -196,12 +196,12 @@ int Main() {
   c.mutable_limits()->set_max_concurrent_requests(static_cast<uint32_t>(batch));
   c.mutable_limits()->set_max_context_tokens(static_cast<uint32_t>(longest + steps + 16));
   c.mutable_limits()->set_max_prompt_tokens(static_cast<uint32_t>(longest));
-  if (const int chunk = absl::GetFlag(FLAGS_prefill_chunk); chunk < 0) {
+  const int chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  if (chunk < 0) {
     std::fprintf(stderr, "decode_bench: --prefill_chunk must be >= 0\n");
     return 2;
-  } else {
-    c.mutable_limits()->set_prefill_chunk_tokens(static_cast<uint32_t>(chunk));
   }
+  c.mutable_limits()->set_prefill_chunk_tokens(static_cast<uint32_t>(chunk));
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(c);
   if (!engine.ok()) {
     std::fprintf(stderr, "decode_bench: %s\n", std::string(engine.status().message()).c_str());
