@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/page_bounds_layout.h"
 #include "runtime/tensor.h"
 
 namespace quest {
@@ -60,12 +61,19 @@ struct PagedAttentionArgs {
   float* attention_last = nullptr;
 };
 
-// Quest page bounds (cache/quest): `bounds` is [capacity, num_kv_heads, 2,
-// head_dim] in the KV dtype or kFloat8E4M3; for Quest page p (positions
-// [p * bound_page, (p + 1) * bound_page)) and KV head g, row 0 holds the
-// elementwise min and row 1 the max of the page's Keys. In the KV dtype they
-// are exact; in E4M3 the min is rounded down and the max up (runtime/fp8.h),
-// so the scores below stay upper bounds.
+// Quest page bounds (cache/quest): `bounds` is PageBoundsShape(capacity,
+// num_kv_heads, head_dim) in the KV dtype or kFloat8E4M3, laid out as
+// runtime/page_bounds_layout.h says; for Quest page p (positions
+// [p * bound_page, (p + 1) * bound_page)) and KV head g, side 0 holds the
+// elementwise min and side 1 the max of the page's Keys. In the KV dtype
+// they are exact; in E4M3 the min is rounded down and the max up
+// (runtime/fp8.h), so the scores below stay upper bounds.
+inline std::vector<int64_t> PageBoundsShape(int64_t pages, int64_t num_kv_heads, int64_t head_dim) {
+  return {BoundsTiles(pages), num_kv_heads, head_dim, 2, kBoundsTile};
+}
+// Quest pages `bounds` has room for.
+inline int64_t PageBoundsCapacity(const Tensor& bounds) { return bounds.dim(0) * kBoundsTile; }
+
 struct PageBoundsArgs {
   const Tensor* k_pages = nullptr;  // one layer's pool, as in PagedAttentionArgs
   absl::Span<const int32_t> page_table;
@@ -79,7 +87,11 @@ struct PageBoundsArgs {
 struct TopPagesArgs {
   const Tensor* q = nullptr;       // [1, num_heads, head_dim]
   const Tensor* bounds = nullptr;  // as in PageBoundsArgs, num_pages <= capacity
-  int64_t num_pages = 0;           // Quest pages of the sequence; the last is current
+  // Quest pages of the sequence (the last is current). A page scores
+  // sum_d over the query heads' nonzero coefficients min(q_d, 0) * min_d and
+  // max(q_d, 0) * max_d: a side whose coefficient is zero is not read (so a
+  // NaN there does not count), a NaN query keeps its coefficients NaN.
+  int64_t num_pages = 0;
   int64_t k = 0;                   // pages to pick besides the current one
   bool combine_sum = true;         // GQA: sum the group's scores (false: max)
 };

@@ -77,12 +77,13 @@ int64_t QuestPolicy::num_pages(int layer) const { return covered_[layer] / param
 
 bool QuestPolicy::EnsureCapacity(const SequenceLayerView& seq, int64_t pages) {
   Tensor& b = bounds_[seq.layer];
-  if (b.defined() && b.dim(0) >= pages) return false;
+  if (b.defined() && PageBoundsCapacity(b) >= pages) return false;
   // Doubling keeps the refolds (each reads the layer's Keys once) to O(log n)
-  // over a sequence's life.
-  const int64_t capacity = std::max<int64_t>({pages, b.defined() ? 2 * b.dim(0) : 0, 64});
+  // over a sequence's life. The smallest is one tile of the layout (128
+  // pages: the Keys of 2048 tokens at pages of 16 take 16x its bytes).
+  const int64_t capacity = std::max<int64_t>(pages, b.defined() ? 2 * PageBoundsCapacity(b) : 0);
   b = backend_->AllocateZeros(params_.fp8_bounds ? DType::kFloat8E4M3 : seq.k_pages->dtype(),
-                              {capacity, geometry_.num_kv_heads, 2, geometry_.head_dim});
+                              PageBoundsShape(capacity, geometry_.num_kv_heads, geometry_.head_dim));
   return true;
 }
 
@@ -119,8 +120,13 @@ std::vector<float> QuestPolicy::PageBounds(int layer, int kv_head, int64_t page)
   CHECK_LT(page, num_pages(layer));
   const int d = geometry_.head_dim;
   const Tensor host = backend_->ToHost(bounds_[layer]);
-  const float* b = host.data<float>() + (page * geometry_.num_kv_heads + kv_head) * 2 * d;
-  return std::vector<float>(b, b + 2 * d);
+  std::vector<float> out(2 * d);
+  for (int side = 0; side < 2; ++side) {
+    for (int i = 0; i < d; ++i) {
+      out[side * d + i] = host.data<float>()[BoundsIndex(page, kv_head, i, side, geometry_.num_kv_heads, d)];
+    }
+  }
+  return out;
 }
 
 void QuestPolicy::SelectPages(const SequenceLayerView& seq, const Tensor& q,

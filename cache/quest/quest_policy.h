@@ -19,7 +19,8 @@
 // Quest never evicts: every page stays in the pool.
 //
 // Metadata lives on the backend's device, one tensor per layer,
-// [capacity, num_kv_heads, 2, head_dim] in the KV dtype or FP8 E4M3
+// PageBoundsShape(capacity, ...) (runtime/backend.h, its layout in
+// runtime/page_bounds_layout.h) in the KV dtype or FP8 E4M3
 // (QuestOptions.bounds_dtype; Backend::UpdatePageBounds fills it,
 // Backend::SelectTopPages scores and ranks it), so on the GPU neither Keys
 // nor scores ever travel to the host. The selection it hands the cache is
@@ -93,7 +94,7 @@ class QuestPolicy final : public CachePolicy {
   const QuestParams params_;
   const CacheGeometry geometry_;
   Backend* backend_ = nullptr;  // the pool's backend, from the first OnAppend
-  // [layer] -> [capacity, num_kv_heads, 2, head_dim] on the backend.
+  // [layer] -> PageBoundsShape(capacity, num_kv_heads, head_dim) on the backend.
   std::vector<Tensor> bounds_;
   // Tokens of each layer folded into bounds_.
   std::vector<int64_t> covered_;

@@ -244,42 +244,43 @@ class CpuBackend final : public Backend {
     const int64_t kv_heads = pages.dim(2), d = pages.dim(3), row = kv_heads * d;
     CHECK(a.bound_page > 0 && a.page_size % a.bound_page == 0)
         << "page bounds: Quest page " << a.bound_page << " vs pool page " << a.page_size;
-    CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, bounds.dim(0))
+    CHECK(bounds.rank() == 5 && bounds.dim(1) == kv_heads && bounds.dim(2) == d)
+        << "page bounds: " << bounds.ShapeString() << " for " << kv_heads << " KV heads of " << d;
+    CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, PageBoundsCapacity(bounds))
         << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
     CHECK(bounds.dtype() == DType::kFloat32 || bounds.dtype() == DType::kFloat8E4M3)
         << "page bounds: " << bounds.ShapeString() << " (f32 or f8e4m3 on the cpu)";
     const bool fp8 = bounds.dtype() == DType::kFloat8E4M3;
+    // Dimension i's min sits 2 * kBoundsTile elements after dimension i - 1's,
+    // its max kBoundsTile after its min.
+    constexpr int64_t kDimStride = 2 * kBoundsTile;
     for (int64_t pos = a.begin; pos < a.end; ++pos) {
       const int32_t phys = a.page_table[pos / a.page_size];
       if (phys < 0) continue;  // an evicted page has no Keys to read
       const float* k = pages.data<float>() + (phys * int64_t{a.page_size} + pos % a.page_size) * row;
-      const int64_t page = pos / a.bound_page * 2 * row;
+      const int64_t qpage = pos / a.bound_page;
       const bool first = pos % a.bound_page == 0;
       for (int64_t g = 0; g < kv_heads; ++g) {
         const float* kg = k + g * d;
+        const int64_t at = BoundsIndex(qpage, g, 0, 0, kv_heads, d);
         if (fp8) {
           // Folding the decoded codes is exact: directed rounding is
           // monotone, so this stores the rounded min / max of the Keys.
-          uint8_t* lo = bounds.data<uint8_t>() + page + g * 2 * d;
-          uint8_t* hi = lo + d;
-          for (int64_t i = 0; i < d; ++i) {
-            const float l = first ? kg[i] : std::min(fp8::E4M3ToFloat(lo[i]), kg[i]);
-            const float h = first ? kg[i] : std::max(fp8::E4M3ToFloat(hi[i]), kg[i]);
-            lo[i] = fp8::E4M3RoundDown(l);
-            hi[i] = fp8::E4M3RoundUp(h);
+          uint8_t* lo = bounds.data<uint8_t>() + at;
+          for (int64_t i = 0; i < d; ++i, lo += kDimStride) {
+            uint8_t* hi = lo + kBoundsTile;
+            const float l = first ? kg[i] : std::min(fp8::E4M3ToFloat(*lo), kg[i]);
+            const float h = first ? kg[i] : std::max(fp8::E4M3ToFloat(*hi), kg[i]);
+            *lo = fp8::E4M3RoundDown(l);
+            *hi = fp8::E4M3RoundUp(h);
           }
           continue;
         }
-        float* lo = bounds.data<float>() + page + g * 2 * d;
-        float* hi = lo + d;
-        if (first) {
-          std::copy(kg, kg + d, lo);
-          std::copy(kg, kg + d, hi);
-        } else {
-          for (int64_t i = 0; i < d; ++i) {
-            lo[i] = std::min(lo[i], kg[i]);
-            hi[i] = std::max(hi[i], kg[i]);
-          }
+        float* lo = bounds.data<float>() + at;
+        for (int64_t i = 0; i < d; ++i, lo += kDimStride) {
+          float* hi = lo + kBoundsTile;
+          *lo = first ? kg[i] : std::min(*lo, kg[i]);
+          *hi = first ? kg[i] : std::max(*hi, kg[i]);
         }
       }
     }
@@ -289,35 +290,48 @@ class CpuBackend final : public Backend {
     const int64_t heads = a.q->dim(1), d = a.q->dim(2);
     const int64_t kv_heads = a.bounds->dim(1), group = heads / kv_heads;
     const int64_t last = a.num_pages - 1;
-    CHECK(a.q->dim(0) == 1 && a.k >= 0 && a.k <= last && a.num_pages <= a.bounds->dim(0))
+    CHECK(a.q->dim(0) == 1 && a.k >= 0 && a.k <= last && a.num_pages <= PageBoundsCapacity(*a.bounds) &&
+          a.bounds->rank() == 5 && a.bounds->dim(2) == d)
         << "select top pages: k " << a.k << " of " << a.num_pages << " pages, q "
         << a.q->ShapeString() << ", bounds " << a.bounds->ShapeString();
     CHECK(selected.dtype() == DType::kInt32 && selected.numel() == kv_heads * (a.k + 1))
         << "select top pages: selected is " << selected.ShapeString();
-    // max(q*max, q*min) = min(q,0)*min + max(q,0)*max: the bound is a plain
-    // dot product of [min(q,0) | max(q,0)] with a page's [min | max] rows.
-    split_q_.resize(group * 2 * d);
     scores_.resize(last);
     candidates_.resize(last);
+    head_scores_.resize(group * kBoundsTile);
     int32_t* out = selected.data<int32_t>();
+    const float* q = a.q->data<float>();
     for (int64_t g = 0; g < kv_heads; ++g) {
-      for (int64_t h = 0; h < group; ++h) {
-        const float* qh = a.q->data<float>() + (g * group + h) * d;
-        float* s = split_q_.data() + h * 2 * d;
+      // A tile's pages at a time: each query head's scores over them, then
+      // their combine.
+      for (int64_t t0 = 0; t0 < last; t0 += kBoundsTile) {
+        const int64_t m = std::min(kBoundsTile, last - t0);
+        std::fill(head_scores_.begin(), head_scores_.end(), 0.0f);
         for (int64_t i = 0; i < d; ++i) {
-          s[i] = std::min(qh[i], 0.0f);
-          s[d + i] = std::max(qh[i], 0.0f);
+          for (int side = 0; side < 2; ++side) {
+            // max(q*max, q*min) = min(q,0)*min + max(q,0)*max; a side whose
+            // coefficient is zero is not read (TopPagesArgs), a NaN query
+            // stays NaN on both.
+            const float* row = nullptr;
+            for (int64_t h = 0; h < group; ++h) {
+              const float x = q[(g * group + h) * d + i];
+              const float c = side == 0 ? (x >= 0.0f ? 0.0f : x) : (x <= 0.0f ? 0.0f : x);
+              if (c == 0.0f) continue;
+              if (row == nullptr) row = BoundsRow(*a.bounds, BoundsIndex(t0, g, i, side, kv_heads, d), m);
+              float* hs = head_scores_.data() + h * kBoundsTile;
+              for (int64_t j = 0; j < m; ++j) hs[j] += c * row[j];
+            }
+          }
         }
-      }
-      for (int64_t p = 0; p < last; ++p) {
-        const float* page = PageRow(*a.bounds, (p * kv_heads + g) * 2 * d, 2 * d);
-        float combined = Dot(split_q_.data(), page, 2 * d);
-        for (int64_t h = 1; h < group; ++h) {
-          const float s = Dot(split_q_.data() + h * 2 * d, page, 2 * d);
-          combined = a.combine_sum ? combined + s : std::max(combined, s);
+        for (int64_t j = 0; j < m; ++j) {
+          float combined = head_scores_[j];
+          for (int64_t h = 1; h < group; ++h) {
+            const float s = head_scores_[h * kBoundsTile + j];
+            combined = a.combine_sum ? combined + s : std::max(combined, s);
+          }
+          // NaN would break the strict weak order of the comparator below.
+          scores_[t0 + j] = std::isnan(combined) ? -INFINITY : combined;
         }
-        // NaN would break the strict weak order of the comparator below.
-        scores_[p] = std::isnan(combined) ? -INFINITY : combined;
       }
       std::iota(candidates_.begin(), candidates_.end(), 0);
       // Best first; equal scores prefer the lower page so runs reproduce.
@@ -351,29 +365,15 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  // a.b over n floats. Eight independent partial sums let the compiler keep
-  // them in one SIMD register (a single running sum would serialise on the
-  // float add, which it may not reorder).
-  static float Dot(const float* a, const float* b, int64_t n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-    }
-    float s = 0.0f;
-    for (; i < n; ++i) s += a[i] * b[i];
-    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-  }
-
   // The K (or V) row of logical position `pos`: all KV heads, head_dim each.
   static const float* KeyOrValue(const Tensor& pages, const PagedAttentionArgs& a, int64_t pos, int64_t row) {
     const int64_t phys = a.page_table[pos / a.page_size];
     return pages.data<float>() + (phys * a.page_size + pos % a.page_size) * row;
   }
 
-  // One page's [min | max] row of `bounds` from element `offset`, as floats
-  // (f8e4m3 codes are decoded into scratch).
-  const float* PageRow(const Tensor& bounds, int64_t offset, int64_t n) {
+  // n bounds of one tile row from element `offset`, as floats (f8e4m3
+  // codes are decoded into scratch).
+  const float* BoundsRow(const Tensor& bounds, int64_t offset, int64_t n) {
     if (bounds.dtype() == DType::kFloat32) return bounds.data<float>() + offset;
     CHECK(bounds.dtype() == DType::kFloat8E4M3) << "page bounds: " << bounds.ShapeString();
     decoded_row_.resize(n);
@@ -383,7 +383,7 @@ class CpuBackend final : public Backend {
   }
 
   // SelectTopPages scratch, reused across calls.
-  std::vector<float> split_q_, scores_, decoded_row_;
+  std::vector<float> head_scores_, scores_, decoded_row_;
   std::vector<int32_t> candidates_;
 };
 

@@ -587,7 +587,9 @@ class CudaBackend final : public Backend {
     p.head_dim = static_cast<int>(a.k_pages->dim(3));
     CHECK(a.bound_page > 0 && a.page_size % a.bound_page == 0)
         << "page bounds: Quest page " << a.bound_page << " vs pool page " << a.page_size;
-    CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, bounds.dim(0))
+    CHECK(bounds.dim(1) == p.num_kv_heads && bounds.dim(2) == p.head_dim)
+        << "page bounds: " << bounds.ShapeString() << " for " << p.num_kv_heads << " KV heads of " << p.head_dim;
+    CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, PageBoundsCapacity(bounds))
         << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
     CHECK_LE(a.end, static_cast<int64_t>(a.page_table.size()) * a.page_size);
     // Only the pool pages under [begin, end). A decode step's range lies in
@@ -846,12 +848,14 @@ class CudaBackend final : public Backend {
     p.counters = static_cast<int*>(attn_counters_.EnsureZeroed(sizeof(int) * plan.counters, stream_));
   }
 
-  // Quest page bounds: in the compute dtype, or FP8 E4M3.
+  // Quest page bounds: in the compute dtype, or FP8 E4M3, shaped by
+  // PageBoundsShape.
   void CheckBounds(const Tensor& t) const {
-    CHECK(t.device() == Device::kCuda && (t.dtype() == dtype_ || t.dtype() == DType::kFloat8E4M3))
+    CHECK(t.device() == Device::kCuda && (t.dtype() == dtype_ || t.dtype() == DType::kFloat8E4M3) &&
+          t.rank() == 5 && t.dim(3) == 2 && t.dim(4) == kBoundsTile)
         << "cuda backend: page bounds are " << t.ShapeString() << " on "
-        << (t.device() == Device::kCuda ? "cuda" : "cpu") << ", expected " << DTypeName(dtype_)
-        << " or f8e4m3 on cuda";
+        << (t.device() == Device::kCuda ? "cuda" : "cpu") << ", expected PageBoundsShape(...) "
+        << DTypeName(dtype_) << " or f8e4m3 on cuda";
   }
 
   GemmPlan& Plan(int64_t m, int64_t n, int64_t k, DType out, bool bias, uint32_t align) {
@@ -901,7 +905,8 @@ class CudaBackend final : public Backend {
           selected.numel() == kv_heads * (a.k + 1))
         << "select top pages: selected is " << selected.ShapeString() << ", expected ["
         << kv_heads << ", " << a.k + 1 << "] i32 on cuda";
-    CHECK(a.num_pages >= 1 && a.k >= 0 && a.k <= a.num_pages - 1 && a.num_pages <= a.bounds->dim(0))
+    CHECK(a.num_pages >= 1 && a.k >= 0 && a.k <= a.num_pages - 1 && a.num_pages <= PageBoundsCapacity(*a.bounds) &&
+          a.bounds->dim(2) == a.q->dim(2))
         << "select top pages: k " << a.k << " of " << a.num_pages << " pages, bounds "
         << a.bounds->ShapeString();
     CHECK_EQ(a.q->dim(0), 1) << "select top pages: one decode query";

@@ -332,7 +332,7 @@ TEST_F(CudaOpsTest, CallerStreamAndGraphCapture) {
     Tensor qh = Random({1, heads, d}), xh = Random({1, heads * d}), wh = Random({64, heads * d}, 0.1f);
     Tensor kp = *b.UploadWeight(kh), vp = *b.UploadWeight(vh), q = *b.UploadWeight(qh);
     Tensor w = *b.UploadWeight(wh);
-    Tensor bounds = b.AllocateZeros(DType::kBFloat16, {pages, kv_heads, 2, d});
+    Tensor bounds = b.AllocateZeros(DType::kBFloat16, PageBoundsShape(pages, kv_heads, d));
     Tensor selected = b.Allocate(DType::kInt32, {kv_heads, k + 1});
     Tensor attn = b.Allocate(DType::kBFloat16, {1, heads * d}), y = b.Allocate(DType::kFloat32, {1, 64});
     const PageBoundsArgs pb = WholeSequenceBounds(kp, table, page_size, kv_len);
@@ -425,7 +425,7 @@ TEST_F(CudaOpsTest, SelectTopPagesBatchMatchesSingles) {
     std::vector<int32_t> table(pages);
     std::iota(table.begin(), table.end(), 0);
     q = OnGpu(Random({1, sh.heads, sh.d}));
-    bounds = gpu_->AllocateZeros(bounds_dtype, {pages, sh.kv_heads, 2, sh.d});
+    bounds = gpu_->AllocateZeros(bounds_dtype, PageBoundsShape(pages, sh.kv_heads, sh.d));
     gpu_->UpdatePageBounds(WholeSequenceBounds(kpool, table, page_size, len), bounds);
   };
   struct Member {

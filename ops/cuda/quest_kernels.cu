@@ -1,24 +1,30 @@
 // Quest's page bounds and top-k page selection (see quest_kernels.h).
 //
 // UpdatePageBounds: one thread per (Quest page, KV head, 8 dims) folds the
-// page's positions in [begin, end) in order (16-byte loads; a decode step is
-// one tiny launch, a prefill/refold a wide one). FP8 E4M3 bounds
+// page's positions in [begin, end) in order (16-byte Key loads; the 8
+// dimensions' bounds are 2 * 128 elements apart in the tile layout, so they
+// are stored one by one; a decode step is one tiny launch, a prefill/refold
+// a wide one). FP8 E4M3 bounds
 // (bounds_fp8): the fold runs in float over the Keys (or the stored codes'
 // exact values) and stores the min rounded down, the max rounded up
 // (runtime/fp8.h, the CPU reference's own functions).
 //
 // SelectTopPages, two launches:
-//  1. scoring: a CTA per (page range, KV head); a page's [min | max] row is
-//     read by a group of lanes with 16-byte loads (one warp per page at
-//     head_dim 128), each lane holding the query coefficients of its
-//     elements in registers: min(q, 0) for the min row, max(q, 0) for the
-//     max row, so the bound is a plain dot product (FP8 bounds: 16 codes per
-//     16-byte load, converted e4m3x2 -> f16x2 in hardware; exact, so the
-//     scores are as exact as bf16's). SUM over the GQA group
-//     folds the group's coefficients into one vector first; MAX keeps up to
-//     8 heads and reduce-scatters them across the lanes. fp32 scores, NaN ->
-//     -inf, to the scratch [num_kv_heads, num_pages]. About 4 CTAs per SM,
-//     each at least 32 KB of bounds.
+//  1. scoring: a 256-thread CTA per (tile of 128 pages, KV head) over the
+//     tile layout (runtime/page_bounds_layout.h: per dimension, the tile's
+//     pages' min row, then their max row). Each warp takes an eighth of the
+//     dimensions; per dimension a lane loads, with 16-byte loads, only the
+//     sides whose query coefficient is nonzero: min(q, 0) for the min row,
+//     max(q, 0) for the max row. With one query head per KV head (MHA, or
+//     a GQA head's own pass under MAX) that is the sign's side alone, half
+//     the bytes: H100, cold, 32 heads, FP8, 32K / 128K tokens 8.1 / 18.8-19.3
+//     us against 11.3 / 27.7 for the [page][head][min | max] layout read in
+//     full (session 15). FP8 bounds: 16 codes per load, converted e4m3x2 ->
+//     f16x2 in hardware (exact). SUM over a GQA group folds the group's
+//     coefficients first; MAX scores the group's heads one pass each. The
+//     lanes' partial sums reduce-scatter across the lanes of a column, the
+//     warps' meet in shared memory; fp32 scores, NaN -> -inf, to the
+//     scratch [num_kv_heads, num_pages].
 //  2. select: a 512-thread CTA per KV head. First counting rounds over the
 //     scores in registers (SelectRowBinned): 4096 equal-width bins between
 //     the finite min and max live score, a block scan for the bin of the
@@ -69,6 +75,7 @@
 #include "ops/cuda/device_util.cuh"
 #include "ops/cuda/quest_kernels.h"
 #include "runtime/fp8.h"
+#include "runtime/page_bounds_layout.h"
 
 namespace quest::ops::cuda {
 namespace {
@@ -87,51 +94,6 @@ __device__ __forceinline__ void LoadVec(const T* src, T (&dst)[VEC]) {
   } else {
 #pragma unroll
     for (int i = 0; i < VEC; ++i) dst[i] = src[i];
-  }
-}
-
-template <typename T, int VEC>
-__device__ __forceinline__ void StoreVec(T* dst, const T (&src)[VEC]) {
-  if constexpr (VEC == 8) {
-    uint4 v;
-    T* t = reinterpret_cast<T*>(&v);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) t[i] = src[i];
-    *reinterpret_cast<uint4*>(dst) = v;
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) dst[i] = src[i];
-  }
-}
-
-// E4M3 bounds (PageBoundsParams::bounds_fp8): VEC codes as one load / store.
-template <int VEC>
-__device__ __forceinline__ void LoadCodes(const uint8_t* src, float (&dst)[VEC]) {
-  if constexpr (VEC == 8) {
-    const uint2 v = *reinterpret_cast<const uint2*>(src);
-    const uint32_t w[2] = {v.x, v.y};
-#pragma unroll
-    for (int i = 0; i < 8; ++i) dst[i] = fp8::E4M3ToFloat(static_cast<uint8_t>(w[i >> 2] >> (8 * (i & 3))));
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) dst[i] = fp8::E4M3ToFloat(src[i]);
-  }
-}
-
-// Stores the codes of VEC values rounded down (kUp: up).
-template <bool kUp, int VEC>
-__device__ __forceinline__ void StoreCodes(uint8_t* dst, const float (&src)[VEC]) {
-  uint32_t c[VEC];
-#pragma unroll
-  for (int i = 0; i < VEC; ++i) c[i] = kUp ? fp8::E4M3RoundUp(src[i]) : fp8::E4M3RoundDown(src[i]);
-  if constexpr (VEC == 8) {
-    uint2 v;
-    v.x = c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24);
-    v.y = c[4] | (c[5] << 8) | (c[6] << 16) | (c[7] << 24);
-    *reinterpret_cast<uint2*>(dst) = v;
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) dst[i] = static_cast<uint8_t>(c[i]);
   }
 }
 
@@ -160,11 +122,14 @@ __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_
     const T* k = static_cast<const T*>(p.k_pages) +
                  (int64_t{phys} * p.page_size + from % p.page_size) * row + int64_t{g} * p.head_dim +
                  v * VEC;
-    const int64_t b_off = (qp * p.num_kv_heads + g) * 2 * p.head_dim + v * VEC;
+    // Dimension v * VEC + j's min sits j * 2 * kBoundsTile elements on, its
+    // max kBoundsTile after its min (runtime/page_bounds_layout.h).
+    const int64_t b_off = BoundsIndex(qp, g, v * VEC, 0, p.num_kv_heads, p.head_dim);
+    constexpr int64_t kDim = 2 * kBoundsTile;
     int64_t pos = from;
     if constexpr (FP8) {
       uint8_t* lo_ptr = static_cast<uint8_t*>(p.bounds) + b_off;
-      uint8_t* hi_ptr = lo_ptr + p.head_dim;
+      uint8_t* hi_ptr = lo_ptr + kBoundsTile;
       float lo[VEC], hi[VEC];
       if (from == start) {  // the page's first Key resets it
         T x[VEC];
@@ -174,8 +139,11 @@ __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_
         k += row;
         ++pos;
       } else {  // widen what the earlier positions left
-        LoadCodes<VEC>(lo_ptr, lo);
-        LoadCodes<VEC>(hi_ptr, hi);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          lo[j] = fp8::E4M3ToFloat(lo_ptr[j * kDim]);
+          hi[j] = fp8::E4M3ToFloat(hi_ptr[j * kDim]);
+        }
       }
 #pragma unroll 4
       for (; pos < to; ++pos, k += row) {
@@ -188,11 +156,14 @@ __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_
           if (hi[j] < xf) hi[j] = xf;
         }
       }
-      StoreCodes<false, VEC>(lo_ptr, lo);
-      StoreCodes<true, VEC>(hi_ptr, hi);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        lo_ptr[j * kDim] = static_cast<uint8_t>(fp8::E4M3RoundDown(lo[j]));
+        hi_ptr[j * kDim] = static_cast<uint8_t>(fp8::E4M3RoundUp(hi[j]));
+      }
     } else {
       T* lo_ptr = static_cast<T*>(p.bounds) + b_off;
-      T* hi_ptr = lo_ptr + p.head_dim;
+      T* hi_ptr = lo_ptr + kBoundsTile;
       T lo[VEC], hi[VEC];
       if (from == start) {  // the page's first Key resets it
         LoadVec<T, VEC>(k, lo);
@@ -201,8 +172,11 @@ __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_
         k += row;
         ++pos;
       } else {  // widen what the earlier positions left
-        LoadVec<T, VEC>(lo_ptr, lo);
-        LoadVec<T, VEC>(hi_ptr, hi);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          lo[j] = lo_ptr[j * kDim];
+          hi[j] = hi_ptr[j * kDim];
+        }
       }
       // In position order, with the reference's std::min / std::max rules.
 #pragma unroll 4
@@ -216,8 +190,11 @@ __global__ void PageBoundsKernel(PageBoundsParams p, int64_t first_qpage, int64_
           if (F(hi[j]) < xf) hi[j] = x[j];
         }
       }
-      StoreVec<T, VEC>(lo_ptr, lo);
-      StoreVec<T, VEC>(hi_ptr, hi);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        lo_ptr[j * kDim] = lo[j];
+        hi_ptr[j * kDim] = hi[j];
+      }
     }
   }
 }
@@ -249,31 +226,6 @@ __device__ __forceinline__ float QCoef(const T* q, int d, int e) {
 
 __device__ __forceinline__ float NanToNegInf(float s) { return isnan(s) ? -INFINITY : s; }
 
-// Reduce-scatter of CNT per-lane values over the lanes of xor offsets OFF,
-// OFF/2, ..., 1: afterwards a[0] holds the total of value `head`.
-template <int CNT, int OFF>
-struct Scatter {
-  static __device__ __forceinline__ void Run(float* a, int lane, int& head) {
-    constexpr int kHalf = CNT / 2;
-    const bool up = (lane & OFF) != 0;
-#pragma unroll
-    for (int i = 0; i < kHalf; ++i) {
-      const float send = up ? a[i] : a[i + kHalf];
-      const float keep = up ? a[i + kHalf] : a[i];
-      a[i] = keep + __shfl_xor_sync(kFull, send, OFF);
-    }
-    if (up) head += kHalf;
-    Scatter<kHalf, OFF / 2>::Run(a, lane, head);
-  }
-};
-template <int OFF>
-struct Scatter<1, OFF> {
-  static __device__ __forceinline__ void Run(float* a, int, int&) {
-#pragma unroll
-    for (int off = OFF; off >= 1; off >>= 1) a[0] += __shfl_xor_sync(kFull, a[0], off);
-  }
-};
-
 // Four E4M3 codes (one 32-bit word, little-endian) as floats: Hopper's
 // e4m3x2 -> f16x2 conversion (exact; NaN stays NaN), then f16 -> f32.
 // (Placing a code's bits in a half with integer ops and catching NaN codes
@@ -288,160 +240,163 @@ __device__ __forceinline__ void E4M3Quad(uint32_t w, float (&x)[4]) {
   x[3] = b.y;
 }
 
-// Pages in flight per lane of the FP8 scorer with one coefficient vector.
-constexpr int kFp8Unroll = 4;
-
-// How the scorer lays a page's [min | max] row of one KV head over lanes.
-// FP8: E4M3 bounds, 16 per 16-byte vector (else T, 8 per vector); with
-// MAX over 4 or more heads 8 per 8-byte vector, the bf16 layout (a lane's
-// coefficients per head stay 8, not 16: registers).
-template <bool FP8, int D, int H>
-struct ScoreGeo {
-  static constexpr int kVecBytes = FP8 && H >= 4 ? 8 : 16;  // bytes per lane load
-  static constexpr int kEpv = FP8 ? kVecBytes : 8;          // bound elements per vector
-  static constexpr int kVpr = 2 * D / kEpv;                 // vectors per [min | max] row
-  static constexpr int kLanes = kVpr < 32 ? kVpr : 32;      // lanes per page
-  static constexpr int kNv = kVpr / kLanes;                 // vectors per lane
-  static constexpr int kPpw = 32 / kLanes;                  // pages per warp
-  static constexpr int kUnroll = FP8 && H == 1 && kNv == 1 ? kFp8Unroll
-                                 : H * kNv <= 2 || kVecBytes == 8 ? 4 : 2;  // pages in flight per lane
+// How a CTA of kWarps warps lays one tile of one KV head's bounds
+// (runtime/page_bounds_layout.h) over its lanes: warp w takes dimensions
+// [w * kDimsPerWarp, (w + 1) * kDimsPerWarp); a row (the tile's pages at one
+// dimension and side) is read as 16-byte vectors of kEpv bounds by
+// kLanesPerRow lanes, so one warp-wide load covers kDimsPerLoad dimensions.
+// A lane loads kPass slots (dimensions) per side at a time.
+template <bool FP8, int D, int kWarps>
+struct TileGeo {
+  static constexpr int kEpv = FP8 ? 16 : 8;
+  static constexpr int kLanesPerRow = static_cast<int>(kBoundsTile) / kEpv;
+  static constexpr int kDimsPerLoad = 32 / kLanesPerRow;
+  static constexpr int kDimsPerWarp = D / kWarps;
+  static constexpr int kSlots = kDimsPerWarp / kDimsPerLoad;
+  static constexpr int kPass = kSlots < 4 ? kSlots : 4;  // 2 x 4 vectors in flight per lane
+  // After the reduce-scatter over the lanes of a column: pages per lane.
+  static constexpr int kPagesPerLane = kEpv / kDimsPerLoad;
+  static_assert(kSlots >= 1 && kSlots % kPass == 0, "head_dim too small for the CTA's warps");
+  static_assert(kLanesPerRow * kEpv == kBoundsTile && kPagesPerLane * 32 == kBoundsTile, "tile over lanes");
 };
 
-// Scores pages [p0, p1) of KV head g into out[page].
-// D: head_dim (64/128/256). H == 1: one coefficient vector (SUM over the
-// group, or a group of one); H in {2, 4, 8}: MAX over up to H heads.
-// (ScoreGeo: the row's layout over the lanes.)
-template <typename T, bool FP8, int D, int H, int THREADS>
-__device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64_t p0, int64_t p1,
-                                           float* out) {
-  using Geo = ScoreGeo<FP8, D, H>;
-  constexpr int kVecBytes = Geo::kVecBytes, kEpv = Geo::kEpv, kVpr = Geo::kVpr, kLanes = Geo::kLanes;
-  constexpr int kNv = Geo::kNv, kPpw = Geo::kPpw, kUnroll = Geo::kUnroll;
-  constexpr int kWords = kVecBytes / 4;
-  constexpr int kWarps = THREADS / 32;
-  static_assert(H <= kLanes, "heads to scatter exceed the lanes of a page");
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane / kLanes, li = lane % kLanes;
-  const int group = p.num_heads / p.num_kv_heads;
-  const T* q = static_cast<const T*>(p.q) + int64_t{g} * group * D;
-
-  constexpr int kElemBytes = FP8 ? 1 : static_cast<int>(sizeof(T));
-  const char* rows = static_cast<const char*>(p.bounds) + int64_t{g} * 2 * D * kElemBytes;
-  const int64_t page_vecs = int64_t{p.num_kv_heads} * kVpr;  // vector stride between pages
-  constexpr int64_t kStep = int64_t{kWarps} * kPpw * kUnroll;  // pages per round of the CTA
-  // A round's loads: kUnroll pages per lane, the warp's pages from wb on.
-  auto load = [&](int64_t wb, uint4 (&v)[kUnroll][kNv]) {
+// kN bounds of one 16-byte vector as floats.
+template <typename T, bool FP8>
+__device__ __forceinline__ void UnpackBounds(const uint4& v, float (&x)[FP8 ? 16 : 8]) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t pg = wb + u * kWarps * kPpw + sub;
+  for (int j = 0; j < 4; ++j) {
+    if constexpr (FP8) {
+      float f[4];
+      E4M3Quad(w[j], f);
 #pragma unroll
-      for (int i = 0; i < kNv; ++i) {
-        const int64_t at = pg * page_vecs + li + i * kLanes;
-        if constexpr (kVecBytes == 16) {
-          v[u][i] = pg < p1 ? __ldg(reinterpret_cast<const uint4*>(rows) + at) : make_uint4(0, 0, 0, 0);
-        } else {
-          const uint2 t = pg < p1 ? __ldg(reinterpret_cast<const uint2*>(rows) + at) : make_uint2(0, 0);
-          v[u][i] = make_uint4(t.x, t.y, 0, 0);
-        }
-      }
-    }
-  };
-  // The first round's bounds are requested before the query's
-  // coefficients are computed (which wait for the query's loads), so the
-  // two latencies overlap. (Loading each next round before scoring the
-  // current one took 15-20 more registers, past the 64 that four CTAs per
-  // SM allow; prefetching it into L2 instead measured slower on an H100,
-  // 32K MHA FP8 scoring 11.4 -> 12.8 us.)
-  int64_t wb = p0 + int64_t{warp} * kPpw;
-  uint4 v[kUnroll][kNv];
-  if (wb < p1) load(wb, v);
-
-  float c[H][kNv][kEpv];
-#pragma unroll
-  for (int i = 0; i < kNv; ++i) {
-#pragma unroll
-    for (int t = 0; t < kEpv; ++t) {
-      const int e = (li + i * kLanes) * kEpv + t;
-      if constexpr (H == 1) {
-        float s = 0.0f;
-        for (int h = 0; h < group; ++h) s += QCoef(q + h * D, D, e);
-        c[0][i][t] = s;
-      } else {
-#pragma unroll
-        for (int h = 0; h < H; ++h) c[h][i][t] = h < group ? QCoef(q + h * D, D, e) : 0.0f;
-      }
-    }
-  }
-
-  for (bool first = true; wb < p1; wb += kStep, first = false) {
-    if (!first) load(wb, v);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      float acc[H];
-#pragma unroll
-      for (int h = 0; h < H; ++h) acc[h] = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kNv; ++i) {
-        const uint32_t w[4] = {v[u][i].x, v[u][i].y, v[u][i].z, v[u][i].w};
-#pragma unroll
-        for (int j = 0; j < kWords; ++j) {
-          if constexpr (FP8) {
-            float x[4];
-            E4M3Quad(w[j], x);
-#pragma unroll
-            for (int t = 0; t < 4; ++t) {
-#pragma unroll
-              for (int h = 0; h < H; ++h) acc[h] = fmaf(c[h][i][4 * j + t], x[t], acc[h]);
-            }
-          } else {
-            const float2 x = Unpack2<T>(w[j]);
-#pragma unroll
-            for (int h = 0; h < H; ++h) {
-              acc[h] = fmaf(c[h][i][2 * j], x.x, acc[h]);
-              acc[h] = fmaf(c[h][i][2 * j + 1], x.y, acc[h]);
-            }
-          }
-        }
-      }
-      float s;
-      if constexpr (H == 1) {
-#pragma unroll
-        for (int off = kLanes / 2; off >= 1; off >>= 1) acc[0] += __shfl_xor_sync(kFull, acc[0], off);
-        s = acc[0];
-      } else {
-        int head = 0;
-        Scatter<H, kLanes / 2>::Run(acc, lane, head);
-        // The reference's running std::max: a NaN first head poisons the
-        // page, a later NaN head never wins.
-        s = acc[0];
-        s = head >= group ? -INFINITY : (isnan(s) ? (head == 0 ? NAN : -INFINITY) : s);
-#pragma unroll
-        for (int off = kLanes / 2; off >= kLanes / H; off >>= 1) {
-          const float o = __shfl_xor_sync(kFull, s, off);
-          s = (isnan(s) || isnan(o)) ? NAN : fmaxf(s, o);
-        }
-      }
-      const int64_t pg = wb + u * kWarps * kPpw + sub;
-      if (li == 0 && pg < p1) out[pg] = NanToNegInf(s);
+      for (int t = 0; t < 4; ++t) x[4 * j + t] = f[t];
+    } else {
+      const float2 f = Unpack2<T>(w[j]);
+      x[2 * j] = f.x;
+      x[2 * j + 1] = f.y;
     }
   }
 }
 
-template <typename T, bool FP8, int D, int H>
-__global__ __launch_bounds__(kScoreThreads) void ScoreKernel(TopPagesParams p, int64_t n, int64_t stride,
+// Scores pages [p0, p1) of KV head g into out[page]; every thread of the
+// CTA (THREADS) calls it with the same arguments. A tile at a time: each
+// lane reads, per dimension, only the sides whose query coefficient is
+// nonzero (the sign's side: for one query head, half the bounds), the
+// warps' partial sums meet in shared memory. MAX over a GQA group scores
+// the group's heads one pass each (the later passes mostly hit L1).
+template <typename T, bool FP8, int D, int THREADS>
+__device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64_t p0, int64_t p1, float* out) {
+  constexpr int kWarps = THREADS / 32;
+  using Geo = TileGeo<FP8, D, kWarps>;
+  constexpr int kEpv = Geo::kEpv, kLanesPerRow = Geo::kLanesPerRow, kDimsPerLoad = Geo::kDimsPerLoad;
+  constexpr int kSlots = Geo::kSlots, kPass = Geo::kPass, kPagesPerLane = Geo::kPagesPerLane;
+  constexpr int64_t kT = kBoundsTile;
+  using Elem = std::conditional_t<FP8, uint8_t, T>;
+  __shared__ float partial[kWarps][kBoundsTile];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int group = p.num_heads / p.num_kv_heads;
+  const int head_passes = p.combine_sum ? 1 : group;
+  const T* q = static_cast<const T*>(p.q) + int64_t{g} * group * D;
+  const int col = (lane % kLanesPerRow) * kEpv;
+  const int dim0 = warp * Geo::kDimsPerWarp + lane / kLanesPerRow;  // slot s: dim0 + s * kDimsPerLoad
+  // The reduce-scatter below leaves lane `lane` the pages col + first + [0, kPagesPerLane).
+  int first = 0;
+#pragma unroll
+  for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) first += (lane & off) ? half : 0;
+
+  for (int64_t t = p0 / kT; t * kT < p1; ++t) {
+    const Elem* tile = static_cast<const Elem*>(p.bounds) + BoundsIndex(t * kT, g, 0, 0, p.num_kv_heads, D);
+    float combined = 0.0f;  // threads < kBoundsTile: page t * kT + tid
+    for (int h = 0; h < head_passes; ++h) {
+      float acc[kEpv];
+#pragma unroll
+      for (int e = 0; e < kEpv; ++e) acc[e] = 0.0f;
+#pragma unroll
+      for (int s0 = 0; s0 < kSlots; s0 += kPass) {
+        float cmin[kPass], cmax[kPass];
+        uint4 vmin[kPass], vmax[kPass];
+#pragma unroll
+        for (int i = 0; i < kPass; ++i) {
+          const int d = dim0 + (s0 + i) * kDimsPerLoad;
+          if (p.combine_sum) {
+            cmin[i] = cmax[i] = 0.0f;
+            for (int j = 0; j < group; ++j) {
+              cmin[i] += QCoef(q + j * D, D, d);
+              cmax[i] += QCoef(q + j * D, D, D + d);
+            }
+          } else {
+            cmin[i] = QCoef(q + h * D, D, d);
+            cmax[i] = QCoef(q + h * D, D, D + d);
+          }
+          // A zero coefficient's side is not read (NaN != 0 is read).
+          const uint4* row = reinterpret_cast<const uint4*>(tile + int64_t{d} * 2 * kT + col);
+          const uint4 zero = make_uint4(0, 0, 0, 0);
+          vmin[i] = cmin[i] != 0.0f ? __ldg(row) : zero;
+          vmax[i] = cmax[i] != 0.0f ? __ldg(row + kT * sizeof(Elem) / 16) : zero;
+        }
+#pragma unroll
+        for (int i = 0; i < kPass; ++i) {
+          float lo[kEpv], hi[kEpv];
+          UnpackBounds<T, FP8>(vmin[i], lo);
+          UnpackBounds<T, FP8>(vmax[i], hi);
+#pragma unroll
+          for (int e = 0; e < kEpv; ++e) acc[e] = fmaf(cmax[i], hi[e], fmaf(cmin[i], lo[e], acc[e]));
+        }
+      }
+      // Reduce-scatter over the lanes sharing a column (xor 16 .. kLanesPerRow).
+#pragma unroll
+      for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) {
+        const bool up = (lane & off) != 0;
+#pragma unroll
+        for (int i = 0; i < half; ++i) {
+          const float send = up ? acc[i] : acc[i + half];
+          const float keep = up ? acc[i + half] : acc[i];
+          acc[i] = keep + __shfl_xor_sync(kFull, send, off);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kPagesPerLane; ++i) partial[warp][col + first + i] = acc[i];
+      __syncthreads();
+      if (tid < kBoundsTile) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) s += partial[w][tid];
+        // MAX: the reference's running std::max (a NaN first head poisons
+        // the page, a later NaN head never wins).
+        combined = h == 0 ? s : (combined < s ? s : combined);
+      }
+      __syncthreads();  // partial is rewritten by the next pass
+    }
+    const int64_t pg = t * kT + tid;
+    if (tid < kBoundsTile && pg >= p0 && pg < p1) out[pg] = NanToNegInf(combined);
+  }
+}
+
+// Pages per CTA of the scoring kernels: one tile (2048 tokens at pages of
+// 16), or `fixed` rounded up to whole tiles (tuning).
+int64_t ScorePagesPerCta(int64_t fixed) {
+  return fixed > 0 ? (fixed + kBoundsTile - 1) / kBoundsTile * kBoundsTile : kBoundsTile;
+}
+
+// Four CTAs per SM (64 registers): one wave of tiles at 32K MHA.
+constexpr int kScoreCtasPerSm = 4;
+
+template <typename T, bool FP8, int D>
+__global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(TopPagesParams p, int64_t n, int64_t stride,
                                                              int64_t per_cta) {
   WaitPrimary();
   const int64_t p0 = blockIdx.x * per_cta;
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
-  ScoreRange<T, FP8, D, H, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
+  ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
   AllowDependents();
 }
 
 // A batch's scoring: CTA (x, y, z) scores pages [x * per_cta, ..) of KV
 // head y of member z (CTAs past a member's pages, or of a member whose
 // selection needs no scores, only pass the dependency chain on).
-template <typename T, bool FP8, int D, int H>
-__global__ __launch_bounds__(kScoreThreads) void ScoreBatchKernel(const __grid_constant__ TopPagesBatchParams b,
+template <typename T, bool FP8, int D>
+__global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreBatchKernel(const __grid_constant__ TopPagesBatchParams b,
                                                                   int64_t per_cta) {
   WaitPrimary();
   const TopPagesMember& m = b.members[blockIdx.z];
@@ -452,8 +407,8 @@ __global__ __launch_bounds__(kScoreThreads) void ScoreBatchKernel(const __grid_c
     p.q = m.q;
     p.bounds = m.bounds;
     const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
-    ScoreRange<T, FP8, D, H, kScoreThreads>(p, blockIdx.y, p0, p1,
-                                            p.scores + m.scores_offset + blockIdx.y * m.num_pages);
+    ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1,
+                                         p.scores + m.scores_offset + blockIdx.y * m.num_pages);
   }
   AllowDependents();
 }
@@ -470,15 +425,17 @@ __global__ void ScoreGenericKernel(TopPagesParams p, int64_t n, int64_t stride) 
   for (int64_t w = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) >> 5; w < total; w += warps) {
     const int g = static_cast<int>(w % kvh);
     const int64_t pg = w / kvh;
-    const int64_t b_off = (pg * kvh + g) * 2 * d;
     float combined = 0.0f;
     for (int h = 0; h < group; ++h) {
       const T* qh = static_cast<const T*>(p.q) + (int64_t{g} * group + h) * d;
       float acc = 0.0f;
       for (int e = lane; e < 2 * d; e += 32) {
-        const float b = FP8 ? fp8::E4M3ToFloat(static_cast<const uint8_t*>(p.bounds)[b_off + e])
-                            : F(static_cast<const T*>(p.bounds)[b_off + e]);
-        acc = fmaf(QCoef(qh, d, e), b, acc);
+        const float c = QCoef(qh, d, e);
+        if (c == 0.0f) continue;  // that side is not read
+        const int64_t at = BoundsIndex(pg, g, e < d ? e : e - d, e < d ? 0 : 1, kvh, d);
+        const float b = FP8 ? fp8::E4M3ToFloat(static_cast<const uint8_t*>(p.bounds)[at])
+                            : F(static_cast<const T*>(p.bounds)[at]);
+        acc = fmaf(c, b, acc);
       }
 #pragma unroll
       for (int off = 16; off >= 1; off >>= 1) acc += __shfl_xor_sync(kFull, acc, off);
@@ -1037,8 +994,8 @@ __global__ __launch_bounds__(kSelectThreads) void SelectBatchKernel(const __grid
 // scores the others left in L2. A head's select so starts as soon as its
 // own pages are scored, under the other heads' scoring, with no select
 // launch and no scoring-grid drain in between.
-template <typename T, bool FP8, int D, int H, int E>
-__global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesParams p, int n, int64_t stride,
+template <typename T, bool FP8, int D, int E>
+__global__ __launch_bounds__(kSelectThreads, 2) void ScoreSelectKernel(TopPagesParams p, int n, int64_t stride,
                                                                     int64_t per_cta) {
   WaitPrimary();
   AllowDependents();  // the next kernel still waits for this grid's end before any read
@@ -1046,7 +1003,7 @@ __global__ __launch_bounds__(kSelectThreads) void ScoreSelectKernel(TopPagesPara
   const int64_t p0 = blockIdx.x * per_cta;
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
   float* row = p.scores + g * stride;
-  ScoreRange<T, FP8, D, H, kSelectThreads>(p, g, p0, p1, row);
+  ScoreRange<T, FP8, D, kSelectThreads>(p, g, p0, p1, row);
   __shared__ bool last;
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -1085,7 +1042,7 @@ constexpr int kClusterThreads = 512;
 constexpr int kClusterWarps = kClusterThreads / 32;
 constexpr int kMaxClusterSlice = 8192;  // keys per CTA in shared memory (32 KB)
 
-template <typename T, bool FP8, int D, int H>
+template <typename T, bool FP8, int D>
 __global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesParams p, int n, int slice) {
   namespace cg = cooperative_groups;
   WaitPrimary();
@@ -1107,7 +1064,7 @@ __global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesP
   const int p0 = r * slice;
   const int p1 = p0 + slice < n ? p0 + slice : n;
   const int cnt = p1 > p0 ? p1 - p0 : 0;
-  if (cnt > 0) ScoreRange<T, FP8, D, H, kClusterThreads>(p, g, p0, p1, sc - p0);
+  if (cnt > 0) ScoreRange<T, FP8, D, kClusterThreads>(p, g, p0, p1, sc - p0);
   __syncthreads();
   for (int i = tid; i < cnt; i += kClusterThreads) key[i] = OrderedKey(sc[i]);
   // (the barrier of the first pass orders these writes before the reads)
@@ -1183,11 +1140,13 @@ __global__ __launch_bounds__(kClusterThreads) void ClusterSelectKernel(TopPagesP
   }
 }
 
-template <typename T, bool FP8, int D, int H>
+template <typename T, bool FP8, int D>
 cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cudaStream_t stream) {
-  const int slice = (n + cluster_size - 1) / cluster_size;
+  // Whole tiles per CTA (a tile split between two CTAs is read twice).
+  const int tile = static_cast<int>(kBoundsTile);
+  const int slice = ((n + cluster_size - 1) / cluster_size + tile - 1) / tile * tile;
   if (slice > kMaxClusterSlice) return cudaErrorInvalidValue;
-  const void* kernel = reinterpret_cast<const void*>(&ClusterSelectKernel<T, FP8, D, H>);
+  const void* kernel = reinterpret_cast<const void*>(&ClusterSelectKernel<T, FP8, D>);
   static bool configured = false;  // host-side, per instantiation
   if (!configured) {
     if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -1210,7 +1169,7 @@ cudaError_t LaunchCluster(const TopPagesParams& p, int n, int cluster_size, cuda
   attr[1].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attr;
   config.numAttrs = p.pdl ? 2 : 1;
-  return cudaLaunchKernelEx(&config, ClusterSelectKernel<T, FP8, D, H>, p, n, slice);
+  return cudaLaunchKernelEx(&config, ClusterSelectKernel<T, FP8, D>, p, n, slice);
 }
 
 // Measured on an H100 (quest_kernels_test, CUDA graph timing, head_dim
@@ -1307,71 +1266,41 @@ struct SelectShape {
   size_t flag_bytes = 0;
 };
 
-// Calls f(integral_constant D, integral_constant H) for the scoring
-// kernels' register-resident shapes (head_dim 64/128/256; H query heads
-// combined by MAX, or 1: SUM or one head); false for any other.
+// Calls f(integral_constant D) for the tile scorer's head dims (64, 128,
+// 256); false for any other.
 template <typename F>
-bool DispatchFastShape(int head_dim, int h, F&& f) {
+bool DispatchHeadDim(int head_dim, F&& f) {
   using std::integral_constant;
-  switch (head_dim * 16 + h) {
-    case 64 * 16 + 1: f(integral_constant<int, 64>{}, integral_constant<int, 1>{}); return true;
-    case 64 * 16 + 2: f(integral_constant<int, 64>{}, integral_constant<int, 2>{}); return true;
-    case 64 * 16 + 4: f(integral_constant<int, 64>{}, integral_constant<int, 4>{}); return true;
-    case 64 * 16 + 8: f(integral_constant<int, 64>{}, integral_constant<int, 8>{}); return true;
-    case 128 * 16 + 1: f(integral_constant<int, 128>{}, integral_constant<int, 1>{}); return true;
-    case 128 * 16 + 2: f(integral_constant<int, 128>{}, integral_constant<int, 2>{}); return true;
-    case 128 * 16 + 4: f(integral_constant<int, 128>{}, integral_constant<int, 4>{}); return true;
-    case 128 * 16 + 8: f(integral_constant<int, 128>{}, integral_constant<int, 8>{}); return true;
-    case 256 * 16 + 1: f(integral_constant<int, 256>{}, integral_constant<int, 1>{}); return true;
-    case 256 * 16 + 2: f(integral_constant<int, 256>{}, integral_constant<int, 2>{}); return true;
-    case 256 * 16 + 4: f(integral_constant<int, 256>{}, integral_constant<int, 4>{}); return true;
+  switch (head_dim) {
+    case 64: f(integral_constant<int, 64>{}); return true;
+    case 128: f(integral_constant<int, 128>{}); return true;
+    case 256: f(integral_constant<int, 256>{}); return true;
     default: return false;
   }
 }
 
-// Query heads the scorer combines in registers (1: SUM over the group, or
-// a group of one; 2/4/8: MAX over that many), 0 where it cannot.
-int ScoreHeads(const TopPagesParams& p) {
-  const int group = p.num_heads / p.num_kv_heads;
-  return (p.combine_sum || group == 1) ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : group <= 8 ? 8 : 0;
-}
-
-// Whether the register-resident scoring kernels take this shape (the
-// rest: ScoreGenericKernel, a warp per page and head).
+// Whether the tile scorer takes this shape (the rest: ScoreGenericKernel,
+// a warp per page and head).
 bool FastScoringShape(const TopPagesParams& p, const void* bounds) {
   if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return false;
-  const int h = ScoreHeads(p), d = p.head_dim;
-  return (d == 64 || d == 128 || (d == 256 && h <= 4)) && h != 0 && Aligned16(bounds);
+  const int d = p.head_dim;
+  return (d == 64 || d == 128 || d == 256) && Aligned16(bounds);
 }
 
-// Pages per CTA of the scoring kernels over `pages` pages of each of
-// `kv_heads` heads (a batch's: all its members' pages): about 4 CTAs per
-// SM, each at least 32 KB of bounds (measured on an H100: smaller CTAs, up
-// to the 8 per SM before, spent more on CTA start-up than they saved in
-// tail), or `fixed` pages (tuning, when > 0).
-template <typename T, bool FP8, int D, int H>
-int64_t ScorePagesPerCta(int64_t pages, int kv_heads, int64_t fixed) {
-  using Geo = ScoreGeo<FP8, D, H>;
-  const int unit = kScoreThreads / Geo::kLanes * Geo::kUnroll;
-  const int64_t min_pages = 32768 / (2 * D * (FP8 ? 1 : static_cast<int>(sizeof(T))));
-  return PagesPerCta(pages, kv_heads, unit, int64_t{NumSms()} * 4, fixed > 0 ? fixed : min_pages, fixed > 0);
-}
-
-template <typename T, bool FP8, int D, int H>
+template <typename T, bool FP8, int D>
 cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, cudaStream_t stream) {
-  using Geo = ScoreGeo<FP8, D, H>;
   const int64_t n = s.n, stride = p.num_pages;
   if (variant == 5 || variant == 6) {
-    return LaunchCluster<T, FP8, D, H>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
+    return LaunchCluster<T, FP8, D>(p, static_cast<int>(n), variant == 5 ? 8 : 16, stream);
   }
   if (variant == 2) {
     // Two CTAs of kSelectThreads per SM, shared evenly among the KV heads
     // (H100, MHA 32K B=2048 FP8 with the per-head wait: 5.37-5.38x dense
     // against 5.07-5.16x with one per SM).
     void (*kernel)(TopPagesParams, int, int64_t, int64_t) = nullptr;
-    DispatchKeysPerThread(s.e, [&](auto ec) { kernel = &ScoreSelectKernel<T, FP8, D, H, decltype(ec)::value>; });
+    DispatchKeysPerThread(s.e, [&](auto ec) { kernel = &ScoreSelectKernel<T, FP8, D, decltype(ec)::value>; });
     const int64_t ctas_per_head = 2 * NumSms() > p.num_kv_heads ? 2 * NumSms() / p.num_kv_heads : 1;
-    const int64_t per = PagesPerCta(n, 1, kSelectThreads / Geo::kLanes * Geo::kUnroll, ctas_per_head, 1, false);
+    const int64_t per = PagesPerCta(n, 1, static_cast<int>(kBoundsTile), ctas_per_head, 1, false);
     const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
     if (cudaError_t err = SetDynamicSmem(reinterpret_cast<const void*>(kernel), s.flag_bytes); err != cudaSuccess) {
       return err;
@@ -1379,19 +1308,17 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, 
     return LaunchMaybePdl(p.pdl, kernel, grid, dim3(kSelectThreads), s.flag_bytes, stream, p,
                           static_cast<int>(n), stride, per);
   }
-  const int64_t per = ScorePagesPerCta<T, FP8, D, H>(n, p.num_kv_heads, p.score_pages_per_cta);
+  const int64_t per = ScorePagesPerCta(p.score_pages_per_cta);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
-  return LaunchMaybePdl(p.pdl, &ScoreKernel<T, FP8, D, H>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per);
+  return LaunchMaybePdl(p.pdl, &ScoreKernel<T, FP8, D>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per);
 }
 
 template <typename T, bool FP8>
-cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, const SelectShape& s,
-                       cudaStream_t stream) {
+cudaError_t RunScoring(const TopPagesParams& p, bool fast, int variant, const SelectShape& s, cudaStream_t stream) {
   if (fast) {
     cudaError_t err = cudaSuccess;
-    const bool ran = DispatchFastShape(p.head_dim, h, [&](auto dc, auto hc) {
-      err = RunFast<T, FP8, decltype(dc)::value, decltype(hc)::value>(p, variant, s, stream);
-    });
+    const bool ran =
+        DispatchHeadDim(p.head_dim, [&](auto dc) { err = RunFast<T, FP8, decltype(dc)::value>(p, variant, s, stream); });
     if (ran) return err;
   }
   const int64_t n = s.n;
@@ -1403,10 +1330,9 @@ cudaError_t RunScoring(const TopPagesParams& p, int h, bool fast, int variant, c
 }
 
 template <typename T>
-cudaError_t Score(const TopPagesParams& p, int h, bool fast, int variant, const SelectShape& s,
-                  cudaStream_t stream) {
-  return p.bounds_fp8 ? RunScoring<T, true>(p, h, fast, variant, s, stream)
-                      : RunScoring<T, false>(p, h, fast, variant, s, stream);
+cudaError_t Score(const TopPagesParams& p, bool fast, int variant, const SelectShape& s, cudaStream_t stream) {
+  return p.bounds_fp8 ? RunScoring<T, true>(p, fast, variant, s, stream)
+                      : RunScoring<T, false>(p, fast, variant, s, stream);
 }
 
 }  // namespace
@@ -1418,7 +1344,7 @@ cudaError_t LaunchUpdatePageBounds(ElemType type, const PageBoundsParams& p, cud
     return cudaErrorInvalidValue;
   }
   const int64_t first = p.begin / p.bound_page, last = (p.end - 1) / p.bound_page;
-  const bool vec8 = p.head_dim % 8 == 0 && Aligned16(p.k_pages) && Aligned16(p.bounds);
+  const bool vec8 = p.head_dim % 8 == 0 && Aligned16(p.k_pages);
   const int64_t items = (last - first + 1) * p.num_kv_heads * (vec8 ? p.head_dim / 8 : p.head_dim);
   QUEST_DISPATCH(type, {
     void (*kernel)(PageBoundsParams, int64_t, int64_t) =
@@ -1440,7 +1366,6 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
                                                          p.ready, p.epoch);
     return cudaGetLastError();
   }
-  const int h = ScoreHeads(p);
   const bool fast = FastScoringShape(p, p.bounds);
   SelectShape shape;
   shape.n = n;
@@ -1455,7 +1380,7 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
 
   cudaError_t err = cudaSuccess;
   if (variant == 5 || variant == 6) {
-    QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, shape, stream); });
+    QUEST_DISPATCH(type, { err = Score<T>(p, fast, variant, shape, stream); });
     if (err == cudaSuccess) {
       if (p.launched_variant != nullptr) *p.launched_variant = variant;
       return err;
@@ -1464,7 +1389,7 @@ cudaError_t LaunchSelectTopPages(ElemType type, const TopPagesParams& p, cudaStr
     variant = 1;
   }
   if (p.launched_variant != nullptr) *p.launched_variant = variant;
-  QUEST_DISPATCH(type, { err = Score<T>(p, h, fast, variant, shape, stream); });
+  QUEST_DISPATCH(type, { err = Score<T>(p, fast, variant, shape, stream); });
   if (err != cudaSuccess || variant == 2 || variant == 4) return err;
   void (*select)(const float*, int64_t, int, int, int32_t*, unsigned*, unsigned) = nullptr;
   DispatchKeysPerThread(shape.e, [&](auto ec) { select = &SelectKernel<decltype(ec)::value>; });
@@ -1481,7 +1406,7 @@ bool SelectTopPagesBatchSupported(const TopPagesParams& shape, const void* bound
 cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& b, cudaStream_t stream) {
   const TopPagesParams& p = b.shape;
   if (b.count < 1 || b.count > kMaxTopPagesBatch || p.scores == nullptr) return cudaErrorInvalidValue;
-  int64_t most = 0, total = 0;
+  int64_t most = 0;
   for (int i = 0; i < b.count; ++i) {
     const TopPagesMember& m = b.members[i];
     const int64_t n = m.num_pages - 1;
@@ -1490,19 +1415,16 @@ cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& 
       return cudaErrorInvalidValue;
     }
     most = n > most ? n : most;
-    if (m.k > 0 && m.k < n) total += n;
   }
-  const int h = ScoreHeads(p);
   cudaError_t err = cudaSuccess;
   QUEST_DISPATCH(type, {
     auto score = [&](auto fp8c) {
       constexpr bool FP8 = decltype(fp8c)::value;
-      DispatchFastShape(p.head_dim, h, [&](auto dc, auto hc) {
-        constexpr int D = decltype(dc)::value, H = decltype(hc)::value;
-        // The CTAs sized over the batch's scored pages.
-        const int64_t per = ScorePagesPerCta<T, FP8, D, H>(total > 0 ? total : 1, p.num_kv_heads, 0);
+      DispatchHeadDim(p.head_dim, [&](auto dc) {
+        constexpr int D = decltype(dc)::value;
+        const int64_t per = ScorePagesPerCta(0);
         const int64_t ctas = most > 0 ? (most + per - 1) / per : 1;
-        err = LaunchMaybePdl(p.pdl, &ScoreBatchKernel<T, FP8, D, H>,
+        err = LaunchMaybePdl(p.pdl, &ScoreBatchKernel<T, FP8, D>,
                              dim3(static_cast<unsigned>(ctas), p.num_kv_heads, b.count), dim3(kScoreThreads), 0,
                              stream, b, per);
       });

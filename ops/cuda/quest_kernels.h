@@ -14,9 +14,10 @@
 
 namespace quest::ops::cuda {
 
-// Folds the Keys at positions [begin, end) into `bounds` [capacity,
-// num_kv_heads, 2, head_dim] (storage type): row 0 the elementwise min, row 1
-// the max over the Quest page's Keys. A position at a Quest page's start
+// Folds the Keys at positions [begin, end) into `bounds` (storage type),
+// laid out as runtime/page_bounds_layout.h says for `num_kv_heads` and
+// `head_dim`: side 0 the elementwise min, side 1 the max over the Quest
+// page's Keys. A position at a Quest page's start
 // resets that page's bounds to its own Key, others widen them; positions in
 // a page-table hole (-1) are skipped.
 struct PageBoundsParams {
@@ -47,13 +48,15 @@ cudaError_t LaunchUpdatePageBounds(ElemType type, const PageBoundsParams& p, cud
 
 // Per KV head g: scores every Quest page p in [0, num_pages - 1) with the
 // query heads of g combined (sum or max over the group of
-// sum_d max(q_d * min_pd, q_d * max_pd)), NaN counting as -inf, and writes
+// sum_d max(q_d * min_pd, q_d * max_pd), each side read only where its
+// coefficient min(q_d, 0) / max(q_d, 0) is nonzero), NaN counting as -inf,
+// and writes
 // the `k` best (ties: the lower page) in ascending page order, then
 // num_pages - 1 (the current page), to selected[g * (k + 1) ..].
 // 0 <= k <= num_pages - 1.
 struct TopPagesParams {
   const void* q = nullptr;       // [1, num_heads, head_dim]
-  const void* bounds = nullptr;  // [capacity, num_kv_heads, 2, head_dim]
+  const void* bounds = nullptr;  // as in PageBoundsParams
   bool bounds_fp8 = false;       // as in PageBoundsParams
   int64_t num_pages = 0;
   int64_t k = 0;
@@ -126,9 +129,8 @@ struct TopPagesBatchParams {
   int count = 0;  // 1 .. kMaxTopPagesBatch
   TopPagesMember members[kMaxTopPagesBatch];
 };
-// Whether the batched launch takes this shape (head_dim 64/128/256, a
-// group it combines in registers, 16-byte aligned bounds); otherwise
-// launch the members one by one.
+// Whether the batched launch takes this shape (head_dim 64/128/256,
+// 16-byte aligned bounds); otherwise launch the members one by one.
 bool SelectTopPagesBatchSupported(const TopPagesParams& shape, const void* bounds);
 cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& p, cudaStream_t stream);
 

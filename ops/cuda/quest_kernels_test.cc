@@ -110,6 +110,23 @@ Tensor RoundBoundsToFp8(const Tensor& bounds, int d) {
   return out;
 }
 
+// Page-major host bounds [pages, kv_heads, 2, d] (what the select tests
+// build and the float64 reference reads) in the backends' tile layout
+// (runtime/page_bounds_layout.h), host f32; a last tile's spare pages are 0.
+Tensor ToTileLayout(const Tensor& page_major) {
+  const int64_t pages = page_major.dim(0), kv = page_major.dim(1), d = page_major.dim(3);
+  Tensor t = Tensor::Zeros(DType::kFloat32, PageBoundsShape(pages, kv, d));
+  const float* from = page_major.data<float>();
+  for (int64_t p = 0; p < pages; ++p) {
+    for (int64_t g = 0; g < kv; ++g) {
+      for (int side = 0; side < 2; ++side) {
+        for (int64_t i = 0; i < d; ++i) t.data<float>()[BoundsIndex(p, g, i, side, kv, d)] = *from++;
+      }
+    }
+  }
+  return t;
+}
+
 // ---------------------------------------------------------------- bounds
 
 struct BoundsCase {
@@ -150,7 +167,7 @@ TEST_F(QuestKernelsTest, UpdatePageBounds) {
     }
     Tensor keys = Random({physical, c.page_size, c.kv_heads, c.head_dim}, c.key_scale);
     const int64_t capacity = (total + c.bound_page - 1) / c.bound_page + 2;
-    Tensor stale = Random({capacity, c.kv_heads, 2, c.head_dim}, 1.5f * c.key_scale);
+    Tensor stale = Random(PageBoundsShape(capacity, c.kv_heads, c.head_dim), 1.5f * c.key_scale);
     Tensor ck = OnCpu(keys), gk = OnGpu(keys);
     Tensor cb = fp8 ? Fp8On(*cpu_, stale, false) : OnCpu(stale);
     Tensor gb = fp8 ? Fp8On(*gpu_, stale, false) : OnGpu(stale);
@@ -228,7 +245,10 @@ void ReferenceScores(const Tensor& q, const Tensor& bounds, const SelectCase& c,
         const float* qh = q.data<float>() + (int64_t{g} * group + h) * d;
         double s = 0.0;
         for (int i = 0; i < d; ++i) {
-          s += std::max(double{qh[i]} * lo[i], double{qh[i]} * hi[i]);
+          // max(q * lo, q * hi), reading only the side the sign picks
+          // (TopPagesArgs: a zero coefficient's side is not read).
+          const double x = qh[i];
+          s += x < 0 ? x * lo[i] : x > 0 ? x * hi[i] : (std::isnan(x) ? x : 0.0);
           if (std::isfinite(lo[i]) && std::isfinite(hi[i])) {
             mag += std::abs(double{qh[i]}) * std::max(std::abs(lo[i]), std::abs(hi[i]));
           }
@@ -353,8 +373,9 @@ class SelectTest : public QuestKernelsTest {
     double scale = 0.0;
     ReferenceScores(q, bounds, c, sum, &ref, &scale);
     Tensor cq = OnCpu(q), gq = OnGpu(q);
-    Tensor cb = fp8 ? Fp8On(*cpu_, bounds, false) : OnCpu(bounds);
-    Tensor gb = fp8 ? Fp8On(*gpu_, bounds, false) : OnGpu(bounds);
+    const Tensor tiled = ToTileLayout(bounds);
+    Tensor cb = fp8 ? Fp8On(*cpu_, tiled, false) : OnCpu(tiled);
+    Tensor gb = fp8 ? Fp8On(*gpu_, tiled, false) : OnGpu(tiled);
     std::sort(ks.begin(), ks.end());
     ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
     int64_t flips = 0;
@@ -469,7 +490,7 @@ class SelectLaunchTest : public QuestKernelsTest {
     return p;
   }
   // The launch's params for query q [1, heads, d] over `bounds` (bf16 or
-  // fp8 codes, read as [pages, kv_heads, 2, d]), SUM over the group.
+  // fp8 codes in the tile layout, read with kv_heads), SUM over the group.
   cuda::TopPagesParams SelectParams(const Tensor& q, const Tensor& bounds, int kv_heads, int64_t pages, int64_t k,
                                     float* scores, int32_t* selected) const {
     cuda::TopPagesParams p;
@@ -544,7 +565,8 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
   const int d = 128, max_kv = 32, heads = 32;
   const int64_t max_pages = 131072 / 16;
   // One random bounds buffer (bf16 values, and the same rounded outward to
-  // FP8), read as [pages, kv_heads, 2, d] for every shape.
+  // FP8), built for 32 KV heads and read with every shape's (each 256
+  // values of the tile layout stay a min row and its max row).
   Tensor host = Tensor::Empty(DType::kFloat32, {max_pages, max_kv, 2, d});
   {
     std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
@@ -557,8 +579,8 @@ TEST_F(SelectLaunchTest, VariantsAgreeAndTiming) {
       }
     }
   }
-  Tensor bounds = OnGpu(host);
-  Tensor bounds8 = Fp8On(*gpu_, RoundBoundsToFp8(host, d), false);
+  Tensor bounds = OnGpu(ToTileLayout(host));
+  Tensor bounds8 = Fp8On(*gpu_, ToTileLayout(RoundBoundsToFp8(host, d)), false);
   Tensor q = OnGpu(Random({1, heads, d}));
   const size_t max_bytes = static_cast<size_t>(max_pages) * max_kv * 2 * d * 2;
   void* copy_dst = Buffer(max_bytes);
@@ -707,8 +729,8 @@ TEST_F(SelectLaunchTest, FusedVariantsMatchTwoKernels) {
             std::copy_n(host.data<float>() + from * per_page, per_page, host.data<float>() + to * per_page);
           }
         }
-        Tensor bounds = OnGpu(host);
-        Tensor bounds8 = Fp8On(*gpu_, RoundBoundsToFp8(host, d), false);
+        Tensor bounds = OnGpu(ToTileLayout(host));
+        Tensor bounds8 = Fp8On(*gpu_, ToTileLayout(RoundBoundsToFp8(host, d)), false);
         Tensor q = OnGpu(Random({1, heads, d}));
         float* scores = static_cast<float*>(Buffer(sizeof(float) * pages * kv));
         const int64_t n = pages - 1;
@@ -741,8 +763,8 @@ TEST_F(SelectLaunchTest, UpdatePageBoundsTiming) {
   const int kv = 8, d = 128, page = 16;
   const int64_t len = 32768;
   Tensor keys = OnGpu(Random({len / page + 1, page, kv, d}));
-  Tensor bounds = gpu_->AllocateZeros(DType::kBFloat16, {len / page + 1, kv, 2, d});
-  Tensor bounds8 = gpu_->AllocateZeros(DType::kFloat8E4M3, {len / page + 1, kv, 2, d});
+  Tensor bounds = gpu_->AllocateZeros(DType::kBFloat16, PageBoundsShape(len / page + 1, kv, d));
+  Tensor bounds8 = gpu_->AllocateZeros(DType::kFloat8E4M3, PageBoundsShape(len / page + 1, kv, d));
   std::vector<int32_t> table(len / page + 1);
   std::iota(table.begin(), table.end(), 0);
   int32_t* dev_table = static_cast<int32_t*>(Buffer(table.size() * sizeof(int32_t)));
@@ -837,7 +859,7 @@ TEST_F(QuestKernelsTest, PerHeadSelectWaitMatchesDefault) {
         std::vector<Tensor> q, bounds, selected, out;
         for (size_t i = 0; i < lens.size(); ++i) {
           q.push_back(*gpu.UploadWeight(qs[i]));
-          bounds.push_back(gpu.AllocateZeros(DType::kBFloat16, {pages[i], c.kv_heads, 2, c.head_dim}));
+          bounds.push_back(gpu.AllocateZeros(DType::kBFloat16, PageBoundsShape(pages[i], c.kv_heads, c.head_dim)));
           gpu.UpdatePageBounds(WholeSequenceBounds(k, tables[i], kPage, lens[i]), bounds[i]);
           selected.push_back(gpu.Allocate(DType::kInt32, {c.kv_heads, per_head}));
           out.push_back(gpu.Allocate(DType::kBFloat16, {1, c.heads * c.head_dim}));

@@ -406,7 +406,8 @@ int Main() {
       for (const DType bounds_dtype : {DType::kBFloat16, DType::kFloat8E4M3}) {
         std::vector<Tensor> bounds;
         for (int q = 0; q < kSeqs; ++q) {
-          bounds.push_back(backend->AllocateZeros(bounds_dtype, {pages_per_seq, s.kv_heads, 2, kHeadDim}));
+          bounds.push_back(
+              backend->AllocateZeros(bounds_dtype, PageBoundsShape(pages_per_seq, s.kv_heads, kHeadDim)));
           PageBoundsArgs b;
           b.k_pages = &k;
           b.page_table = tables[q];
