@@ -17,9 +17,10 @@
 //     sides whose query coefficient is nonzero: min(q, 0) for the min row,
 //     max(q, 0) for the max row. With one query head per KV head (MHA, or
 //     a GQA head's own pass under MAX) that is the sign's side alone, half
-//     the bytes: H100, cold, 32 heads, FP8, 32K / 128K tokens 8.1 / 18.8-19.3
+//     the bytes: H100, cold, 32 heads, FP8, 32K / 128K tokens 9.6 / 23.7
 //     us against 11.3 / 27.7 for the [page][head][min | max] layout read in
-//     full (session 15). FP8 bounds: 16 codes per load, converted e4m3x2 ->
+//     full (session 15; a bare probe kernel of the same walk took 8.1 /
+//     19.4, a gap not found). FP8 bounds: 16 codes per load, converted e4m3x2 ->
 //     f16x2 in hardware (exact). SUM over a GQA group folds the group's
 //     coefficients first; MAX scores the group's heads one pass each. The
 //     lanes' partial sums reduce-scatter across the lanes of a column, the
@@ -212,8 +213,9 @@ __host__ __device__ constexpr int64_t FlagBytes(int64_t n) {
 }
 constexpr int64_t kMaxSelectPages = 192 * 1024;  // flags live in shared memory
 
-// Query coefficient of element e of a page's [min | max] row (the
-// reference's std::min(q, 0) / std::max(q, 0), NaN kept).
+// Query coefficient of bound e: e < d the min of dimension e, else the max
+// of dimension e - d (the reference's std::min(q, 0) / std::max(q, 0), NaN
+// kept).
 template <typename T>
 __device__ __forceinline__ float QCoef(const T* q, int d, int e) {
   if (e < d) {
@@ -316,20 +318,23 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
       for (int s0 = 0; s0 < kSlots; s0 += kPass) {
         float cmin[kPass], cmax[kPass];
         uint4 vmin[kPass], vmax[kPass];
+        // The pass's query coefficients first (SUM: the group's summed; MAX:
+        // head h's), then all its loads, so that their latencies overlap.
+        const int j0 = p.combine_sum ? 0 : h, j1 = p.combine_sum ? group : h + 1;
 #pragma unroll
         for (int i = 0; i < kPass; ++i) {
           const int d = dim0 + (s0 + i) * kDimsPerLoad;
-          if (p.combine_sum) {
-            cmin[i] = cmax[i] = 0.0f;
-            for (int j = 0; j < group; ++j) {
-              cmin[i] += QCoef(q + j * D, D, d);
-              cmax[i] += QCoef(q + j * D, D, D + d);
-            }
-          } else {
-            cmin[i] = QCoef(q + h * D, D, d);
-            cmax[i] = QCoef(q + h * D, D, D + d);
+          cmin[i] = cmax[i] = 0.0f;
+          for (int j = j0; j < j1; ++j) {
+            const float x = F(q[j * D + d]);  // QCoef's two coefficients, one load
+            cmin[i] += 0.0f < x ? 0.0f : x;
+            cmax[i] += x < 0.0f ? 0.0f : x;
           }
+        }
+#pragma unroll
+        for (int i = 0; i < kPass; ++i) {
           // A zero coefficient's side is not read (NaN != 0 is read).
+          const int d = dim0 + (s0 + i) * kDimsPerLoad;
           const uint4* row = reinterpret_cast<const uint4*>(tile + int64_t{d} * 2 * kT + col);
           const uint4 zero = make_uint4(0, 0, 0, 0);
           vmin[i] = cmin[i] != 0.0f ? __ldg(row) : zero;
@@ -379,16 +384,22 @@ int64_t ScorePagesPerCta(int64_t fixed) {
   return fixed > 0 ? (fixed + kBoundsTile - 1) / kBoundsTile * kBoundsTile : kBoundsTile;
 }
 
-// Four CTAs per SM (64 registers): one wave of tiles at 32K MHA.
+// Four CTAs per SM (64 registers): one wave of tiles at 32K MHA (left
+// free, the FP8 head_dim 128 scorer took 110 and scored 32K MHA cold in
+// 10.75 against 9.66 us, session 15).
 constexpr int kScoreCtasPerSm = 4;
 
 template <typename T, bool FP8, int D>
-__global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(TopPagesParams p, int64_t n, int64_t stride,
-                                                             int64_t per_cta) {
+__global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(TopPagesParams p, int64_t n,
+                                                                               int64_t stride, int64_t per_cta) {
   WaitPrimary();
   const int64_t p0 = blockIdx.x * per_cta;
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
   ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
+  // The select may launch only now: allowed at the kernel's start (cheaper
+  // for this grid alone: H100, cold, 32 heads x 8192 pages FP8, 20.5 against
+  // 23.0 us), its early CTAs slowed the Quest step (MHA 32K B=2048 FP8
+  // 5.75x -> 5.22x dense, session 15).
   AllowDependents();
 }
 
@@ -396,8 +407,8 @@ __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(To
 // head y of member z (CTAs past a member's pages, or of a member whose
 // selection needs no scores, only pass the dependency chain on).
 template <typename T, bool FP8, int D>
-__global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreBatchKernel(const __grid_constant__ TopPagesBatchParams b,
-                                                                  int64_t per_cta) {
+__global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreBatchKernel(
+    const __grid_constant__ TopPagesBatchParams b, int64_t per_cta) {
   WaitPrimary();
   const TopPagesMember& m = b.members[blockIdx.z];
   const int64_t n = m.num_pages - 1;
@@ -410,7 +421,7 @@ __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreBatchKern
     ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1,
                                          p.scores + m.scores_offset + blockIdx.y * m.num_pages);
   }
-  AllowDependents();
+  AllowDependents();  // at the end, as ScoreKernel
 }
 
 // Any head_dim / group: one warp per (page, KV head), the reference's
@@ -1317,8 +1328,8 @@ template <typename T, bool FP8>
 cudaError_t RunScoring(const TopPagesParams& p, bool fast, int variant, const SelectShape& s, cudaStream_t stream) {
   if (fast) {
     cudaError_t err = cudaSuccess;
-    const bool ran =
-        DispatchHeadDim(p.head_dim, [&](auto dc) { err = RunFast<T, FP8, decltype(dc)::value>(p, variant, s, stream); });
+    const bool ran = DispatchHeadDim(
+        p.head_dim, [&](auto dc) { err = RunFast<T, FP8, decltype(dc)::value>(p, variant, s, stream); });
     if (ran) return err;
   }
   const int64_t n = s.n;

@@ -316,7 +316,8 @@ class SelectTest : public QuestKernelsTest {
 
   void MatchesCpuOverShapes();
 
-  // [capacity, kv_heads, 2, d] bounds with min <= max; random ones get
+  // Page-major [capacity, kv_heads, 2, d] bounds (ToTileLayout lays them
+  // out for the backends) with min <= max; random ones get
   // duplicated pages (exact ties) and NaN pages.
   Tensor MakeBounds(const SelectCase& c, int64_t capacity, Fill fill) {
     const int d = c.head_dim;
