@@ -87,10 +87,11 @@ struct PageBoundsArgs {
 struct TopPagesArgs {
   const Tensor* q = nullptr;       // [1, num_heads, head_dim]
   const Tensor* bounds = nullptr;  // as in PageBoundsArgs, num_pages <= capacity
-  // Quest pages of the sequence (the last is current). A page scores
-  // sum_d over the query heads' nonzero coefficients min(q_d, 0) * min_d and
-  // max(q_d, 0) * max_d: a side whose coefficient is zero is not read (so a
-  // NaN there does not count), a NaN query keeps its coefficients NaN.
+  // Quest pages of the sequence (the last is current). A page's score for
+  // one query head is sum_d min(q_d, 0) * min_d + max(q_d, 0) * max_d, each
+  // term only where its coefficient is nonzero: the side a zero coefficient
+  // would multiply is not read (a NaN there does not count); a NaN query
+  // keeps both coefficients NaN.
   int64_t num_pages = 0;
   int64_t k = 0;                   // pages to pick besides the current one
   bool combine_sum = true;         // GQA: sum the group's scores (false: max)

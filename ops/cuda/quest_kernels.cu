@@ -262,7 +262,7 @@ struct TileGeo {
   static_assert(kLanesPerRow * kEpv == kBoundsTile && kPagesPerLane * 32 == kBoundsTile, "tile over lanes");
 };
 
-// kN bounds of one 16-byte vector as floats.
+// The bounds of one 16-byte vector (16 E4M3 codes, or 8 of T) as floats.
 template <typename T, bool FP8>
 __device__ __forceinline__ void UnpackBounds(const uint4& v, float (&x)[FP8 ? 16 : 8]) {
   const uint32_t w[4] = {v.x, v.y, v.z, v.w};
