@@ -60,6 +60,7 @@ void Run(int64_t length, int heads, int kv_heads, int head_dim, int page, uint32
   view.k_pages = &kp;
   view.v_pages = &vp;
   view.length = length;
+  view.backend = backend.get();
   const auto t0 = std::chrono::steady_clock::now();
   policy.OnAppend(view, 0, length);
   const double prefill_ms =

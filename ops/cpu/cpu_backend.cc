@@ -251,36 +251,59 @@ class CpuBackend final : public Backend {
     CHECK(bounds.dtype() == DType::kFloat32 || bounds.dtype() == DType::kFloat8E4M3)
         << "page bounds: " << bounds.ShapeString() << " (f32 or f8e4m3 on the cpu)";
     const bool fp8 = bounds.dtype() == DType::kFloat8E4M3;
-    // Dimension i's min sits 2 * kBoundsTile elements after dimension i - 1's,
-    // its max kBoundsTile after its min.
+    // A Quest page and KV head at a time: its positions in [begin, end)
+    // fold into contiguous min / max rows (vectorised), which are then
+    // stored once into the tile layout, where dimension i's min sits
+    // 2 * kBoundsTile elements after dimension i - 1's and its max
+    // kBoundsTile after its min. FP8 folds the decoded codes in float and
+    // rounds once at the end: directed rounding is monotone, so that equals
+    // rounding after every position (the CUDA kernel does the same).
+    // (Heads as the outer loop, so that one head's pages fill neighbouring
+    // elements, was slower: the Keys are then read head by head.)
     constexpr int64_t kDimStride = 2 * kBoundsTile;
-    for (int64_t pos = a.begin; pos < a.end; ++pos) {
-      const int32_t phys = a.page_table[pos / a.page_size];
-      if (phys < 0) continue;  // an evicted page has no Keys to read
-      const float* k = pages.data<float>() + (phys * int64_t{a.page_size} + pos % a.page_size) * row;
-      const int64_t qpage = pos / a.bound_page;
-      const bool first = pos % a.bound_page == 0;
+    fold_lo_.resize(d);
+    fold_hi_.resize(d);
+    float* lo = fold_lo_.data();
+    float* hi = fold_hi_.data();
+    for (int64_t qpage = a.begin / a.bound_page; qpage * a.bound_page < a.end; ++qpage) {
+      const int64_t start = qpage * a.bound_page;
+      const int64_t from = std::max(start, a.begin), to = std::min(start + a.bound_page, a.end);
+      // A Quest page lies inside one pool page: an evicted one has no Keys.
+      const int32_t phys = a.page_table[start / a.page_size];
+      if (phys < 0) continue;
+      const float* k0 = pages.data<float>() + (phys * int64_t{a.page_size} + from % a.page_size) * row;
       for (int64_t g = 0; g < kv_heads; ++g) {
-        const float* kg = k + g * d;
         const int64_t at = BoundsIndex(qpage, g, 0, 0, kv_heads, d);
-        if (fp8) {
-          // Folding the decoded codes is exact: directed rounding is
-          // monotone, so this stores the rounded min / max of the Keys.
-          uint8_t* lo = bounds.data<uint8_t>() + at;
-          for (int64_t i = 0; i < d; ++i, lo += kDimStride) {
-            uint8_t* hi = lo + kBoundsTile;
-            const float l = first ? kg[i] : std::min(fp8::E4M3ToFloat(*lo), kg[i]);
-            const float h = first ? kg[i] : std::max(fp8::E4M3ToFloat(*hi), kg[i]);
-            *lo = fp8::E4M3RoundDown(l);
-            *hi = fp8::E4M3RoundUp(h);
+        const float* k = k0 + g * d;
+        int64_t pos = from;
+        if (from == start) {  // the page's first Key resets it
+          std::copy(k, k + d, lo);
+          std::copy(k, k + d, hi);
+          k += row;
+          ++pos;
+        } else {  // widen what the earlier positions left
+          for (int64_t i = 0; i < d; ++i) {
+            const int64_t e = at + i * kDimStride;
+            lo[i] = fp8 ? fp8::E4M3ToFloat(bounds.data<uint8_t>()[e]) : bounds.data<float>()[e];
+            hi[i] = fp8 ? fp8::E4M3ToFloat(bounds.data<uint8_t>()[e + kBoundsTile])
+                        : bounds.data<float>()[e + kBoundsTile];
           }
-          continue;
         }
-        float* lo = bounds.data<float>() + at;
-        for (int64_t i = 0; i < d; ++i, lo += kDimStride) {
-          float* hi = lo + kBoundsTile;
-          *lo = first ? kg[i] : std::min(*lo, kg[i]);
-          *hi = first ? kg[i] : std::max(*hi, kg[i]);
+        for (; pos < to; ++pos, k += row) {
+          for (int64_t i = 0; i < d; ++i) {
+            lo[i] = std::min(lo[i], k[i]);
+            hi[i] = std::max(hi[i], k[i]);
+          }
+        }
+        for (int64_t i = 0; i < d; ++i) {
+          const int64_t e = at + i * kDimStride;
+          if (fp8) {
+            bounds.data<uint8_t>()[e] = fp8::E4M3RoundDown(lo[i]);
+            bounds.data<uint8_t>()[e + kBoundsTile] = fp8::E4M3RoundUp(hi[i]);
+          } else {
+            bounds.data<float>()[e] = lo[i];
+            bounds.data<float>()[e + kBoundsTile] = hi[i];
+          }
         }
       }
     }
@@ -296,33 +319,52 @@ class CpuBackend final : public Backend {
         << a.q->ShapeString() << ", bounds " << a.bounds->ShapeString();
     CHECK(selected.dtype() == DType::kInt32 && selected.numel() == kv_heads * (a.k + 1))
         << "select top pages: selected is " << selected.ShapeString();
+    CHECK(a.bounds->dtype() == DType::kFloat32 || a.bounds->dtype() == DType::kFloat8E4M3)
+        << "select top pages: bounds " << a.bounds->ShapeString() << " (f32 or f8e4m3 on the cpu)";
     scores_.resize(last);
     candidates_.resize(last);
+    // Per query head of a KV head, the terms of its score: the rows (dimension
+    // and side) whose coefficient min(q, 0) / max(q, 0) is nonzero, NaN kept
+    // (TopPagesArgs: the other side is not read), in dimension order. A tile
+    // at a time, as floats ([head_dim][2][kBoundsTile], FP8 decoded once),
+    // 16 pages of a head's scores sum the terms in registers. Whole tiles
+    // (the storage always holds them; scores past `last` are dropped).
+    constexpr int64_t kBlock = 16;
+    const bool fp8 = a.bounds->dtype() == DType::kFloat8E4M3;
+    terms_.resize(group);
     head_scores_.resize(group * kBoundsTile);
+    if (fp8) tile_floats_.resize(d * 2 * kBoundsTile);
     int32_t* out = selected.data<int32_t>();
     const float* q = a.q->data<float>();
     for (int64_t g = 0; g < kv_heads; ++g) {
-      // A tile's pages at a time: each query head's scores over them, then
-      // their combine.
-      for (int64_t t0 = 0; t0 < last; t0 += kBoundsTile) {
-        const int64_t m = std::min(kBoundsTile, last - t0);
-        std::fill(head_scores_.begin(), head_scores_.end(), 0.0f);
+      for (int64_t h = 0; h < group; ++h) {
+        const float* qh = q + (g * group + h) * d;
+        terms_[h].clear();
         for (int64_t i = 0; i < d; ++i) {
-          for (int side = 0; side < 2; ++side) {
-            // max(q*max, q*min) = min(q,0)*min + max(q,0)*max; a side whose
-            // coefficient is zero is not read (TopPagesArgs), a NaN query
-            // stays NaN on both.
-            const float* row = nullptr;
-            for (int64_t h = 0; h < group; ++h) {
-              const float x = q[(g * group + h) * d + i];
-              const float c = side == 0 ? (x >= 0.0f ? 0.0f : x) : (x <= 0.0f ? 0.0f : x);
-              if (c == 0.0f) continue;
-              if (row == nullptr) row = BoundsRow(*a.bounds, BoundsIndex(t0, g, i, side, kv_heads, d), m);
-              float* hs = head_scores_.data() + h * kBoundsTile;
-              for (int64_t j = 0; j < m; ++j) hs[j] += c * row[j];
+          const float lo = qh[i] >= 0.0f ? 0.0f : qh[i], hi = qh[i] <= 0.0f ? 0.0f : qh[i];
+          if (lo != 0.0f) terms_[h].push_back({i * 2 * kBoundsTile, lo});
+          if (hi != 0.0f) terms_[h].push_back({i * 2 * kBoundsTile + kBoundsTile, hi});
+        }
+      }
+      for (int64_t t0 = 0; t0 < last; t0 += kBoundsTile) {
+        const int64_t at = BoundsIndex(t0, g, 0, 0, kv_heads, d);
+        const float* tile = fp8 ? nullptr : a.bounds->data<float>() + at;
+        if (fp8) {
+          const uint8_t* codes = a.bounds->data<uint8_t>() + at;
+          for (int64_t e = 0; e < d * 2 * kBoundsTile; ++e) tile_floats_[e] = fp8::E4M3ToFloat(codes[e]);
+          tile = tile_floats_.data();
+        }
+        for (int64_t h = 0; h < group; ++h) {
+          for (int64_t j0 = 0; j0 < kBoundsTile; j0 += kBlock) {
+            float acc[kBlock] = {};
+            for (const ScoreTerm& t : terms_[h]) {
+              const float* r = tile + t.offset + j0;
+              for (int64_t j = 0; j < kBlock; ++j) acc[j] += t.coef * r[j];
             }
+            std::copy(acc, acc + kBlock, head_scores_.data() + h * kBoundsTile + j0);
           }
         }
+        const int64_t m = std::min(kBoundsTile, last - t0);
         for (int64_t j = 0; j < m; ++j) {
           float combined = head_scores_[j];
           for (int64_t h = 1; h < group; ++h) {
@@ -371,19 +413,17 @@ class CpuBackend final : public Backend {
     return pages.data<float>() + (phys * a.page_size + pos % a.page_size) * row;
   }
 
-  // n bounds of one tile row from element `offset`, as floats (f8e4m3
-  // codes are decoded into scratch).
-  const float* BoundsRow(const Tensor& bounds, int64_t offset, int64_t n) {
-    if (bounds.dtype() == DType::kFloat32) return bounds.data<float>() + offset;
-    CHECK(bounds.dtype() == DType::kFloat8E4M3) << "page bounds: " << bounds.ShapeString();
-    decoded_row_.resize(n);
-    const uint8_t* codes = bounds.data<uint8_t>() + offset;
-    for (int64_t i = 0; i < n; ++i) decoded_row_[i] = fp8::E4M3ToFloat(codes[i]);
-    return decoded_row_.data();
-  }
-
   // SelectTopPages scratch, reused across calls.
-  std::vector<float> head_scores_, scores_, decoded_row_;
+  // One nonzero term of a query head's page score: the bounds row at
+  // `offset` within a tile, times `coef`.
+  struct ScoreTerm {
+    int64_t offset;
+    float coef;
+  };
+  std::vector<std::vector<ScoreTerm>> terms_;
+  std::vector<float> head_scores_, scores_, tile_floats_;
+  // UpdatePageBounds scratch: one page's min / max rows.
+  std::vector<float> fold_lo_, fold_hi_;
   std::vector<int32_t> candidates_;
 };
 
