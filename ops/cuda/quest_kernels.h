@@ -95,7 +95,8 @@ struct TopPagesParams {
   // to 1 where a cluster launch is refused or the shape is not a fast one;
   // slower than 1 on an H100 at 32K-128K tokens).
   int variant = 0;
-  // Pages per scoring CTA of the two-kernel path (tuning; 0: the default).
+  // Pages per scoring CTA of the two-kernel path (tuning; 0: the default,
+  // one tile of the layout; else rounded up to whole tiles).
   int64_t score_pages_per_cta = 0;
   // Launch the kernels with programmatic stream serialization (each starts
   // launching while the previous kernel on the stream ends; it waits for
