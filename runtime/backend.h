@@ -73,6 +73,12 @@ inline std::vector<int64_t> PageBoundsShape(int64_t pages, int64_t num_kv_heads,
 }
 // Quest pages `bounds` has room for.
 inline int64_t PageBoundsCapacity(const Tensor& bounds) { return bounds.dim(0) * kBoundsTile; }
+// Whether `bounds` is shaped PageBoundsShape(some capacity, num_kv_heads,
+// head_dim).
+inline bool IsPageBoundsShape(const Tensor& bounds, int64_t num_kv_heads, int64_t head_dim) {
+  return bounds.rank() == 5 && bounds.dim(1) == num_kv_heads && bounds.dim(2) == head_dim && bounds.dim(3) == 2 &&
+         bounds.dim(4) == kBoundsTile;
+}
 
 struct PageBoundsArgs {
   const Tensor* k_pages = nullptr;  // one layer's pool, as in PagedAttentionArgs

@@ -41,6 +41,13 @@ QUEST_BOUNDS_FN int64_t BoundsIndex(int64_t page, int64_t head, int64_t dim, int
          page % kBoundsTile;
 }
 
+// The query coefficients of one dimension, x its query value: a page's
+// score is sum_d BoundsMinCoef(x_d) * min_d + BoundsMaxCoef(x_d) * max_d,
+// a term only where its coefficient is nonzero (the side a zero one would
+// multiply is not read). std::min(x, 0) and std::max(x, 0): NaN stays NaN.
+QUEST_BOUNDS_FN float BoundsMinCoef(float x) { return 0.0f < x ? 0.0f : x; }
+QUEST_BOUNDS_FN float BoundsMaxCoef(float x) { return x < 0.0f ? 0.0f : x; }
+
 }  // namespace quest
 
 #undef QUEST_BOUNDS_FN

@@ -244,7 +244,7 @@ class CpuBackend final : public Backend {
     const int64_t kv_heads = pages.dim(2), d = pages.dim(3), row = kv_heads * d;
     CHECK(a.bound_page > 0 && a.page_size % a.bound_page == 0)
         << "page bounds: Quest page " << a.bound_page << " vs pool page " << a.page_size;
-    CHECK(bounds.rank() == 5 && bounds.dim(1) == kv_heads && bounds.dim(2) == d)
+    CHECK(IsPageBoundsShape(bounds, kv_heads, d))
         << "page bounds: " << bounds.ShapeString() << " for " << kv_heads << " KV heads of " << d;
     CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, PageBoundsCapacity(bounds))
         << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
@@ -314,7 +314,7 @@ class CpuBackend final : public Backend {
     const int64_t kv_heads = a.bounds->dim(1), group = heads / kv_heads;
     const int64_t last = a.num_pages - 1;
     CHECK(a.q->dim(0) == 1 && a.k >= 0 && a.k <= last && a.num_pages <= PageBoundsCapacity(*a.bounds) &&
-          a.bounds->rank() == 5 && a.bounds->dim(2) == d)
+          IsPageBoundsShape(*a.bounds, kv_heads, d))
         << "select top pages: k " << a.k << " of " << a.num_pages << " pages, q "
         << a.q->ShapeString() << ", bounds " << a.bounds->ShapeString();
     CHECK(selected.dtype() == DType::kInt32 && selected.numel() == kv_heads * (a.k + 1))
@@ -341,7 +341,7 @@ class CpuBackend final : public Backend {
         const float* qh = q + (g * group + h) * d;
         terms_[h].clear();
         for (int64_t i = 0; i < d; ++i) {
-          const float lo = qh[i] >= 0.0f ? 0.0f : qh[i], hi = qh[i] <= 0.0f ? 0.0f : qh[i];
+          const float lo = BoundsMinCoef(qh[i]), hi = BoundsMaxCoef(qh[i]);
           if (lo != 0.0f) terms_[h].push_back({i * 2 * kBoundsTile, lo});
           if (hi != 0.0f) terms_[h].push_back({i * 2 * kBoundsTile + kBoundsTile, hi});
         }

@@ -575,7 +575,7 @@ class CudaBackend final : public Backend {
   void UpdatePageBounds(const PageBoundsArgs& a, Tensor& bounds) override {
     pending_select_ = {};  // a programmatically launched kernel of its own
     CheckCompute(*a.k_pages, "k pages");
-    CheckBounds(bounds);
+    CheckBounds(bounds, a.k_pages->dim(2), a.k_pages->dim(3));
     if (a.end <= a.begin) return;
     cuda::PageBoundsParams p;
     p.k_pages = a.k_pages->raw_data();
@@ -587,8 +587,6 @@ class CudaBackend final : public Backend {
     p.head_dim = static_cast<int>(a.k_pages->dim(3));
     CHECK(a.bound_page > 0 && a.page_size % a.bound_page == 0)
         << "page bounds: Quest page " << a.bound_page << " vs pool page " << a.page_size;
-    CHECK(bounds.dim(1) == p.num_kv_heads && bounds.dim(2) == p.head_dim)
-        << "page bounds: " << bounds.ShapeString() << " for " << p.num_kv_heads << " KV heads of " << p.head_dim;
     CHECK_LE((a.end + a.bound_page - 1) / a.bound_page, PageBoundsCapacity(bounds))
         << "page bounds: positions up to " << a.end << " overflow " << bounds.ShapeString();
     CHECK_LE(a.end, static_cast<int64_t>(a.page_table.size()) * a.page_size);
@@ -849,13 +847,13 @@ class CudaBackend final : public Backend {
   }
 
   // Quest page bounds: in the compute dtype, or FP8 E4M3, shaped by
-  // PageBoundsShape.
-  void CheckBounds(const Tensor& t) const {
+  // PageBoundsShape for `kv_heads` and `head_dim`.
+  void CheckBounds(const Tensor& t, int64_t kv_heads, int64_t head_dim) const {
     CHECK(t.device() == Device::kCuda && (t.dtype() == dtype_ || t.dtype() == DType::kFloat8E4M3) &&
-          t.rank() == 5 && t.dim(3) == 2 && t.dim(4) == kBoundsTile)
+          IsPageBoundsShape(t, kv_heads, head_dim))
         << "cuda backend: page bounds are " << t.ShapeString() << " on "
-        << (t.device() == Device::kCuda ? "cuda" : "cpu") << ", expected PageBoundsShape(...) "
-        << DTypeName(dtype_) << " or f8e4m3 on cuda";
+        << (t.device() == Device::kCuda ? "cuda" : "cpu") << ", expected PageBoundsShape(..., " << kv_heads << ", "
+        << head_dim << ") " << DTypeName(dtype_) << " or f8e4m3 on cuda";
   }
 
   GemmPlan& Plan(int64_t m, int64_t n, int64_t k, DType out, bool bias, uint32_t align) {
@@ -899,14 +897,13 @@ class CudaBackend final : public Backend {
   // shape fixes (heads, head_dim, bounds dtype, combine).
   cuda::TopPagesParams TopPagesShape(const TopPagesArgs& a, const Tensor& selected) {
     CheckCompute(*a.q, "quest query");
-    CheckBounds(*a.bounds);
+    CheckBounds(*a.bounds, a.bounds->dim(1), a.q->dim(2));
     const int kv_heads = static_cast<int>(a.bounds->dim(1));
     CHECK(selected.device() == Device::kCuda && selected.dtype() == DType::kInt32 &&
           selected.numel() == kv_heads * (a.k + 1))
         << "select top pages: selected is " << selected.ShapeString() << ", expected ["
         << kv_heads << ", " << a.k + 1 << "] i32 on cuda";
-    CHECK(a.num_pages >= 1 && a.k >= 0 && a.k <= a.num_pages - 1 && a.num_pages <= PageBoundsCapacity(*a.bounds) &&
-          a.bounds->dim(2) == a.q->dim(2))
+    CHECK(a.num_pages >= 1 && a.k >= 0 && a.k <= a.num_pages - 1 && a.num_pages <= PageBoundsCapacity(*a.bounds))
         << "select top pages: k " << a.k << " of " << a.num_pages << " pages, bounds "
         << a.bounds->ShapeString();
     CHECK_EQ(a.q->dim(0), 1) << "select top pages: one decode query";

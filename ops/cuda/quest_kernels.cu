@@ -218,12 +218,7 @@ constexpr int64_t kMaxSelectPages = 192 * 1024;  // flags live in shared memory
 // kept).
 template <typename T>
 __device__ __forceinline__ float QCoef(const T* q, int d, int e) {
-  if (e < d) {
-    const float x = F(q[e]);
-    return 0.0f < x ? 0.0f : x;
-  }
-  const float x = F(q[e - d]);
-  return x < 0.0f ? 0.0f : x;
+  return e < d ? BoundsMinCoef(F(q[e])) : BoundsMaxCoef(F(q[e - d]));
 }
 
 __device__ __forceinline__ float NanToNegInf(float s) { return isnan(s) ? -INFINITY : s; }
@@ -326,9 +321,9 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
           const int d = dim0 + (s0 + i) * kDimsPerLoad;
           cmin[i] = cmax[i] = 0.0f;
           for (int j = j0; j < j1; ++j) {
-            const float x = F(q[j * D + d]);  // QCoef's two coefficients, one load
-            cmin[i] += 0.0f < x ? 0.0f : x;
-            cmax[i] += x < 0.0f ? 0.0f : x;
+            const float x = F(q[j * D + d]);  // both coefficients from one load
+            cmin[i] += BoundsMinCoef(x);
+            cmax[i] += BoundsMaxCoef(x);
           }
         }
 #pragma unroll
