@@ -17,7 +17,11 @@
 //     tail still runs: the bound on cross-kernel overlap).
 // A paged attention that also merges splits sits above these; a shape
 // whose plain read stays under a target cannot reach it one kernel at a
-// time. Not product code: a reference measurement (tools/bench/RESULTS.md,
+// time. A second table streams the split attention kernels' own access
+// pattern without their arithmetic: blocks (split, KV head) walking a
+// paged pool of 8 interleaved sequences through a cp.async ring per warp,
+// by ring shape, pool layout, page-table look-ups and dependent work per
+// tile. Not product code: a reference measurement (tools/bench/RESULTS.md,
 // session 16).
 
 #include <cstdint>
