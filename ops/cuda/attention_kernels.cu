@@ -196,10 +196,11 @@ struct SplitGeo {
 };
 
 // Shared memory of a split block: the pipelines (later reused for the
-// merges) plus the tiles' validity masks.
+// warps' combined states, [warps][GB](D + 2) floats) plus the tiles'
+// validity masks.
 constexpr size_t kPipeElems = static_cast<size_t>(kSplitWarps) * kStages * 2 * 32 * kRowsPerThread * 8;
 constexpr size_t kSplitSmem = kPipeElems * 2 + sizeof(uint32_t) * kSplitWarps * kStages;
-static_assert(kSplitSmem >= sizeof(float) * (3 * kMaxSplits * 8 + 8 + 4 + kMergeRedFloats), "merge fits");
+static_assert(kSplitSmem >= sizeof(float) * kSplitWarps * 8 * (256 + 2), "the warps' states fit");
 
 
 // Programmatic dependent launch: the split kernels are launched allowed to
@@ -392,10 +393,10 @@ struct WarpTiles {
 };
 
 // A split block's merge unit: the (query token, KV head, head tile) whose
-// splits it shares a workspace region and arrival counter with. One
+// splits it shares a workspace region with. One
 // sequence's launch: token t = blockIdx.z, units over the whole grid. A
 // batched decode launch: one token per sequence (blockIdx.z), each sequence
-// with its own workspace region and counters, so units count one
+// with its own workspace region, so units count one
 // sequence's (KV head, head tile) pairs.
 struct SplitUnit {
   int t;          // query token (row of q and out)
@@ -414,10 +415,10 @@ __device__ __forceinline__ float* SplitMl(const PagedAttentionParams& p, const S
   return p.workspace + u.count * p.num_splits * gb * d + (u.index * p.num_splits + split) * gb * 2;
 }
 
-// With p.dynamic_splits: the unit's chunk counter, after the arrival
-// counters (zero between launches; the unit's merging block resets it).
+// With p.dynamic_splits: the unit's chunk counter (zero between launches;
+// MergeSplitsKernel resets it).
 __device__ __forceinline__ int* DynamicCounter(const PagedAttentionParams& p, const SplitUnit& u) {
-  return p.dynamic_splits ? p.counters + u.count + u.index : nullptr;
+  return p.dynamic_splits ? p.counters + u.index : nullptr;
 }
 
 // Writes four output dims of head h0 + h (query token t).
@@ -430,15 +431,8 @@ __device__ __forceinline__ void Store4(const PagedAttentionParams& p, int t, int
   out[3] = To<T>(o.w);
 }
 
-// atomicAdd with acquire-release semantics at GPU scope.
-__device__ __forceinline__ int AtomicAddAcqRel(int* ptr, int v) {
-  int old;
-  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(ptr), "r"(v) : "memory");
-  return old;
-}
-
 // Merges the num_splits partial results of `unit` (workspace) into the
-// output; every thread of the block calls it. Uses `smem` for the splits'
+// output; every thread of the block (MergeSplitsKernel's) calls it. Uses `smem` for the splits'
 // (max, sum) pairs and weights (3 * num_splits * GB + GB floats, rounded up
 // to 4) and the thread groups' sums (kMergeRedFloats floats).
 template <typename T, int D, int GB>
@@ -551,7 +545,7 @@ __device__ void MergeSplits(const PagedAttentionParams& p, const SplitUnit& u, i
 
 // The block's end: combines the warps' states (wm, wl, wacc in shared
 // memory, [warps][GB](D)) and writes the output (one split) or the split's
-// partial result, then the last block of the unit merges the splits.
+// partial result (MergeSplitsKernel merges those).
 template <typename T, int D, int GB>
 __device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, const SplitUnit& u, int h0,
                             int nh, int split) {
@@ -595,26 +589,7 @@ __device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, 
       }
     }
   }
-  if (single) return;
-
-  // The last block of the unit to finish merges the splits. One
-  // acquire-release atomic orders the partials instead of two full fences
-  // (__threadfence, a sequentially consistent fence): the barrier before it
-  // puts every thread's partial writes before thread 0's release, and the
-  // barrier after it puts thread 0's acquire before every thread's reads.
-  __shared__ int s_last;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const int prev = AtomicAddAcqRel(p.counters + u.index, 1);
-    s_last = prev == p.num_splits - 1;
-    if (s_last) {  // every block of the unit is done: ready for the next launch
-      atomicExch(p.counters + u.index, 0);
-      if (p.dynamic_splits) atomicExch(DynamicCounter(p, u), 0);
-    }
-  }
-  __syncthreads();
-  if (!s_last) return;
-  MergeSplits<T, D, GB>(p, u, h0, nh, reinterpret_cast<float*>(smem));
+  // Several splits: MergeSplitsKernel, launched next, merges them.
 }
 
 
@@ -830,8 +805,8 @@ __host__ __device__ constexpr size_t MmaPipeElems() {
 template <int D>
 __host__ __device__ constexpr size_t MmaSmem() {
   const size_t pipe = MmaPipeElems<D>() * 2 + sizeof(uint32_t) * kSplitWarps * kMmaStages;
-  const size_t merge = sizeof(float) * (3 * kMaxSplits * 8 + 8 + 4 + kMergeRedFloats);
-  return pipe > merge ? pipe : merge;
+  const size_t states = sizeof(float) * kSplitWarps * 8 * (D + 2);  // the warps' combined states
+  return pipe > states ? pipe : states;
 }
 
 // Rows 0-7 of A only (rows 8-15 zero): the group's <= 8 query heads.
@@ -1033,7 +1008,6 @@ __device__ __forceinline__ bool BindSequence(PagedAttentionParams& p) {
   p.num_splits = s.num_splits;
   p.split_len = s.split_len;
   p.workspace = p.workspace + s.workspace_offset;
-  p.counters = p.counters + s.counters_offset;
   return true;
 }
 
@@ -1069,6 +1043,40 @@ template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const PagedAttentionParams p) {
   RunSplit<kBatch, GB>(p,
                        [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); });
+}
+
+// Merges the splits of one unit per block (grid (1, units' y, z) as the
+// split launch's), after the split launch it follows has completed: a
+// separate kernel rather than the last split block of each unit. With the
+// merge in the split kernels' code, their streaming measured ~8 % slower on
+// an H100 (dense batch 1, % of copy: MHA 32K 91.4 -> 99.4 without it, GQA
+// 32K 79.6 -> 89.7, MHA 128K 93.5 -> 101.0), even where the merge itself
+// was one store (tools/bench/RESULTS.md, session 16).
+template <typename T, int D, int GB, bool kBatch>
+__global__ void __launch_bounds__(kSplitWarps * 32) MergeSplitsKernel(const PagedAttentionParams p) {
+  WaitPreviousGrid();
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int group = p.num_heads / p.num_kv_heads;
+  const int tiles = (group + GB - 1) / GB;
+  const int g = static_cast<int>(blockIdx.y) / tiles, z = static_cast<int>(blockIdx.y) % tiles;
+  const int h0 = g * group + z * GB, nh = min(GB, group - z * GB);
+  if constexpr (kBatch) {
+    PagedAttentionParams s = p;
+    if (!BindSequence(s) || s.num_splits == 1) return;  // one split wrote its output itself
+    MergeSplits<T, D, GB>(s, SplitUnit{0, blockIdx.y, gridDim.y}, h0, nh, reinterpret_cast<float*>(smem));
+  } else {
+    const SplitUnit u{static_cast<int>(blockIdx.z), static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
+                      static_cast<int64_t>(gridDim.y) * gridDim.z};
+    // Dynamic splits' chunk counter: zero again for the next launch.
+    if (p.dynamic_splits && threadIdx.x == 0) *DynamicCounter(p, u) = 0;
+    MergeSplits<T, D, GB>(p, u, h0, nh, reinterpret_cast<float*>(smem));
+  }
+}
+
+// MergeSplits' shared memory for `splits` splits of GB heads.
+template <int GB>
+constexpr size_t MergeSmem(int splits) {
+  return sizeof(float) * (((3 * static_cast<size_t>(splits) * GB + GB + 3) & ~size_t{3}) + kMergeRedFloats);
 }
 
 int HeadBlock(int group) { return group == 1 ? 1 : group == 2 ? 2 : group <= 4 ? 4 : 8; }
@@ -1128,6 +1136,9 @@ int SplitSlots() {
     }
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     cudaFuncSetAttribute(batch_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    const int merge = static_cast<int>(MergeSmem<GB>(kMaxSplits));  // the largest merge
+    cudaFuncSetAttribute(MergeSplitsKernel<T, D, GB, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, merge);
+    cudaFuncSetAttribute(MergeSplitsKernel<T, D, GB, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, merge);
     int sms = 0, per_sm = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kSplitWarps * 32, smem);
@@ -1180,7 +1191,7 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
   p.split_len = splits.len;
   p.dynamic_splits = DynamicSplits(geo, splits);
   plan.workspace_floats = static_cast<size_t>(units * splits.splits * geo.row_floats);
-  plan.counters = static_cast<size_t>(units) * (p.dynamic_splits ? 2 : 1);
+  plan.counters = p.dynamic_splits ? static_cast<size_t>(units) : 0;
   return plan;
 }
 
@@ -1195,16 +1206,14 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
   for (int i = 0; i < count; ++i) candidates[i] = Candidates(seqs[i], p.chunk);
   SplitGeometry geo;  // units 0: one split each
   if (count > 0 && p.num_heads > 0 && SplitEligible(p)) geo = GeometryFor(type, p);
-  int64_t floats = 0, counters = 0;
-  p.num_splits = PlanBatchSplits(geo, candidates.data(), count, splits.data(), &floats, &counters);
+  int64_t floats = 0;
+  p.num_splits = PlanBatchSplits(geo, candidates.data(), count, splits.data(), &floats);
   for (int i = 0; i < count; ++i) {
     seqs[i].num_splits = splits[i].splits;
     seqs[i].split_len = splits[i].len;
     seqs[i].workspace_offset = splits[i].workspace_offset;
-    seqs[i].counters_offset = splits[i].counters_offset;
   }
   plan.workspace_floats = static_cast<size_t>(floats);
-  plan.counters = static_cast<size_t>(counters);
   return plan;
 }
 
@@ -1217,7 +1226,8 @@ cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, c
     return cudaErrorInvalidValue;
   }
   if (SplitEligible(p) && (batch || p.split_len > 0)) {
-    if (p.num_splits > 1 && (p.workspace == nullptr || p.counters == nullptr)) return cudaErrorInvalidValue;
+    if (p.num_splits > 1 && p.workspace == nullptr) return cudaErrorInvalidValue;
+    if (p.dynamic_splits && p.counters == nullptr) return cudaErrorInvalidValue;
     if (p.dynamic_splits && (batch || p.num_splits < 2)) return cudaErrorInvalidValue;
     if (p.num_splits < 1 || p.num_splits > kMaxSplits) return cudaErrorInvalidValue;
     cudaError_t err = cudaSuccess;
@@ -1253,6 +1263,14 @@ cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, c
             launch(SplitKvAttentionKernel<T, D, GB, true>, kSplitSmem);
           } else {
             launch(SplitKvAttentionKernel<T, D, GB, false>, kSplitSmem);
+          }
+        }
+        if (err == cudaSuccess && p.num_splits > 1) {
+          cfg.gridDim = dim3(1, grid.y, grid.z);
+          if (batch) {
+            launch(MergeSplitsKernel<T, D, GB, true>, MergeSmem<GB>(p.num_splits));
+          } else {
+            launch(MergeSplitsKernel<T, D, GB, false>, MergeSmem<GB>(p.num_splits));
           }
         }
       });

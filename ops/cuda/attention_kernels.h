@@ -59,15 +59,16 @@ struct PagedAttentionParams {
   int num_splits = 1;
   int64_t split_len = 0;
   // With num_splits > 1: PagedAttentionPlan::workspace_floats floats and
-  // PagedAttentionPlan::counters ints of device memory; the counters must
-  // be zero before the first launch (the kernel leaves them zero again).
+  // PagedAttentionPlan::counters ints of device memory (counters: with
+  // dynamic_splits only); the counters must be zero before the first
+  // launch (the launch leaves them zero again).
   float* workspace = nullptr;
   int* counters = nullptr;
   // Set by PlanPagedAttention for long splits of one sequence's launch
   // (split_plan.h, DynamicSplits): the splits hand the unit's candidates out
-  // at run time, a few tiles per warp at a time from a counter after the
-  // arrival counters (PagedAttentionPlan::counters covers both), so that
-  // blocks on SMs that stream faster take more of them.
+  // at run time, a few tiles per warp at a time from a counter per unit
+  // (PagedAttentionPlan::counters), so that blocks on SMs that stream
+  // faster take more of them.
   bool dynamic_splits = false;
 
   // Batched decode: when set, `batch_size` sequences of one layer, each
@@ -104,15 +105,13 @@ struct DecodeSequence {
   const int32_t* chunks = nullptr;
   int64_t kv_len = 0;
   // Set by PlanPagedAttentionBatch: the length of the sequence's splits,
-  // and where its partial results and arrival counters start in the
-  // launch's workspace (floats) and counters (ints).
+  // and where its partial results start in the launch's workspace (floats).
   int64_t split_len = 0;
   int64_t workspace_offset = 0;
-  int64_t counters_offset = 0;
   int chunks_per_head = 0;
   int num_splits = 1;  // set by PlanPagedAttentionBatch
 };
-static_assert(sizeof(DecodeSequence) == 4 * sizeof(void*) + 4 * sizeof(int64_t) + 2 * sizeof(int),
+static_assert(sizeof(DecodeSequence) == 4 * sizeof(void*) + 3 * sizeof(int64_t) + 2 * sizeof(int),
               "DecodeSequence has no padding");
 
 // What LaunchPagedAttention needs beyond the inputs.
@@ -147,9 +146,11 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
 // mma.sync tensor cores for GB 4-8 (S = Q K^T with the heads padded to 16
 // rows, O^T += V^T P^T with the 8 heads as columns). The block's warps are
 // merged in shared memory; with several splits the partial results (max,
-// sum, unnormalised output) go to the workspace and the last block of each
-// (token, KV head, tile) to arrive (an acquire-release atomic counter)
-// merges them. Each warp looks up a tile's rows (selection
+// sum, unnormalised output) go to the workspace and a second kernel,
+// launched right after (programmatic dependent launch), merges each
+// (token, KV head, tile)'s splits. (The merge ran in the split kernels'
+// last block of each unit until session 16; with its code there the
+// splits streamed ~8 % slower, tools/bench/RESULTS.md.) Each warp looks up a tile's rows (selection
 // chunk, page-table entry, mask byte) one step before issuing its copies,
 // and the prologue's tiles together. PlanPagedAttention sizes the splits so
 // the grid is one wave of resident blocks, each warp getting at least the

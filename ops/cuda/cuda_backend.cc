@@ -839,7 +839,7 @@ class CudaBackend final : public Backend {
     p.ready_epoch = select.epoch;
   }
 
-  // The split-KV launch's partial results and arrival counters.
+  // The split-KV launch's partial results and dynamic splits' counters.
   void ProvideSplitScratch(const cuda::PagedAttentionPlan& plan, cuda::PagedAttentionParams& p) {
     if (plan.workspace_floats == 0) return;
     p.workspace = static_cast<float*>(attn_workspace_.Ensure(sizeof(float) * plan.workspace_floats, stream_));
@@ -932,8 +932,9 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, DType, bool, uint32_t>, GemmPlan> plans_;
   DeviceScratch ids_, positions_, inv_freq_, indptr_, chunks_, valid_, lse_, weights_,
       scores_, topk_, bounds_table_;
-  // Split-KV attention: partial results of the splits, and the per-(token,
-  // KV head, head tile) arrival counters (zero between launches).
+  // Split-KV attention: partial results of the splits, and the dynamic
+  // splits' per-(token, KV head, head tile) chunk counters (zero between
+  // launches).
   DeviceScratch attn_workspace_, attn_counters_;
   DeviceScratch select_arrivals_;  // SelectTopPages' per-KV-head counters (zero between launches)
   // per_head_select_wait: the flags SelectTopPages publishes its rows with

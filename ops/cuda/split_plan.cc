@@ -23,12 +23,11 @@ Splits PlanSplits(const SplitGeometry& geo, int64_t units, int64_t count) {
 }
 
 int PlanBatchSplits(const SplitGeometry& geo, const int64_t* candidates, int count, BatchSplit* out,
-                    int64_t* workspace_floats, int64_t* counters) {
+                    int64_t* workspace_floats) {
   *workspace_floats = 0;
-  *counters = 0;
   int64_t total = 0, most = 0;
   for (int i = 0; i < count; ++i) {
-    out[i] = BatchSplit{1, std::max<int64_t>(candidates[i], 1), 0, 0};
+    out[i] = BatchSplit{1, std::max<int64_t>(candidates[i], 1), 0};
     if (WorthSplitting(geo, candidates[i])) total += candidates[i];
     most = std::max(most, candidates[i]);
   }
@@ -45,9 +44,8 @@ int PlanBatchSplits(const SplitGeometry& geo, const int64_t* candidates, int cou
   for (int i = 0; i < count; ++i) {
     const int64_t splits = WorthSplitting(geo, candidates[i]) ? (candidates[i] + len - 1) / len : 1;
     if (splits <= 1) continue;
-    out[i] = BatchSplit{static_cast<int>(splits), len, *workspace_floats, *counters};
+    out[i] = BatchSplit{static_cast<int>(splits), len, *workspace_floats};
     *workspace_floats += geo.units * splits * geo.row_floats;
-    *counters += geo.units;
     widest = std::max(widest, static_cast<int>(splits));
   }
   return widest;

@@ -68,17 +68,15 @@ inline bool DynamicSplits(const SplitGeometry& geo, const Splits& s) {
 
 // A batched decode launch: sequence i has candidates[i] candidates; it gets
 // out[i] (its splits, all of one length for the batch, and where its
-// partials and arrival counters start). Returns the most splits any
-// sequence has (the grid's width); `workspace_floats` and `counters` get
-// what the launch needs in all.
+// partials start). Returns the most splits any sequence has (the grid's
+// width); `workspace_floats` gets what the launch needs in all.
 struct BatchSplit {
   int splits = 1;
   int64_t len = 0;
   int64_t workspace_offset = 0;  // floats
-  int64_t counters_offset = 0;   // ints
 };
 int PlanBatchSplits(const SplitGeometry& geo, const int64_t* candidates, int count, BatchSplit* out,
-                    int64_t* workspace_floats, int64_t* counters);
+                    int64_t* workspace_floats);
 
 }  // namespace quest::ops::cuda
 

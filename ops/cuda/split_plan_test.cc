@@ -56,10 +56,10 @@ TEST(PlanBatchSplitsTest, CoversEveryListWithDisjointScratch) {
       std::vector<int64_t> candidates(count);
       for (int64_t& c : candidates) c = std::max<int64_t>(1, static_cast<int64_t>(std::exp(log_len(rng))));
       std::vector<BatchSplit> out(count);
-      int64_t floats = -1, counters = -1;
-      const int widest = PlanBatchSplits(geo, candidates.data(), count, out.data(), &floats, &counters);
+      int64_t floats = -1;
+      const int widest = PlanBatchSplits(geo, candidates.data(), count, out.data(), &floats);
       int most = 1;
-      int64_t want_floats = 0, want_counters = 0, len = 0;
+      int64_t want_floats = 0, len = 0;
       for (int i = 0; i < count; ++i) {
         const BatchSplit& s = out[i];
         SCOPED_TRACE(testing::Message() << "trial " << trial << " seq " << i << " of " << count << ", "
@@ -79,16 +79,13 @@ TEST(PlanBatchSplitsTest, CoversEveryListWithDisjointScratch) {
         ASSERT_EQ(s.len % geo.round, 0);
         ASSERT_TRUE(s.len <= std::max(kMaxBatchSplitLen, geo.min_len) + geo.round ||
                     s.splits * 2 > kMaxSplits);
-        // Workspace regions and counters back to back, in order.
+        // Workspace regions back to back, in order.
         ASSERT_EQ(s.workspace_offset, want_floats);
-        ASSERT_EQ(s.counters_offset, want_counters);
         want_floats += geo.units * s.splits * geo.row_floats;
-        want_counters += geo.units;
         most = std::max(most, s.splits);
       }
       EXPECT_EQ(widest, most);
       EXPECT_EQ(floats, want_floats);
-      EXPECT_EQ(counters, want_counters);
     }
   }
 }
@@ -100,13 +97,13 @@ TEST(PlanBatchSplitsTest, OneWaveForShortBatchesSeveralForLongOnes) {
   const int64_t blocks_per_unit = geo.slots / geo.units;
   std::vector<int64_t> short_batch(8, 4096), long_batch(8, 131072);
   std::vector<BatchSplit> out(8);
-  int64_t floats = 0, counters = 0;
-  PlanBatchSplits(geo, short_batch.data(), 8, out.data(), &floats, &counters);
+  int64_t floats = 0;
+  PlanBatchSplits(geo, short_batch.data(), 8, out.data(), &floats);
   int64_t blocks = 0;
   for (const BatchSplit& s : out) blocks += s.splits;
   EXPECT_LE(blocks, blocks_per_unit + 8) << "about one wave";
   EXPECT_GE(blocks, blocks_per_unit / 2);
-  PlanBatchSplits(geo, long_batch.data(), 8, out.data(), &floats, &counters);
+  PlanBatchSplits(geo, long_batch.data(), 8, out.data(), &floats);
   for (const BatchSplit& s : out) {
     EXPECT_EQ(s.len, kMaxBatchSplitLen);
     EXPECT_EQ(s.splits, 131072 / kMaxBatchSplitLen);
@@ -116,12 +113,11 @@ TEST(PlanBatchSplitsTest, OneWaveForShortBatchesSeveralForLongOnes) {
 TEST(PlanBatchSplitsTest, NoGeometryMeansOneSplitEach) {
   const std::vector<int64_t> candidates = {5, 70000};
   std::vector<BatchSplit> out(2);
-  int64_t floats = -1, counters = -1;
-  EXPECT_EQ(PlanBatchSplits(SplitGeometry{}, candidates.data(), 2, out.data(), &floats, &counters), 1);
+  int64_t floats = -1;
+  EXPECT_EQ(PlanBatchSplits(SplitGeometry{}, candidates.data(), 2, out.data(), &floats), 1);
   EXPECT_EQ(out[1].splits, 1);
   EXPECT_EQ(out[1].len, 70000);
   EXPECT_EQ(floats, 0);
-  EXPECT_EQ(counters, 0);
 }
 
 }  // namespace
