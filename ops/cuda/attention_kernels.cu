@@ -183,7 +183,6 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionWeightsKernel(PagedA
 constexpr int kSplitWarps = 4;
 constexpr int kStages = 4;
 constexpr int kRowsPerThread = 4;
-constexpr int kMergeRedFloats = kSplitWarps * 32 * 4;  // MergeSplits' group sums
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -431,115 +430,97 @@ __device__ __forceinline__ void Store4(const PagedAttentionParams& p, int t, int
   out[3] = To<T>(o.w);
 }
 
-// Merges the num_splits partial results of `unit` (workspace) into the
-// output; every thread of the block (MergeSplitsKernel's) calls it. Uses `smem` for the splits'
-// (max, sum) pairs and weights (3 * num_splits * GB + GB floats, rounded up
-// to 4) and the thread groups' sums (kMergeRedFloats floats).
+// MergeSplitsKernel: one block per (query head, unit). kMergeThreads
+// threads own four dims each of the head's D (kMergeItems float4s) in
+// kMergeGroups groups that take every kMergeGroups-th split, so each
+// thread merges few splits and their loads are in flight at once. Measured
+// on an H100 (dense batch 1, % of copy, MHA 32K / 128K, GQA 32/8 32K):
+// 128 threads 98.8-99.0 / 101.1-101.3 / 86.9-87.0; 256 threads 97.0-97.2 /
+// 99.5-100.1 / 87.0-87.1 (wider merge blocks cost MHA's streaming, as in
+// session 16; why was not found); one block per unit instead of per head,
+// 128-256 threads, 98.7-99.0 / 101.1-101.6 / 85.4-85.7.
+constexpr int kMergeThreads = 128;
+template <int D>
+inline constexpr int kMergeItems = D / 4;
+template <int D>
+inline constexpr int kMergeGroups = kMergeThreads / kMergeItems<D>;
+static_assert(kMergeThreads % kMergeItems<256> == 0, "whole groups of the largest head_dim");
+
+// A running merge of split partials: the largest max (log2 units), the sum
+// and four output dims, scaled to that max.
+struct MergeState {
+  float m = -INFINITY, l = 0.0f;
+  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  // Adds n partials (max y.x, sum y.y, dims x); those with sum 0 attended
+  // nothing. The batch's max first, so the exponentials do not chain.
+  template <int n>
+  __device__ __forceinline__ void Add(const float2 (&y)[n], const float4 (&x)[n]) {
+    float mn = m;
+#pragma unroll
+    for (int k = 0; k < n; ++k) {
+      if (y[k].y > 0.0f) mn = fmaxf(mn, y[k].x);
+    }
+    if (mn == -INFINITY) return;
+    const float a = exp2f(m - mn);  // 0 while nothing was added
+    l *= a;
+    o = make_float4(o.x * a, o.y * a, o.z * a, o.w * a);
+#pragma unroll
+    for (int k = 0; k < n; ++k) {
+      const float b = y[k].y > 0.0f ? exp2f(y[k].x - mn) : 0.0f;
+      l += y[k].y * b;
+      o = make_float4(o.x + x[k].x * b, o.y + x[k].y * b, o.z + x[k].z * b, o.w + x[k].w * b);
+    }
+    m = mn;
+  }
+};
+
+// Merges the num_splits partial results of head h0 + h of `unit`
+// (workspace) into the output; every thread of MergeSplitsKernel's block
+// calls it. Partials of splits that attended nothing have sum 0 and add
+// nothing. Short on purpose: the merge is on the critical path of every
+// split decode call. Written as a weights pass between shared-memory
+// barriers (a block per unit, 16 splits' loads unrolled), it ran ~2.8 us
+// longer than an empty merge kernel on an H100 (ncu); this form ~1.5 us
+// (tools/bench/RESULTS.md, session 17).
 template <typename T, int D, int GB>
-__device__ void MergeSplits(const PagedAttentionParams& p, const SplitUnit& u, int h0, int nh, float* smem) {
-  const int t = u.t;
-  const int splits = p.num_splits;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float2* sml = reinterpret_cast<float2*>(smem);  // [splits][GB] (max, sum)
-  float* w = smem + 2 * splits * GB;              // [splits][GB]: exp2(m_s - M) / L
-  float* s_l = w + splits * GB;                   // [GB]: L
-
-  // Four dims per thread; when the block has more threads than the unit
-  // has float4s (small head groups), the splits are shared among thread
-  // groups too and their sums added in shared memory. Up to kUnroll
-  // splits' loads in flight per thread, the first batch issued before the
-  // (max, sum) pairs are read (partials of splits that attended nothing are
-  // zeros, weight 0).
-  const float4* acc = reinterpret_cast<const float4*>(SplitAcc(p, u, 0, GB, D));
-  constexpr int kStride = GB * D / 4;  // float4s per split
-  constexpr int kUnroll = 16;
-  const int items = nh * (D / 4);
-  const int groups = max(1, min(static_cast<int>(blockDim.x) / items, splits));
-  float4* red = reinterpret_cast<float4*>(smem + ((3 * splits * GB + GB + 3) & ~3));  // [groups][items]
-  float4 x[kUnroll];
-  {
-    const int v = threadIdx.x;
-    const int grp = v / items, item = v % items;
-    const float4* src = acc + (item / (D / 4)) * (D / 4) + item % (D / 4);
+__device__ void MergeSplits(const PagedAttentionParams& p, const SplitUnit& u, int h0, int h) {
+  constexpr int kItems = kMergeItems<D>, kGroups = kMergeGroups<D>;
+  constexpr int kUnroll = 8;
+  __shared__ float4 s_o[kMergeThreads];
+  __shared__ float2 s_ml[kMergeThreads];
+  const int splits = p.num_splits, t = u.t;
+  const int grp = threadIdx.x / kItems, d4 = threadIdx.x % kItems;
+  const float4* acc = reinterpret_cast<const float4*>(SplitAcc(p, u, 0, GB, D)) + h * kItems + d4;
+  const float2* ml = reinterpret_cast<const float2*>(SplitMl(p, u, 0, GB, D)) + h;
+  MergeState st;
+  for (int s0 = grp; s0 < splits; s0 += kUnroll * kGroups) {
+    float2 y[kUnroll];
+    float4 x[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int s = grp + u * groups;
-      x[u] = v < groups * items && s < splits ? __ldcg(src + s * kStride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int k = 0; k < kUnroll; ++k) {
+      const int s = s0 + k * kGroups;
+      y[k] = s < splits ? __ldcg(ml + s * GB) : make_float2(0.0f, 0.0f);
+      x[k] = s < splits ? __ldcg(acc + s * GB * kItems) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
+    st.Add(y, x);
   }
-
-  const float2* ml = reinterpret_cast<const float2*>(SplitMl(p, u, 0, GB, D));
-  for (int i = threadIdx.x; i < splits * GB; i += blockDim.x) sml[i] = __ldcg(ml + i);
+  s_o[threadIdx.x] = st.o;
+  s_ml[threadIdx.x] = make_float2(st.m, st.l);
   __syncthreads();
-  for (int h = warp; h < nh; h += kSplitWarps) {
-    float big = -INFINITY;
-    for (int s = lane; s < splits; s += 32) {
-      const float2 y = sml[s * GB + h];
-      if (y.y > 0.0f) big = fmaxf(big, y.x);
-    }
+  if (grp != 0) return;
+  float2 y[kGroups];
+  float4 x[kGroups];
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
-    float total = 0.0f;
-    for (int s = lane; s < splits; s += 32) {
-      const float2 y = sml[s * GB + h];
-      if (y.y > 0.0f) total += y.y * exp2f(y.x - big);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
-    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-    for (int s = lane; s < splits; s += 32) {
-      const float2 y = sml[s * GB + h];
-      w[s * GB + h] = y.y > 0.0f ? exp2f(y.x - big) * inv : 0.0f;
-    }
-    if (lane == 0) {
-      s_l[h] = total;
-      if (p.lse != nullptr) {
-        p.lse[static_cast<int64_t>(t) * p.num_heads + h0 + h] =
-            total > 0.0f ? (big + log2f(total)) * kLn2 : -INFINITY;
-      }
-    }
+  for (int g = 0; g < kGroups; ++g) {
+    y[g] = s_ml[g * kItems + d4];
+    x[g] = s_o[g * kItems + d4];
   }
-  __syncthreads();
-
-  for (int v = threadIdx.x; v < groups * items; v += blockDim.x) {
-    const int grp = v / items, item = v % items;
-    const int h = item / (D / 4), d4 = item % (D / 4);
-    const float4* src = acc + h * (D / 4) + d4;
-    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int s = grp; s < splits; s += kUnroll * groups) {
-      if (v != threadIdx.x || s != grp) {  // the first batch is already loaded
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int su = s + u * groups;
-          x[u] = su < splits ? __ldcg(src + su * kStride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int su = s + u * groups;
-        const float ws = su < splits ? w[su * GB + h] : 0.0f;
-        o.x += ws * x[u].x;
-        o.y += ws * x[u].y;
-        o.z += ws * x[u].z;
-        o.w += ws * x[u].w;
-      }
-    }
-    if (groups > 1) red[v] = o;
-    if (groups == 1) Store4<T, D>(p, t, h0, h, d4, s_l[h] > 0.0f ? o : make_float4(0.0f, 0.0f, 0.0f, 0.0f));
-  }
-  if (groups == 1) return;
-  __syncthreads();
-  for (int item = threadIdx.x; item < items; item += blockDim.x) {
-    const int h = item / (D / 4), d4 = item % (D / 4);
-    float4 o = red[item];
-    for (int grp = 1; grp < groups; ++grp) {
-      const float4 y = red[grp * items + item];
-      o.x += y.x;
-      o.y += y.y;
-      o.z += y.z;
-      o.w += y.w;
-    }
-    Store4<T, D>(p, t, h0, h, d4, s_l[h] > 0.0f ? o : make_float4(0.0f, 0.0f, 0.0f, 0.0f));
+  MergeState all;
+  all.Add(y, x);
+  const float inv = all.l > 0.0f ? 1.0f / all.l : 0.0f;
+  Store4<T, D>(p, t, h0, h, d4, make_float4(all.o.x * inv, all.o.y * inv, all.o.z * inv, all.o.w * inv));
+  if (d4 == 0 && p.lse != nullptr) {
+    p.lse[static_cast<int64_t>(t) * p.num_heads + h0 + h] = all.l > 0.0f ? (all.m + log2f(all.l)) * kLn2 : -INFINITY;
   }
 }
 
@@ -996,9 +977,10 @@ __device__ __forceinline__ void SplitKvMmaBlock(const PagedAttentionParams& p, c
 // tile, sequence), one query token per sequence; a block binds its
 // sequence's fields into a copy of p, and blocks past that sequence's own
 // split count (the grid is sized by the batch's most) leave at once.
-__device__ __forceinline__ bool BindSequence(PagedAttentionParams& p) {
+// False for split blocks past the sequence's splits.
+__device__ __forceinline__ bool BindSequence(PagedAttentionParams& p, int split) {
   const DecodeSequence& s = p.batch[blockIdx.z];
-  if (static_cast<int>(blockIdx.x) >= s.num_splits) return false;
+  if (split >= s.num_splits) return false;
   p.q = s.q;
   p.out = s.out;
   p.page_table = s.page_table;
@@ -1026,7 +1008,7 @@ __device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& 
   }
   if constexpr (kBatch) {
     PagedAttentionParams s = p;
-    if (BindSequence(s)) block(s, SplitUnit{0, blockIdx.y, gridDim.y});
+    if (BindSequence(s, static_cast<int>(blockIdx.x))) block(s, SplitUnit{0, blockIdx.y, gridDim.y});
   } else {
     block(p, SplitUnit{static_cast<int>(blockIdx.z), static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
                        static_cast<int64_t>(gridDim.y) * gridDim.z});
@@ -1045,38 +1027,32 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const Pa
                        [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); });
 }
 
-// Merges the splits of one unit per block (grid (1, units' y, z) as the
-// split launch's), after the split launch it follows has completed: a
+// Merges the splits of one query head of a unit per block (grid (GB, the
+// split launch's y, z); blocks past the unit's heads leave), after the split launch it follows has completed: a
 // separate kernel rather than the last split block of each unit. With the
 // merge in the split kernels' code, their streaming measured ~8 % slower on
 // an H100 (dense batch 1, % of copy: MHA 32K 91.4 -> 99.4 without it, GQA
 // 32K 79.6 -> 89.7, MHA 128K 93.5 -> 101.0), even where the merge itself
 // was one store (tools/bench/RESULTS.md, session 16).
 template <typename T, int D, int GB, bool kBatch>
-__global__ void __launch_bounds__(kSplitWarps * 32) MergeSplitsKernel(const PagedAttentionParams p) {
+__global__ void __launch_bounds__(kMergeThreads) MergeSplitsKernel(const PagedAttentionParams p) {
   WaitPreviousGrid();
-  extern __shared__ __align__(16) unsigned char smem[];
   const int group = p.num_heads / p.num_kv_heads;
   const int tiles = (group + GB - 1) / GB;
   const int g = static_cast<int>(blockIdx.y) / tiles, z = static_cast<int>(blockIdx.y) % tiles;
-  const int h0 = g * group + z * GB, nh = min(GB, group - z * GB);
+  const int h0 = g * group + z * GB, h = static_cast<int>(blockIdx.x);
+  if (h >= min(GB, group - z * GB)) return;  // past the group (a padded head tile)
   if constexpr (kBatch) {
     PagedAttentionParams s = p;
-    if (!BindSequence(s) || s.num_splits == 1) return;  // one split wrote its output itself
-    MergeSplits<T, D, GB>(s, SplitUnit{0, blockIdx.y, gridDim.y}, h0, nh, reinterpret_cast<float*>(smem));
+    if (!BindSequence(s, 0) || s.num_splits == 1) return;  // one split wrote its output itself
+    MergeSplits<T, D, GB>(s, SplitUnit{0, blockIdx.y, gridDim.y}, h0, h);
   } else {
     const SplitUnit u{static_cast<int>(blockIdx.z), static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
                       static_cast<int64_t>(gridDim.y) * gridDim.z};
     // Dynamic splits' chunk counter: zero again for the next launch.
-    if (p.dynamic_splits && threadIdx.x == 0) *DynamicCounter(p, u) = 0;
-    MergeSplits<T, D, GB>(p, u, h0, nh, reinterpret_cast<float*>(smem));
+    if (p.dynamic_splits && h == 0 && threadIdx.x == 0) *DynamicCounter(p, u) = 0;
+    MergeSplits<T, D, GB>(p, u, h0, h);
   }
-}
-
-// MergeSplits' shared memory for `splits` splits of GB heads.
-template <int GB>
-constexpr size_t MergeSmem(int splits) {
-  return sizeof(float) * (((3 * static_cast<size_t>(splits) * GB + GB + 3) & ~size_t{3}) + kMergeRedFloats);
 }
 
 int HeadBlock(int group) { return group == 1 ? 1 : group == 2 ? 2 : group <= 4 ? 4 : 8; }
@@ -1136,9 +1112,6 @@ int SplitSlots() {
     }
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     cudaFuncSetAttribute(batch_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    const int merge = static_cast<int>(MergeSmem<GB>(kMaxSplits));  // the largest merge
-    cudaFuncSetAttribute(MergeSplitsKernel<T, D, GB, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, merge);
-    cudaFuncSetAttribute(MergeSplitsKernel<T, D, GB, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, merge);
     int sms = 0, per_sm = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kSplitWarps * 32, smem);
@@ -1266,11 +1239,12 @@ cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, c
           }
         }
         if (err == cudaSuccess && p.num_splits > 1) {
-          cfg.gridDim = dim3(1, grid.y, grid.z);
+          cfg.gridDim = dim3(GB, grid.y, grid.z);
+          cfg.blockDim = dim3(kMergeThreads);
           if (batch) {
-            launch(MergeSplitsKernel<T, D, GB, true>, MergeSmem<GB>(p.num_splits));
+            launch(MergeSplitsKernel<T, D, GB, true>, 0);
           } else {
-            launch(MergeSplitsKernel<T, D, GB, false>, MergeSmem<GB>(p.num_splits));
+            launch(MergeSplitsKernel<T, D, GB, false>, 0);
           }
         }
       });

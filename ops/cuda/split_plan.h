@@ -10,7 +10,7 @@
 
 namespace quest::ops::cuda {
 
-// Splits of one list never exceed this (the merge's shared memory).
+// Splits of one list never exceed this (it bounds the workspace a plan asks for).
 inline constexpr int kMaxSplits = 512;
 
 // The most candidates one block of a batched launch streams. Blocks of equal

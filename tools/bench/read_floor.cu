@@ -63,12 +63,14 @@ cudaError_t LaunchRead(int blocks, cudaStream_t stream, const uint4* a, int64_t 
 // of 16 tokens; a sequence's pages sit `interleave` pages apart (as
 // attention_bench's 8 sequences share the pool). `hnd`: a page stores head
 // after head (each head's 16 rows contiguous) instead of token after token.
+// `table_stride` > 0: KV head g has its own page list, table + g *
+// table_stride (Quest's selection: each head reads its own pages).
 constexpr int kWarps = 4;
 constexpr int kRowU4 = 16;  // head_dim 128 bf16
 template <int kStages, int kRows>
 __global__ void __launch_bounds__(kWarps * 32)
     PagedReadKernel(const uint4* __restrict__ k, const uint4* __restrict__ v, int kv_heads, int64_t len,
-                    int interleave, bool hnd, const int* __restrict__ table, int work, uint4* sink) {
+                    int interleave, bool hnd, const int* __restrict__ table, int table_stride, int work, uint4* sink) {
   extern __shared__ __align__(16) uint4 ring[];
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -76,6 +78,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   constexpr int kTileU4 = kRows * kRowU4;  // one of K, V
   uint4* mine = ring + static_cast<size_t>(warp) * kStages * 2 * kTileU4;
   const int64_t first = blockIdx.x * len;
+  if (table != nullptr) table += static_cast<int64_t>(g) * table_stride;
   const int tiles = static_cast<int>((len + kRows - 1) / kRows);
   const int count = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;
   // With a page table: lane r < kRows looks up row r's page one tile ahead
@@ -230,7 +233,7 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
                   use_table ? 0 : static_cast<int64_t>(i % interleave) * 16 * s.kv_heads * kRowU4;
               const int* table = use_table ? tables + (i % 8) * seq_pages : nullptr;
               BENCH_CUDA(cudaLaunchKernelEx(&cfg, kernel, kp + shift, vp + shift, s.kv_heads, len, interleave,
-                                            hnd != 0, table, work, sink));
+                                            hnd != 0, table, 0, work, sink));
             });
             pct = std::max(pct, 100.0 * (bytes / t.host_s) / copy_bw);
           }
@@ -251,6 +254,75 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
     row("3 x 16, table, 1024 madds", PagedReadKernel<3, 16>, 3, 16, true, 1024);
     row("4 x 8, table, 256 madds", PagedReadKernel<4, 8>, 4, 8, true, 256);
     BENCH_CUDA(cudaFree(tables));
+  }
+
+  // Quest's sparse pattern: each KV head reads its own `budget` tokens, in
+  // whole pages drawn at random (distinct, unsorted) from the sequence's
+  // pages, through the 4 x 8 ring with a page table, NHD against HND
+  // pools. % of the dense context's copy bandwidth (as attention_bench's
+  // sparse rows); one wave of blocks.
+  std::printf("\nsparse pattern (each KV head its own random pages, 4 x 8 ring + page table), %% of that copy\n");
+  std::printf("%-5s %7s %7s %9s %8s %8s\n", "shape", "context", "budget", "K+V MB", "NHD", "HND");
+  for (const ReadFloorShape& s : shapes) {
+    const size_t dense_bytes = kv_bytes(s);
+    if (dense_bytes * 8 > most * kRegions / 2) continue;
+    const Timing copy = Time([&](int i) {
+      BENCH_CUDA(cudaMemcpyAsync(base + (i % kRegions) * most, base + ((i + 2) % kRegions) * most, dense_bytes,
+                                 cudaMemcpyDeviceToDevice, stream));
+    });
+    const double copy_bw = 2.0 * dense_bytes / copy.host_s;
+    const int64_t seq_pages = s.context / 16;
+    for (int64_t budget : {2048, 4096}) {
+      const int64_t pages = budget / 16;
+      if (pages > seq_pages) continue;
+      // 8 tables (one per pool sequence q, rotated over calls), each [heads][pages].
+      std::vector<int> host(static_cast<size_t>(8 * s.kv_heads * pages));
+      uint64_t rng = 0x243f6a8885a308d3ull;
+      std::vector<int> perm(static_cast<size_t>(seq_pages));
+      for (int q = 0; q < 8; ++q) {
+        for (int g = 0; g < s.kv_heads; ++g) {
+          for (int64_t i = 0; i < seq_pages; ++i) perm[i] = static_cast<int>(i);
+          for (int64_t i = 0; i < pages; ++i) {  // partial Fisher-Yates
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            const int64_t j = i + static_cast<int64_t>((rng >> 33) % static_cast<uint64_t>(seq_pages - i));
+            std::swap(perm[i], perm[j]);
+            host[(q * s.kv_heads + g) * pages + i] = perm[i] * 8 + q;
+          }
+        }
+      }
+      int* tables = nullptr;
+      BENCH_CUDA(cudaMalloc(&tables, host.size() * sizeof(int)));
+      BENCH_CUDA(cudaMemcpy(tables, host.data(), host.size() * sizeof(int), cudaMemcpyHostToDevice));
+      const size_t bytes = static_cast<size_t>(budget) * s.kv_heads * 128 * 2 * 2;
+      std::printf("%-5s %6lldK %7lld %9.1f", s.name, static_cast<long long>(s.context / 1024),
+                  static_cast<long long>(budget), bytes / 1e6);
+      auto kernel = PagedReadKernel<4, 8>;
+      const size_t smem = static_cast<size_t>(kWarps) * 4 * 2 * 8 * kRowU4 * 16;
+      BENCH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+      const uint4* kp = reinterpret_cast<const uint4*>(base);
+      const uint4* vp = reinterpret_cast<const uint4*>(base + most * kRegions / 2);
+      for (int hnd = 0; hnd < 2; ++hnd) {
+        const int splits = std::max(1, sms * 3 / s.kv_heads);
+        const int64_t len = ((budget + splits - 1) / splits + 31) / 32 * 32;  // whole tiles of the ring
+        const Timing t = Time([&](int i) {
+          cudaLaunchConfig_t cfg = {};
+          cfg.gridDim = dim3(static_cast<unsigned>((budget + len - 1) / len), s.kv_heads);
+          cfg.blockDim = dim3(kWarps * 32);
+          cfg.dynamicSmemBytes = smem;
+          cfg.stream = stream;
+          cudaLaunchAttribute attr[1];
+          attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+          attr[0].val.programmaticStreamSerializationAllowed = 1;
+          cfg.attrs = attr;
+          cfg.numAttrs = 1;
+          BENCH_CUDA(cudaLaunchKernelEx(&cfg, kernel, kp, vp, s.kv_heads, len, 8, hnd != 0,
+                                        tables + (i % 8) * s.kv_heads * pages, static_cast<int>(pages), 0, sink));
+        });
+        std::printf(" %7.1f%%", 100.0 * (bytes / t.host_s) / copy_bw);
+      }
+      std::printf("\n");
+      BENCH_CUDA(cudaFree(tables));
+    }
   }
   BENCH_CUDA(cudaStreamDestroy(stream));
   BENCH_CUDA(cudaFree(base));

@@ -21,8 +21,11 @@
 // pattern without their arithmetic: blocks (split, KV head) walking a
 // paged pool of 8 interleaved sequences through a cp.async ring per warp,
 // by ring shape, pool layout, page-table look-ups and dependent work per
-// tile. Not product code: a reference measurement (tools/bench/RESULTS.md,
-// session 16).
+// tile. A third reads Quest's sparse pattern (each KV head its own random
+// pages of the context) from NHD and HND pools: whether a head-major pool
+// would serve the sparse attention's scattered 256-byte rows better (it
+// did not: session 17). Not product code: a reference measurement
+// (tools/bench/RESULTS.md, sessions 16-17).
 
 #include <cstdint>
 #include <vector>
