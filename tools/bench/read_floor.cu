@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "ops/cuda/device_util.cuh"
 #include "ops/cuda/ptx.cuh"
 #include "tools/bench/bench_util.h"
 #include "tools/bench/read_floor.h"
@@ -43,16 +44,8 @@ __global__ void __launch_bounds__(kThreads) ReadKernel(const uint4* __restrict__
 
 template <Launch kLaunch>
 cudaError_t LaunchRead(int blocks, cudaStream_t stream, const uint4* a, int64_t n, uint4* sink) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kThreads);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = kLaunch == kPlain ? 0 : 1;
-  return cudaLaunchKernelEx(&cfg, ReadKernel<kLaunch>, a, n, sink);
+  return ops::cuda::LaunchMaybePdl(kLaunch != kPlain, ReadKernel<kLaunch>, dim3(blocks), dim3(kThreads), 0, stream,
+                                   a, n, sink);
 }
 
 // The dense attention's access pattern without its arithmetic: block
@@ -218,22 +211,14 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
             const int splits = std::max(1, sms * per / s.kv_heads);
             const int64_t len = (s.context + splits - 1) / splits;
             const Timing t = Time([&](int i) {
-              cudaLaunchConfig_t cfg = {};
-              cfg.gridDim = dim3(static_cast<unsigned>((s.context + len - 1) / len), s.kv_heads);
-              cfg.blockDim = dim3(kWarps * 32);
-              cfg.dynamicSmemBytes = smem;
-              cfg.stream = stream;
-              cudaLaunchAttribute attr[1];
-              attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-              attr[0].val.programmaticStreamSerializationAllowed = 1;
-              cfg.attrs = attr;
-              cfg.numAttrs = 1;
               // Alternate sequences of the pool (page offset i % interleave).
               const int64_t shift =
                   use_table ? 0 : static_cast<int64_t>(i % interleave) * 16 * s.kv_heads * kRowU4;
               const int* table = use_table ? tables + (i % 8) * seq_pages : nullptr;
-              BENCH_CUDA(cudaLaunchKernelEx(&cfg, kernel, kp + shift, vp + shift, s.kv_heads, len, interleave,
-                                            hnd != 0, table, 0, work, sink));
+              const dim3 grid(static_cast<unsigned>((s.context + len - 1) / len), s.kv_heads);
+              BENCH_CUDA(ops::cuda::LaunchMaybePdl(true, kernel, grid, dim3(kWarps * 32), smem, stream, kp + shift,
+                                                   vp + shift, s.kv_heads, len, interleave, hnd != 0, table, 0,
+                                                   work, sink));
             });
             pct = std::max(pct, 100.0 * (bytes / t.host_s) / copy_bw);
           }
@@ -304,19 +289,11 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
       for (int hnd = 0; hnd < 2; ++hnd) {
         const int splits = std::max(1, sms * 3 / s.kv_heads);
         const int64_t len = ((budget + splits - 1) / splits + 31) / 32 * 32;  // whole tiles of the ring
+        const dim3 grid(static_cast<unsigned>((budget + len - 1) / len), s.kv_heads);
         const Timing t = Time([&](int i) {
-          cudaLaunchConfig_t cfg = {};
-          cfg.gridDim = dim3(static_cast<unsigned>((budget + len - 1) / len), s.kv_heads);
-          cfg.blockDim = dim3(kWarps * 32);
-          cfg.dynamicSmemBytes = smem;
-          cfg.stream = stream;
-          cudaLaunchAttribute attr[1];
-          attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-          attr[0].val.programmaticStreamSerializationAllowed = 1;
-          cfg.attrs = attr;
-          cfg.numAttrs = 1;
-          BENCH_CUDA(cudaLaunchKernelEx(&cfg, kernel, kp, vp, s.kv_heads, len, 8, hnd != 0,
-                                        tables + (i % 8) * s.kv_heads * pages, static_cast<int>(pages), 0, sink));
+          BENCH_CUDA(ops::cuda::LaunchMaybePdl(true, kernel, grid, dim3(kWarps * 32), smem, stream, kp, vp,
+                                               s.kv_heads, len, 8, hnd != 0, tables + (i % 8) * s.kv_heads * pages,
+                                               static_cast<int>(pages), 0, sink));
         });
         std::printf(" %7.1f%%", 100.0 * (bytes / t.host_s) / copy_bw);
       }
