@@ -1028,12 +1028,14 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const Pa
 }
 
 // Merges the splits of one query head of a unit per block (grid (GB, the
-// split launch's y, z); blocks past the unit's heads leave), after the split launch it follows has completed: a
-// separate kernel rather than the last split block of each unit. With the
-// merge in the split kernels' code, their streaming measured ~8 % slower on
-// an H100 (dense batch 1, % of copy: MHA 32K 91.4 -> 99.4 without it, GQA
-// 32K 79.6 -> 89.7, MHA 128K 93.5 -> 101.0), even where the merge itself
-// was one store (tools/bench/RESULTS.md, session 16).
+// split launch's y, z); blocks past the unit's heads leave), after the
+// split launch it follows has completed: a separate kernel rather than the
+// last split block of each unit. With the merge in the split kernels'
+// code, their streaming measured ~8 % slower on an H100 (dense batch 1, %
+// of copy: MHA 32K 91.4 -> 99.4 without it, GQA 32K 79.6 -> 89.7, MHA 128K
+// 93.5 -> 101.0), even where the merge itself was one store; the arrival's
+// fence and atomic alone cost ~1 % (tools/bench/RESULTS.md, sessions
+// 16-17).
 template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kMergeThreads) MergeSplitsKernel(const PagedAttentionParams p) {
   WaitPreviousGrid();
