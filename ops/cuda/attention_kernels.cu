@@ -403,6 +403,19 @@ struct SplitUnit {
   int64_t count;  // units sharing the workspace region
 };
 
+// The heads of a split or merge block's grid row (blockIdx.y: KV head x
+// head tile): KV head g and query heads h0 .. h0 + nh of its group.
+struct HeadTile {
+  int g, h0, nh;
+};
+template <int GB>
+__device__ __forceinline__ HeadTile HeadTileOf(const PagedAttentionParams& p) {
+  const int group = p.num_heads / p.num_kv_heads;
+  const int tiles = (group + GB - 1) / GB;
+  const int g = static_cast<int>(blockIdx.y) / tiles, z = static_cast<int>(blockIdx.y) % tiles;
+  return HeadTile{g, g * group + z * GB, min(GB, group - z * GB)};
+}
+
 // Workspace layout: the partial outputs [units][splits][GB][D] first
 // (16-byte aligned rows), then (max, sum) pairs [units][splits][GB][2].
 __device__ __forceinline__ float* SplitAcc(const PagedAttentionParams& p, const SplitUnit& u, int split, int gb,
@@ -575,21 +588,19 @@ __device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, 
 
 
 // Where a split block works: KV head g, query heads h0 .. h0 + nh of its
-// group (head tile blockIdx.y % tiles), and candidates [js, je) of the
-// query at position qpos (split blockIdx.x).
+// group (HeadTileOf), and candidates [js, je) of the query at position
+// qpos (split blockIdx.x).
 struct SplitPlace {
   int g, h0, nh;
   int64_t qpos, js, je;
 };
 template <int GB>
 __device__ __forceinline__ SplitPlace PlaceSplit(const PagedAttentionParams& p, const SplitUnit& u) {
-  const int group = p.num_heads / p.num_kv_heads;
-  const int tiles = (group + GB - 1) / GB;
+  const HeadTile heads = HeadTileOf<GB>(p);
   SplitPlace at;
-  at.g = blockIdx.y / tiles;
-  const int z = blockIdx.y % tiles;
-  at.h0 = at.g * group + z * GB;
-  at.nh = min(GB, group - z * GB);
+  at.g = heads.g;
+  at.h0 = heads.h0;
+  at.nh = heads.nh;
   at.qpos = p.kv_len - p.n + u.t;
   const int64_t count = SplitCandidates(p, at.g, at.qpos);
   // Dynamic splits take chunks of the whole list (WarpTiles).
@@ -993,6 +1004,20 @@ __device__ __forceinline__ bool BindSequence(PagedAttentionParams& p, int split)
   return true;
 }
 
+// Calls block(params, unit) for this block's unit of a one-sequence or a
+// batched launch; a batched one binds sequence blockIdx.z into a copy of p
+// first, and calls nothing where `split` is past that sequence's splits.
+template <bool kBatch, typename Block>
+__device__ __forceinline__ void ForUnit(const PagedAttentionParams& p, int split, Block&& block) {
+  if constexpr (kBatch) {
+    PagedAttentionParams s = p;
+    if (BindSequence(s, split)) block(s, SplitUnit{0, blockIdx.y, gridDim.y});
+  } else {
+    block(p, SplitUnit{static_cast<int>(blockIdx.z), static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
+                       static_cast<int64_t>(gridDim.y) * gridDim.z});
+  }
+}
+
 // Runs `block` (a split block function) for this block's place in a
 // one-sequence or a batched launch.
 // With p.ready a block waits for its own KV head's selection row instead
@@ -1001,18 +1026,11 @@ __device__ __forceinline__ bool BindSequence(PagedAttentionParams& p, int split)
 template <bool kBatch, int GB, typename Block>
 __device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& block) {
   if (p.ready != nullptr) {
-    const int group = p.num_heads / p.num_kv_heads;
-    WaitForRow(p.ready, p.ready_epoch, static_cast<int>(blockIdx.y) / ((group + GB - 1) / GB));
+    WaitForRow(p.ready, p.ready_epoch, HeadTileOf<GB>(p).g);
   } else {
     WaitPreviousGrid();
   }
-  if constexpr (kBatch) {
-    PagedAttentionParams s = p;
-    if (BindSequence(s, static_cast<int>(blockIdx.x))) block(s, SplitUnit{0, blockIdx.y, gridDim.y});
-  } else {
-    block(p, SplitUnit{static_cast<int>(blockIdx.z), static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
-                       static_cast<int64_t>(gridDim.y) * gridDim.z});
-  }
+  ForUnit<kBatch>(p, static_cast<int>(blockIdx.x), block);
   if (p.ready != nullptr) asm volatile("griddepcontrol.wait;\n" ::: "memory");
 }
 
@@ -1039,22 +1057,15 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const Pa
 template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kMergeThreads) MergeSplitsKernel(const PagedAttentionParams p) {
   WaitPreviousGrid();
-  const int group = p.num_heads / p.num_kv_heads;
-  const int tiles = (group + GB - 1) / GB;
-  const int g = static_cast<int>(blockIdx.y) / tiles, z = static_cast<int>(blockIdx.y) % tiles;
-  const int h0 = g * group + z * GB, h = static_cast<int>(blockIdx.x);
-  if (h >= min(GB, group - z * GB)) return;  // past the group (a padded head tile)
-  if constexpr (kBatch) {
-    PagedAttentionParams s = p;
-    if (!BindSequence(s, 0) || s.num_splits == 1) return;  // one split wrote its output itself
-    MergeSplits<T, D, GB>(s, SplitUnit{0, blockIdx.y, gridDim.y}, h0, h);
-  } else {
-    const SplitUnit u{static_cast<int>(blockIdx.z), static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y,
-                      static_cast<int64_t>(gridDim.y) * gridDim.z};
+  const HeadTile heads = HeadTileOf<GB>(p);
+  const int h = static_cast<int>(blockIdx.x);
+  if (h >= heads.nh) return;  // past the group (a padded head tile)
+  ForUnit<kBatch>(p, 0, [&](const PagedAttentionParams& q, const SplitUnit& u) {
+    if (q.num_splits == 1) return;  // a batched sequence whose one split wrote its output itself
     // Dynamic splits' chunk counter: zero again for the next launch.
-    if (p.dynamic_splits && h == 0 && threadIdx.x == 0) *DynamicCounter(p, u) = 0;
-    MergeSplits<T, D, GB>(p, u, h0, h);
-  }
+    if (q.dynamic_splits && h == 0 && threadIdx.x == 0) *DynamicCounter(q, u) = 0;
+    MergeSplits<T, D, GB>(q, u, heads.h0, h);
+  });
 }
 
 int HeadBlock(int group) { return group == 1 ? 1 : group == 2 ? 2 : group <= 4 ? 4 : 8; }

@@ -136,6 +136,16 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
   BENCH_CUDA(cudaMemset(base, 1, most * kRegions));
   BENCH_CUDA(cudaStreamCreate(&stream));
 
+  // A D2D copy of `bytes`, read + written, in bytes per second: every
+  // table's reference.
+  auto copy_bandwidth = [&](size_t bytes) {
+    const Timing copy = Time([&](int i) {
+      BENCH_CUDA(cudaMemcpyAsync(base + (i % kRegions) * most, base + ((i + 2) % kRegions) * most, bytes,
+                                 cudaMemcpyDeviceToDevice, stream));
+    });
+    return 2.0 * bytes / copy.host_s;
+  };
+
   std::printf("read_floor: %d SMs; %% = read GB/s over a D2D copy's (read + write) GB/s, same bytes, same run;\n",
               sms);
   std::printf("calls back to back on rotating regions, host clock; best of 1/2/4/8 blocks of %d per SM\n", kThreads);
@@ -144,11 +154,7 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
   for (const ReadFloorShape& s : shapes) {
     const size_t bytes = kv_bytes(s);
     const int64_t n = static_cast<int64_t>(bytes / sizeof(uint4));
-    const Timing copy = Time([&](int i) {
-      BENCH_CUDA(cudaMemcpyAsync(base + (i % kRegions) * most, base + ((i + 2) % kRegions) * most, bytes,
-                                 cudaMemcpyDeviceToDevice, stream));
-    });
-    const double copy_bw = 2.0 * bytes / copy.host_s;
+    const double copy_bw = copy_bandwidth(bytes);
     std::printf("%-5s %6lldK %9.1f %10.0f", s.name, static_cast<long long>(s.context / 1024), bytes / 1e6,
                 copy_bw / 1e9);
     auto best = [&](auto launch) {
@@ -182,11 +188,7 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
   for (const ReadFloorShape& s : shapes) {
     const size_t bytes = kv_bytes(s);
     if (bytes * 8 > most * kRegions / 2) continue;  // K and V pools of 8 interleaved sequences
-    const Timing copy = Time([&](int i) {
-      BENCH_CUDA(cudaMemcpyAsync(base + (i % kRegions) * most, base + ((i + 2) % kRegions) * most, bytes,
-                                 cudaMemcpyDeviceToDevice, stream));
-    });
-    const double copy_bw = 2.0 * bytes / copy.host_s;
+    const double copy_bw = copy_bandwidth(bytes);
     // Page tables of the 8 interleaved sequences (sequence q: pages i * 8 + q).
     const int64_t seq_pages = s.context / 16;
     std::vector<int> host_table(static_cast<size_t>(8 * seq_pages));
@@ -251,11 +253,7 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
   for (const ReadFloorShape& s : shapes) {
     const size_t dense_bytes = kv_bytes(s);
     if (dense_bytes * 8 > most * kRegions / 2) continue;
-    const Timing copy = Time([&](int i) {
-      BENCH_CUDA(cudaMemcpyAsync(base + (i % kRegions) * most, base + ((i + 2) % kRegions) * most, dense_bytes,
-                                 cudaMemcpyDeviceToDevice, stream));
-    });
-    const double copy_bw = 2.0 * dense_bytes / copy.host_s;
+    const double copy_bw = copy_bandwidth(dense_bytes);
     const int64_t seq_pages = s.context / 16;
     for (int64_t budget : {2048, 4096}) {
       const int64_t pages = budget / 16;
