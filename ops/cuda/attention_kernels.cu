@@ -327,15 +327,17 @@ __device__ __forceinline__ bool RowResolve(const PagedAttentionParams& p, int g,
 // kSplitWarps + warp) and each further one is taken from the unit's counter
 // `next` (an atomic add, issued a chunk ahead so its latency hides behind
 // the current chunk), so warps on SMs that stream faster take more chunks
-// and the splits end together instead of on the slowest SM. Chunks of 32
-// rows suit both kernels (H100, dense batch 1, % of copy): 4 tiles of 8
-// rows against 2 for the CUDA-core kernel (MHA 128K 93.6 vs 92.1), 2 tiles
-// of 16 against 4 for the tensor-core one (GQA 128K 91.5 vs 90.5-90.9; on
-// another H100 94.3 vs 93.9, within noise).
+// and the splits end together instead of on the slowest SM. A warp's
+// pipeline holds a chunk besides the tiles in flight, so the ends still
+// spread by about a chunk's streaming time. H100, dense batch 1, % of copy:
+// the CUDA-core kernel takes chunks of 4 tiles of 8 rows (MHA 128K 93.6
+// against 92.1 with 2 tiles); the tensor-core one takes one tile of 16
+// (GQA 32/8 32K 86.7-86.9 against 85.7-85.8 statically, which 2-tile
+// chunks did not beat; 128K 100.1-100.2 against 99.4-99.5; session 18).
 constexpr int kChunkRows = 32;
 template <int kRows, int D>
 struct WarpTiles {
-  static constexpr int kChunkTiles = kChunkRows > kRows ? kChunkRows / kRows : 1;
+  static constexpr int kChunkTiles = kRows >= 16 ? 1 : kChunkRows / kRows;
   __device__ WarpTiles(const PagedAttentionParams& p, int g_, int64_t js_, int64_t je_, int64_t qpos_, int warp_,
                        int lane_, int* next_)
       : g(g_), warp(warp_), lane(lane_),

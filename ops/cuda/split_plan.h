@@ -52,16 +52,18 @@ Splits PlanSplits(const SplitGeometry& geo, int64_t units, int64_t count);
 
 // Long splits of one sequence's launch hand their tiles out at run time
 // (attention_kernels.h, PagedAttentionParams::dynamic_splits): blocks of
-// equal work stream at quite different speeds (an H100 trace of dense MHA
-// 32K: 130 to 197 us), and the launch ended on the slowest. Splits of at
-// least this many rounds (geo.round candidates each) do. Measured on the
-// H100 (attention_bench, dense batch 1, % of copy, static -> dynamic): MHA
-// 32K 88.3 -> 91.4 (86 rounds), 128K 91.1 -> 93.6; GQA 32/8 128K 90.5 ->
-// 90.8 (42 rounds), but GQA 32K 79.6 -> 78.2 at 16 rounds (four chunks per
-// warp), which stays static. (Session 11 measured GQA 32K dynamic from 8
-// rounds at 80.2-80.3 against 79.4-79.7: within about 1 %, not the
-// difference that would settle it; the threshold stays.)
-inline constexpr int64_t kDynamicMinRounds = 32;
+// equal work stream at quite different speeds, and a static launch ends on
+// the slowest. Splits of at least this many rounds (geo.round candidates
+// each) do. A trace of dense GQA 32/8 32K on an H100 (session 18,
+// %globaltimer per block): static blocks finished streaming between 37
+// and 50 us, by SM (the blocks on about ten SMs of one region ran ~20 %
+// faster), not by KV head; dynamic ones between 47.5 and 49. Measured on
+// the H100 (attention_bench, dense batch 1, % of copy, static -> dynamic):
+// MHA 32K 88.3 -> 91.4 (86 rounds), 128K 91.1 -> 93.6; GQA 32/8 32K (16
+// rounds) 85.7-85.8 -> 86.7-86.9 once the tensor-core kernel's chunks were
+// one tile (session 18; with chunks of 2-4 tiles it was no better than
+// static). Quest's selections (B <= 4096: at most ~11 rounds) stay static.
+inline constexpr int64_t kDynamicMinRounds = 16;
 inline bool DynamicSplits(const SplitGeometry& geo, const Splits& s) {
   return s.splits > 1 && geo.round > 0 && s.len >= kDynamicMinRounds * geo.round;
 }

@@ -10,11 +10,11 @@
 namespace quest::ops::cuda {
 namespace {
 
-// The H100's geometry for head_dim 128: MHA on the CUDA-core kernel (4
-// blocks of 8-row tiles per SM) and GQA 32/8 on the tensor-core kernel (3
+// The H100's geometry for head_dim 128: MHA on the CUDA-core kernel (3
+// blocks of 8-row tiles per SM) and GQA 32/8 on the tensor-core kernel (2
 // blocks of 16-key tiles per SM).
-SplitGeometry Mha() { return SplitGeometry{132 * 4, 32, 32, 96, 130}; }
-SplitGeometry Gqa() { return SplitGeometry{132 * 3, 8, 64, 128, 4 * 130}; }
+SplitGeometry Mha() { return SplitGeometry{132 * 3, 32, 32, 96, 130}; }
+SplitGeometry Gqa() { return SplitGeometry{132 * 2, 8, 64, 128, 4 * 130}; }
 
 TEST(PlanSplitsTest, ShortListsAreOneBlockLongOnesOneWave) {
   const SplitGeometry geo = Mha();
@@ -42,7 +42,9 @@ TEST(DynamicSplitsTest, LongSplitsOnly) {
   EXPECT_FALSE(DynamicSplits(mha, PlanSplits(mha, mha.units, 4096)));
   // Long dense contexts: dynamic.
   EXPECT_TRUE(DynamicSplits(mha, PlanSplits(mha, mha.units, 32768)));
+  EXPECT_TRUE(DynamicSplits(gqa, PlanSplits(gqa, gqa.units, 32768)));
   EXPECT_TRUE(DynamicSplits(gqa, PlanSplits(gqa, gqa.units, 131072)));
+  EXPECT_FALSE(DynamicSplits(gqa, PlanSplits(gqa, gqa.units, 4096)));
   // One split has nothing to balance.
   EXPECT_FALSE(DynamicSplits(mha, Splits{1, 1 << 20}));
 }
