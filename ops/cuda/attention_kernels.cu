@@ -580,6 +580,8 @@ __device__ void FinishSplit(const PagedAttentionParams& p, unsigned char* smem, 
   for (int idx = threadIdx.x; idx < nh * D; idx += blockDim.x) {
     const int h = idx / D, d = idx % D;
     float o = 0.0f, tot = 0.0f, mx = 0.0f;
+    // Head h's values are picked by unrolled compares: indexing the
+    // register arrays with a run-time h would put them in local memory.
 #pragma unroll
     for (int hh = 0; hh < GB; ++hh) {
       if (hh != h) continue;

@@ -68,7 +68,9 @@ struct PagedAttentionParams {
   // (split_plan.h, DynamicSplits): the splits hand the unit's candidates out
   // at run time, a few tiles per warp at a time from a counter per unit
   // (PagedAttentionPlan::counters), so that blocks on SMs that stream
-  // faster take more of them.
+  // faster take more of them. Which split sums which tiles then depends on
+  // timing, so such a launch's output is not bitwise repeatable (it varies
+  // within fp32 rounding); short lists (Quest's selections) stay static.
   bool dynamic_splits = false;
 
   // Batched decode: when set, `batch_size` sequences of one layer, each
