@@ -1248,39 +1248,29 @@ cudaError_t LaunchPagedAttention(ElemType type, const PagedAttentionParams& p, c
                       static_cast<unsigned>(batch ? p.batch_size : p.n));
       QUEST_DISPATCH(type, {
         SplitSlots<T, D, GB, kUseMma<D, GB>>();  // sets the shared memory attribute
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = grid;
-        cfg.blockDim = dim3(kSplitWarps * 32);
-        cfg.stream = stream;
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = attr;
-        cfg.numAttrs = 1;
-        auto launch = [&](auto kernel, size_t smem) {
-          cfg.dynamicSmemBytes = smem;
-          err = cudaLaunchKernelEx(&cfg, kernel, p);
+        const dim3 split_block(kSplitWarps * 32);
+        auto launch = [&](auto kernel, dim3 g, dim3 b, size_t smem) {
+          err = LaunchMaybePdl(/*pdl=*/true, kernel, g, b, smem, stream, p);
         };
         if constexpr (kUseMma<D, GB>) {
           if (batch) {
-            launch(SplitKvMmaKernel<T, D, GB, true>, MmaSmem<D>());
+            launch(SplitKvMmaKernel<T, D, GB, true>, grid, split_block, MmaSmem<D>());
           } else {
-            launch(SplitKvMmaKernel<T, D, GB, false>, MmaSmem<D>());
+            launch(SplitKvMmaKernel<T, D, GB, false>, grid, split_block, MmaSmem<D>());
           }
         } else {
           if (batch) {
-            launch(SplitKvAttentionKernel<T, D, GB, true>, kSplitSmem);
+            launch(SplitKvAttentionKernel<T, D, GB, true>, grid, split_block, kSplitSmem);
           } else {
-            launch(SplitKvAttentionKernel<T, D, GB, false>, kSplitSmem);
+            launch(SplitKvAttentionKernel<T, D, GB, false>, grid, split_block, kSplitSmem);
           }
         }
         if (err == cudaSuccess && p.num_splits > 1) {
-          cfg.gridDim = dim3(GB, grid.y, grid.z);
-          cfg.blockDim = dim3(kMergeThreads);
+          const dim3 merge_grid(GB, grid.y, grid.z), merge_block(kMergeThreads);
           if (batch) {
-            launch(MergeSplitsKernel<T, D, GB, true>, 0);
+            launch(MergeSplitsKernel<T, D, GB, true>, merge_grid, merge_block, 0);
           } else {
-            launch(MergeSplitsKernel<T, D, GB, false>, 0);
+            launch(MergeSplitsKernel<T, D, GB, false>, merge_grid, merge_block, 0);
           }
         }
       });

@@ -152,9 +152,9 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
 // launched right after (programmatic dependent launch), merges each
 // (token, KV head, tile)'s splits. (The merge ran in the split kernels'
 // last block of each unit until session 16; with its code there the
-// splits streamed ~8 % slower, tools/bench/RESULTS.md.) Each warp looks up a tile's rows (selection
-// chunk, page-table entry, mask byte) one step before issuing its copies,
-// and the prologue's tiles together. PlanPagedAttention sizes the splits so
+// splits streamed ~8 % slower, tools/bench/RESULTS.md.) Each warp looks up
+// a tile's rows (selection chunk, page-table entry, mask byte) one step
+// before issuing its copies, and the prologue's tiles together. PlanPagedAttention sizes the splits so
 // the grid is one wave of resident blocks, each warp getting at least the
 // pipeline's prologue of tiles; lists up to two such blocks long get one
 // split (no merge). The split kernels are launched with programmatic
