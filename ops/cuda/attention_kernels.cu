@@ -1041,13 +1041,50 @@ __device__ __forceinline__ void ForUnit(const PagedAttentionParams& p, int split
   }
 }
 
+// With p.prefetch_first_tiles (a dense one-sequence launch, see
+// split_plan.h): before the block waits for the previous grid, its threads
+// start pulling the K and V rows of the block's first tiles into L2 (one
+// tile per warp of a static split; a dynamic split's first chunk per
+// warp). A hint only: nothing is read into registers but page-table
+// entries, which the host uploads in stream order before the kernels it
+// queues (the previous grid does not write them); L2 is where every SM's
+// writes meet, so a line the previous grid writes later stays coherent.
+// The wait otherwise leaves DRAM idle while the previous kernel (the last
+// call's merge) ends, and each warp's first tile then takes the
+// page-table -> K/V round trip at the start of its pipeline.
+template <typename T, int D, int GB, int kRows, int kChunkTiles>
+__device__ __forceinline__ void PrefetchFirstTiles(const PagedAttentionParams& p) {
+  const SplitPlace at = PlaceSplit<GB>(p, SplitUnit{static_cast<int>(blockIdx.z), 0, 0});
+  const int per_warp = p.dynamic_splits ? kChunkTiles * kRows : kRows;
+  // The block's first tiles are contiguous: static warps take its tiles in
+  // turn from js; dynamic ones start at chunk blockIdx.x * kSplitWarps + warp.
+  const int64_t first = p.dynamic_splits ? static_cast<int64_t>(blockIdx.x) * kSplitWarps * per_warp : at.js;
+  const int64_t end = min(first + kSplitWarps * per_warp, at.je);
+  constexpr int kLines = D * static_cast<int>(sizeof(T)) / 128;  // 128-byte lines of a row
+  const T* kb = static_cast<const T*>(p.k_pages);
+  const T* vb = static_cast<const T*>(p.v_pages);
+  for (int64_t i = first * kLines + threadIdx.x; i < end * kLines; i += blockDim.x) {
+    const int64_t pos = i / kLines;
+    const int phys = p.page_table[pos / p.page_size];
+    if (phys < 0) continue;
+    const int64_t off = ((static_cast<int64_t>(phys) * p.page_size + pos % p.page_size) * p.num_kv_heads + at.g) * D +
+                        (i % kLines) * (128 / static_cast<int>(sizeof(T)));
+    PrefetchL2(kb + off);
+    PrefetchL2(vb + off);
+  }
+}
+
 // Runs `block` (a split block function) for this block's place in a
-// one-sequence or a batched launch.
+// one-sequence or a batched launch, `prefetch` first where the launch asks
+// for it (PrefetchFirstTiles).
 // With p.ready a block waits for its own KV head's selection row instead
 // of the previous grid's end, and only before it exits for that end (so
 // this grid's end still implies the select's).
-template <bool kBatch, int GB, typename Block>
-__device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& block) {
+template <bool kBatch, int GB, typename Block, typename Prefetch>
+__device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& block, Prefetch&& prefetch) {
+  if constexpr (!kBatch) {
+    if (p.prefetch_first_tiles && p.chunks == nullptr) prefetch();
+  }
   if (p.ready != nullptr) {
     WaitForRow(p.ready, p.ready_epoch, HeadTileOf<GB>(p).g);
   } else {
@@ -1059,13 +1096,18 @@ __device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& 
 
 template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(const PagedAttentionParams p) {
-  RunSplit<kBatch, GB>(p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvBlock<T, D, GB>(q, u); });
+  RunSplit<kBatch, GB>(
+      p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvBlock<T, D, GB>(q, u); },
+      [&] {
+        PrefetchFirstTiles<T, D, GB, SplitGeo<D>::kRows, WarpTiles<SplitGeo<D>::kRows, D>::kChunkTiles>(p);
+      });
 }
 
 template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const PagedAttentionParams p) {
-  RunSplit<kBatch, GB>(p,
-                       [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); });
+  RunSplit<kBatch, GB>(
+      p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); },
+      [&] { PrefetchFirstTiles<T, D, GB, kMmaKeys, WarpTiles<kMmaKeys, D>::kChunkTiles>(p); });
 }
 
 // Merges the splits of one query head of a unit per block (grid (GB, the
@@ -1191,10 +1233,12 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
   p.num_splits = 1;
   p.split_len = std::max<int64_t>(p.max_candidates, 1);
   p.dynamic_splits = false;
+  p.prefetch_first_tiles = false;
   if (p.n == 0 || p.num_heads == 0 || p.batch != nullptr || !SplitEligible(p)) return plan;
   const SplitGeometry geo = GeometryFor(type, p);
   const int64_t units = p.n * geo.units;
   const Splits splits = PlanSplits(geo, units, p.max_candidates);
+  p.prefetch_first_tiles = p.chunks == nullptr && PrefetchFirstTiles(geo, splits);
   if (splits.splits <= 1) return plan;
   p.num_splits = static_cast<int>(splits.splits);
   p.split_len = splits.len;

@@ -22,6 +22,12 @@ __device__ __forceinline__ void CpAsync16(void* dst, const void* src, int bytes)
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src),
                "r"(bytes));
 }
+// A hint: starts pulling the 128-byte line at p into L2 (no register
+// result, never faults on a mapped address, coherent with other SMs' writes
+// since L2 is their meeting point).
+__device__ __forceinline__ void PrefetchL2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+}
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N committed groups are in flight.
 template <int N>

@@ -49,6 +49,19 @@ TEST(DynamicSplitsTest, LongSplitsOnly) {
   EXPECT_FALSE(DynamicSplits(mha, Splits{1, 1 << 20}));
 }
 
+TEST(PrefetchFirstTilesTest, ShortSplitsOnly) {
+  const SplitGeometry mha = Mha(), gqa = Gqa();
+  // Short calls, where the wait for the previous kernel is a real share.
+  EXPECT_TRUE(PrefetchFirstTiles(mha, PlanSplits(mha, mha.units, 4096)));
+  EXPECT_TRUE(PrefetchFirstTiles(gqa, PlanSplits(gqa, gqa.units, 4096)));
+  EXPECT_TRUE(PrefetchFirstTiles(gqa, PlanSplits(gqa, gqa.units, 32768)));
+  EXPECT_TRUE(PrefetchFirstTiles(mha, PlanSplits(mha, mha.units, 100)));  // one split
+  // Long splits: no gain, and GQA 128K measured slower with it.
+  EXPECT_FALSE(PrefetchFirstTiles(mha, PlanSplits(mha, mha.units, 32768)));
+  EXPECT_FALSE(PrefetchFirstTiles(gqa, PlanSplits(gqa, gqa.units, 131072)));
+  EXPECT_FALSE(PrefetchFirstTiles(SplitGeometry{}, Splits{1, 16}));  // no geometry
+}
+
 TEST(PlanBatchSplitsTest, CoversEveryListWithDisjointScratch) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<double> log_len(0.0, std::log(200000.0));
