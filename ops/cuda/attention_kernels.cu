@@ -1053,7 +1053,7 @@ __device__ __forceinline__ void ForUnit(const PagedAttentionParams& p, int split
 // call's merge) ends, and each warp's first tile then takes the
 // page-table -> K/V round trip at the start of its pipeline.
 template <typename T, int D, int GB, int kRows, int kChunkTiles>
-__device__ __forceinline__ void PrefetchFirstTiles(const PagedAttentionParams& p) {
+__device__ __forceinline__ void IssueFirstTilePrefetch(const PagedAttentionParams& p) {
   const SplitPlace at = PlaceSplit<GB>(p, SplitUnit{static_cast<int>(blockIdx.z), 0, 0});
   const int per_warp = p.dynamic_splits ? kChunkTiles * kRows : kRows;
   // The block's first tiles are contiguous: static warps take its tiles in
@@ -1076,7 +1076,7 @@ __device__ __forceinline__ void PrefetchFirstTiles(const PagedAttentionParams& p
 
 // Runs `block` (a split block function) for this block's place in a
 // one-sequence or a batched launch, `prefetch` first where the launch asks
-// for it (PrefetchFirstTiles).
+// for it (IssueFirstTilePrefetch).
 // With p.ready a block waits for its own KV head's selection row instead
 // of the previous grid's end, and only before it exits for that end (so
 // this grid's end still implies the select's).
@@ -1099,7 +1099,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(const
   RunSplit<kBatch, GB>(
       p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvBlock<T, D, GB>(q, u); },
       [&] {
-        PrefetchFirstTiles<T, D, GB, SplitGeo<D>::kRows, WarpTiles<SplitGeo<D>::kRows, D>::kChunkTiles>(p);
+        IssueFirstTilePrefetch<T, D, GB, SplitGeo<D>::kRows, WarpTiles<SplitGeo<D>::kRows, D>::kChunkTiles>(p);
       });
 }
 
@@ -1107,7 +1107,7 @@ template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const PagedAttentionParams p) {
   RunSplit<kBatch, GB>(
       p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); },
-      [&] { PrefetchFirstTiles<T, D, GB, kMmaKeys, WarpTiles<kMmaKeys, D>::kChunkTiles>(p); });
+      [&] { IssueFirstTilePrefetch<T, D, GB, kMmaKeys, WarpTiles<kMmaKeys, D>::kChunkTiles>(p); });
 }
 
 // Merges the splits of one query head of a unit per block (grid (GB, the

@@ -22,9 +22,9 @@ __device__ __forceinline__ void CpAsync16(void* dst, const void* src, int bytes)
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src),
                "r"(bytes));
 }
-// A hint: starts pulling the 128-byte line at p into L2 (no register
-// result, never faults on a mapped address, coherent with other SMs' writes
-// since L2 is their meeting point).
+// A hint: asks L2 for the 128-byte line holding p (no result, nothing
+// waits for it). L2 is where every SM's reads and writes meet, so the line
+// stays coherent with writes that land after it.
 __device__ __forceinline__ void PrefetchL2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
