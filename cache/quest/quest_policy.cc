@@ -67,7 +67,9 @@ QuestPolicy::QuestPolicy(const QuestParams& params, const CacheGeometry& geometr
     : params_(params),
       geometry_(geometry),
       bounds_(geometry.num_layers),
-      covered_(geometry.num_layers, 0) {
+      covered_(geometry.num_layers, 0),
+      selected_storage_(geometry.num_layers),
+      selected_(geometry.num_layers) {
   CHECK(IsPowerOfTwo(params.page_size) && geometry.page_size % params.page_size == 0)
       << "Quest page size " << params.page_size << " vs KV page size " << geometry.page_size;
   CHECK_EQ(geometry.num_heads % geometry.num_kv_heads, 0);
@@ -142,10 +144,10 @@ void QuestPolicy::SelectPages(const SequenceLayerView& seq, const Tensor& q,
   // Besides the current page; all of them when fewer are left.
   const int64_t k = std::min<int64_t>(params_.page_budget() - 1, num_pages - 1);
   const int64_t kv_heads = geometry_.num_kv_heads;
-  if (!selected_storage_.defined()) {
-    selected_storage_ = backend_->Allocate(DType::kInt32, {kv_heads * params_.page_budget()});
-  }
-  selected_ = selected_storage_.Slice(0, kv_heads * (k + 1)).Reshape({kv_heads, k + 1});
+  Tensor& storage = selected_storage_[seq.layer];
+  if (!storage.defined()) storage = backend_->Allocate(DType::kInt32, {kv_heads * params_.page_budget()});
+  Tensor& selected = selected_[seq.layer];
+  selected = storage.Slice(0, kv_heads * (k + 1)).Reshape({kv_heads, k + 1});
 
   TopPagesArgs args;
   args.q = &q;
@@ -154,12 +156,12 @@ void QuestPolicy::SelectPages(const SequenceLayerView& seq, const Tensor& q,
   args.k = k;
   args.combine_sum = params_.gqa_combine == config::QuestOptions::SUM;
   if (selection.defer_select) {
-    selection.pending = PageSelection::PendingSelect{args, &selected_};
+    selection.pending = PageSelection::PendingSelect{args, &selected};
   } else {
-    backend_->SelectTopPages(args, selected_);
+    backend_->SelectTopPages(args, selected);
   }
   selection.chunk_size = params_.page_size;
-  selection.table = &selected_;
+  selection.table = &selected;
 }
 
 namespace {

@@ -98,10 +98,15 @@ class QuestPolicy final : public CachePolicy {
   std::vector<Tensor> bounds_;
   // Tokens of each layer folded into bounds_.
   std::vector<int64_t> covered_;
-  // [num_kv_heads * page_budget] int32 on the backend, and the [num_kv_heads,
-  // k + 1] view of it that the last SelectPages handed out.
-  Tensor selected_storage_;
-  Tensor selected_;
+  // [layer] -> [num_kv_heads * page_budget] int32 on the backend, and the
+  // [num_kv_heads, k + 1] view of it that the layer's last SelectPages
+  // handed out. One per layer, so that when a layer's next step launches
+  // its select, the table still holds that layer's previous selection: the
+  // CUDA attention reads it before the select is done, as a hint of which
+  // pages to pull into L2 (consecutive steps' selections mostly overlap;
+  // PagedAttentionParams::prefetch_first_tiles).
+  std::vector<Tensor> selected_storage_;
+  std::vector<Tensor> selected_;
 };
 
 }  // namespace quest::cache

@@ -603,6 +603,29 @@ TEST(QuestPolicyTest, SelectionShapeAndDenseCases) {
 
 // ---------------------------------------------------------------------------
 // 6. Configuration errors name the field.
+// Each layer's table stays as its select left it until that layer's next
+// select (the CUDA attention reads the previous one as a prefetch hint
+// while the new one is computed): another layer's select writes elsewhere.
+TEST(QuestPolicyTest, EachLayerKeepsItsOwnSelectionTable) {
+  auto backend = ops::CreateCpuBackend();
+  std::mt19937 rng(77);
+  const CacheGeometry g{/*num_layers=*/3, /*num_heads=*/4, /*num_kv_heads=*/2, /*head_dim=*/16,
+                        /*page_size=*/16};
+  const int64_t length = 400;
+  auto policy = MakePolicy(QuestConfig(/*budget=*/64, 16, /*dense_layers=*/0), g);
+  PagedSequence seq(g, length, rng, *backend);
+  seq.Fill(length, *policy, rng);
+  const PageSelection first = seq.Select(*policy, 1, length, RandomTensor({1, g.num_heads, g.head_dim}, rng));
+  ASSERT_NE(first.table, nullptr);
+  const PageSelection other = seq.Select(*policy, 2, length, RandomTensor({1, g.num_heads, g.head_dim}, rng));
+  ASSERT_NE(other.table, nullptr);
+  EXPECT_NE(first.table, other.table);
+  EXPECT_NE(first.table->raw_data(), other.table->raw_data());
+  const Tensor again = backend->ToHost(*first.table);
+  EXPECT_EQ(std::vector<int32_t>(again.data<int32_t>(), again.data<int32_t>() + again.numel()), first.chunks)
+      << "layer 1's table changed when layer 2 selected";
+}
+
 TEST(QuestPolicyTest, ValidationErrorsNameTheField) {
   auto factory = CachePolicyRegistry::Global().Find("quest");
   ASSERT_TRUE(factory.ok()) << factory.status();

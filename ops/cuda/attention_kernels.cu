@@ -1041,30 +1041,45 @@ __device__ __forceinline__ void ForUnit(const PagedAttentionParams& p, int split
   }
 }
 
-// With p.prefetch_first_tiles (a dense one-sequence launch, see
+// With p.prefetch_first_tiles (a one-sequence launch of short splits, see
 // split_plan.h): before the block waits for the previous grid, its threads
-// start pulling the K and V rows of the block's first tiles into L2 (one
-// tile per warp of a static split; a dynamic split's first chunk per
-// warp). A hint only: nothing is read into registers but page-table
-// entries, which the host uploads in stream order before the kernels it
-// queues (the previous grid does not write them); L2 is where every SM's
-// writes meet, so a line the previous grid writes later stays coherent.
-// The wait otherwise leaves DRAM idle while the previous kernel (the last
-// call's merge) ends, and each warp's first tile then takes the
-// page-table -> K/V round trip at the start of its pipeline.
-template <typename T, int D, int GB, int kRows, int kChunkTiles>
+// ask L2 for the K and V rows of the block's first tiles. A hint only:
+// what it reads decides which lines to ask for, never what the block
+// computes, and L2 is where every SM's writes meet, so a line the previous
+// grid writes later stays coherent.
+//  - Dense: one tile per warp of a static split, a dynamic split's first
+//    chunk per warp. The page table is uploaded by the host in stream
+//    order, so it is final here. The wait otherwise leaves DRAM idle while
+//    the previous kernel (a decode loop's last merge) ends.
+//  - A selection: the pipeline's prologue (kPrologueTiles per warp),
+//    through whatever the selection holds before the wait. A device table
+//    (SelectTopPages') is then still being computed by the select launched
+//    just before, its blocks resident during that select's top-k: the
+//    table holds the previous selection written there (QuestPolicy keeps
+//    one per layer, so the layer's previous step's), which mostly overlaps
+//    the new one. Those reads bypass L1 (ld.global.cg), so that no stale
+//    line is left for the reads after the wait, and any position they give
+//    is checked against the sequence before the page table is read.
+template <typename T, int D, int GB, int kRows, int kChunkTiles, int kPrologueTiles>
 __device__ __forceinline__ void IssueFirstTilePrefetch(const PagedAttentionParams& p) {
   const SplitPlace at = PlaceSplit<GB>(p, SplitUnit{static_cast<int>(blockIdx.z), 0, 0});
-  const int per_warp = p.dynamic_splits ? kChunkTiles * kRows : kRows;
+  const int tiles = p.dynamic_splits ? kChunkTiles : p.chunks != nullptr ? kPrologueTiles : 1;
+  const int per_warp = tiles * kRows;
   // The block's first tiles are contiguous: static warps take its tiles in
   // turn from js; dynamic ones start at chunk blockIdx.x * kSplitWarps + warp.
   const int64_t first = p.dynamic_splits ? static_cast<int64_t>(blockIdx.x) * kSplitWarps * per_warp : at.js;
   const int64_t end = min(first + kSplitWarps * per_warp, at.je);
+  const int64_t sel_first =
+      p.chunks == nullptr ? 0 : p.indptr != nullptr ? p.indptr[at.g] : static_cast<int64_t>(at.g) * p.chunks_per_head;
   constexpr int kLines = D * static_cast<int>(sizeof(T)) / 128;  // 128-byte lines of a row
   const T* kb = static_cast<const T*>(p.k_pages);
   const T* vb = static_cast<const T*>(p.v_pages);
   for (int64_t i = first * kLines + threadIdx.x; i < end * kLines; i += blockDim.x) {
-    const int64_t pos = i / kLines;
+    const int64_t j = i / kLines;
+    const int64_t pos = p.chunks == nullptr
+                            ? j
+                            : static_cast<int64_t>(__ldcg(p.chunks + sel_first + j / p.chunk)) * p.chunk + j % p.chunk;
+    if (pos < 0 || pos >= p.kv_len) continue;
     const int phys = p.page_table[pos / p.page_size];
     if (phys < 0) continue;
     const int64_t off = ((static_cast<int64_t>(phys) * p.page_size + pos % p.page_size) * p.num_kv_heads + at.g) * D +
@@ -1083,7 +1098,7 @@ __device__ __forceinline__ void IssueFirstTilePrefetch(const PagedAttentionParam
 template <bool kBatch, int GB, typename Block, typename Prefetch>
 __device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& block, Prefetch&& prefetch) {
   if constexpr (!kBatch) {
-    if (p.prefetch_first_tiles && p.chunks == nullptr) prefetch();
+    if (p.prefetch_first_tiles) prefetch();
   }
   if (p.ready != nullptr) {
     WaitForRow(p.ready, p.ready_epoch, HeadTileOf<GB>(p).g);
@@ -1099,7 +1114,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(const
   RunSplit<kBatch, GB>(
       p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvBlock<T, D, GB>(q, u); },
       [&] {
-        IssueFirstTilePrefetch<T, D, GB, SplitGeo<D>::kRows, WarpTiles<SplitGeo<D>::kRows, D>::kChunkTiles>(p);
+        IssueFirstTilePrefetch<T, D, GB, SplitGeo<D>::kRows, WarpTiles<SplitGeo<D>::kRows, D>::kChunkTiles,
+                               kStages - 1>(p);
       });
 }
 
@@ -1107,7 +1123,7 @@ template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const PagedAttentionParams p) {
   RunSplit<kBatch, GB>(
       p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); },
-      [&] { IssueFirstTilePrefetch<T, D, GB, kMmaKeys, WarpTiles<kMmaKeys, D>::kChunkTiles>(p); });
+      [&] { IssueFirstTilePrefetch<T, D, GB, kMmaKeys, WarpTiles<kMmaKeys, D>::kChunkTiles, kMmaStages - 1>(p); });
 }
 
 // Merges the splits of one query head of a unit per block (grid (GB, the
@@ -1238,7 +1254,7 @@ PagedAttentionPlan PlanPagedAttention(ElemType type, PagedAttentionParams& p) {
   const SplitGeometry geo = GeometryFor(type, p);
   const int64_t units = p.n * geo.units;
   const Splits splits = PlanSplits(geo, units, p.max_candidates);
-  p.prefetch_first_tiles = p.chunks == nullptr && PrefetchFirstTiles(geo, splits);
+  p.prefetch_first_tiles = PrefetchFirstTiles(geo, splits);
   if (splits.splits <= 1) return plan;
   p.num_splits = static_cast<int>(splits.splits);
   p.split_len = splits.len;

@@ -68,15 +68,17 @@ inline bool DynamicSplits(const SplitGeometry& geo, const Splits& s) {
   return s.splits > 1 && geo.round > 0 && s.len >= kDynamicMinRounds * geo.round;
 }
 
-// Dense splits shorter than this many rounds ask L2 for their first tiles
-// before they wait for the previous kernel (programmatic dependent launch:
-// the blocks are resident while that kernel, the last call's merge, ends,
-// and DRAM would sit idle). Measured on the H100 (attention_bench, dense
-// batch 1, % of copy, without -> with): MHA 4K 81.9 -> 84.9, GQA 32/8 4K
-// 55.3 -> 59.8, GQA 32/8 32K (16 rounds) 88.2 -> 90.2. Longer splits gain
-// nothing, and GQA 32/8 128K (64 rounds) read 94-96 % in most processes
-// with it against 100.5 without (101 in some; why was not found), so they
-// do not (session 19).
+// Splits shorter than this many rounds ask L2 for their first tiles before
+// they wait for the previous kernel (programmatic dependent launch: the
+// blocks are resident while that kernel ends, and DRAM would sit idle).
+// Measured on the H100 (attention_bench, batch 1, session 19): dense, %
+// of copy, without -> with: MHA 4K 81.9 -> 84.9, GQA 32/8 4K 55.3 -> 59.8,
+// GQA 32/8 32K (16 rounds) 88.2 -> 90.2. Longer splits gain nothing, and
+// GQA 32/8 128K (64 rounds) read 94-96 % in most processes with it
+// against 100.5 without (101 in some; why was not found), so they do not.
+// Quest's selections (a few rounds) take the tiles the previous selection
+// in their table names, during the select's top-k (tools/bench/RESULTS.md,
+// session 19).
 inline constexpr int64_t kPrefetchMaxRounds = 32;
 inline bool PrefetchFirstTiles(const SplitGeometry& geo, const Splits& s) {
   return geo.round > 0 && s.len < kPrefetchMaxRounds * geo.round;
