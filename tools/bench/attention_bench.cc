@@ -93,6 +93,11 @@ ABSL_FLAG(bool, cold, false,
           "also time each op of the Quest step alone with its data cold (after dense attention over other "
           "sequences has evicted the L2, as a model's other layers do between steps): the scoring pass alone, the select, the "
           "attention over the selected table, the whole step, and a copy of the bounds bytes; printed per row");
+ABSL_FLAG(double, step_overlap, 0.85,
+          "the Quest step alternates two queries per sequence whose selections share about this fraction "
+          "of their pages, so each step's table held the other query's selection before (what the sparse "
+          "attention's pre-wait prefetch reads; consecutive decode steps of SmolLM2 shared 84 %); 1: one "
+          "query per sequence (every step selects what the last did: that prefetch's upper bound)");
 ABSL_FLAG(bool, per_head_select_wait, false,
           "attention over a fresh selection waits per KV head for the select's rows "
           "(ops::CudaBackendOptions::per_head_select_wait)");
@@ -133,6 +138,74 @@ struct Shape {
   int kv_heads;
 };
 
+// The fraction of pages (besides the current one, the last of each row)
+// that two selections [kv_heads, k + 1] on the host both pick, over every
+// KV head.
+double SelectionOverlap(const Tensor& a, const Tensor& b) {
+  const int64_t heads = a.dim(0), per = a.dim(1), k = per - 1;
+  if (k <= 0) return 1.0;
+  int64_t same = 0;
+  for (int64_t g = 0; g < heads; ++g) {
+    const int32_t* ra = a.data<int32_t>() + g * per;
+    const int32_t* rb = b.data<int32_t>() + g * per;
+    // Both rows are ascending: a merge walk counts the common pages.
+    for (int64_t i = 0, j = 0; i < k && j < k;) {
+      if (ra[i] == rb[j]) {
+        ++same, ++i, ++j;
+      } else if (ra[i] < rb[j]) {
+        ++i;
+      } else {
+        ++j;
+      }
+    }
+  }
+  return static_cast<double>(same) / static_cast<double>(heads * k);
+}
+
+// Per sequence, a second query q + sigma * rms(q) * noise, with sigma found
+// by bisection so that sequence 0's two selections share about `target` of
+// their pages (`overlap(a, b)` selects with both and compares). Empty
+// queries (and overlap 1) when target >= 1.
+struct AlternateQueries {
+  std::vector<Tensor> queries;
+  double overlap = 1.0;
+};
+template <typename Overlap>
+AlternateQueries MakeAlternateQueries(Backend& backend, const std::vector<Tensor>& qs, double target,
+                                      std::mt19937& rng, Overlap&& overlap) {
+  AlternateQueries out;
+  if (target >= 1.0) return out;
+  std::vector<Tensor> hosts, noises;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const Tensor& q : qs) {
+    hosts.push_back(backend.ToHost(q).ToFloat32());
+    Tensor n = Tensor::Zeros(DType::kFloat32, hosts.back().shape());
+    double sq = 0;
+    for (int64_t i = 0; i < n.numel(); ++i) sq += hosts.back().data<float>()[i] * hosts.back().data<float>()[i];
+    const float rms = static_cast<float>(std::sqrt(sq / std::max<int64_t>(n.numel(), 1)));
+    for (int64_t i = 0; i < n.numel(); ++i) n.data<float>()[i] = rms * normal(rng);
+    noises.push_back(std::move(n));
+    out.queries.push_back(backend.Allocate(q.dtype(), q.shape()));
+  }
+  auto make = [&](size_t s, double sigma) {
+    Tensor f = Tensor::Zeros(DType::kFloat32, hosts[s].shape());
+    for (int64_t i = 0; i < f.numel(); ++i) {
+      f.data<float>()[i] = hosts[s].data<float>()[i] + static_cast<float>(sigma) * noises[s].data<float>()[i];
+    }
+    backend.CopyFromHost(f.AsType(qs[s].dtype()), out.queries[s]);
+  };
+  double lo = 0.0, hi = 2.0;
+  for (int it = 0; it < 12; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    make(0, mid);
+    (overlap(qs[0], out.queries[0]) > target ? lo : hi) = mid;
+  }
+  const double sigma = 0.5 * (lo + hi);
+  for (size_t s = 0; s < qs.size(); ++s) make(s, sigma);
+  out.overlap = overlap(qs[0], out.queries[0]);
+  return out;
+}
+
 struct QuestRow {
   std::string shape;
   int64_t context;
@@ -148,6 +221,7 @@ struct QuestRow {
   double b8_speedup;   // dense b8 (one batch call) / a batch-8 quest step
   double b8_batch_select;  // the same with the 8 selects as one SelectTopPagesBatch
   double graph_speedup;  // the same two, each captured in a CUDA graph (0: not measured)
+  double overlap;        // pages two consecutive steps of a sequence both select (fraction)
 };
 
 struct Row {
@@ -435,15 +509,30 @@ int Main() {
             b.end = ctx;
             backend->UpdatePageBounds(b, bounds[q]);
           };
-          auto select = [&](int q) {
+          auto select_with = [&](int q, const Tensor& query, Tensor& out) {
             TopPagesArgs t;
-            t.q = &qs[q];
+            t.q = &query;
             t.bounds = &bounds[q];
             t.num_pages = pages_per_seq;
             t.k = k_pages;
             t.combine_sum = true;
-            backend->SelectTopPages(t, selected[q]);
+            backend->SelectTopPages(t, out);
           };
+          // Consecutive steps of a sequence alternate between its query and
+          // an alternate one (--step_overlap), each select taking the next.
+          const AlternateQueries alt = MakeAlternateQueries(
+              *backend, qs, absl::GetFlag(FLAGS_step_overlap), rng, [&](const Tensor& a, const Tensor& b) {
+                select_with(0, a, selected[0]);
+                select_with(0, b, selected[1]);
+                return SelectionOverlap(backend->ToHost(selected[0]), backend->ToHost(selected[1]));
+              });
+          std::vector<int> turn(kSeqs, 0);
+          auto next_query = [&](int q) -> const Tensor& {
+            if (alt.queries.empty()) return qs[q];
+            turn[q] ^= 1;
+            return turn[q] != 0 ? alt.queries[q] : qs[q];
+          };
+          auto select = [&](int q) { select_with(q, next_query(q), selected[q]); };
           auto attend_table = [&](int q) { attend(q, {}, {}, &selected[q]); };
           // Sanity: a selection is k ascending pages, then the current one.
           select(0);
@@ -628,6 +717,7 @@ int Main() {
           }
           Timing t_step8b = Time([&](int i) {
             for (int q = 0; q < kSeqs && i % kPageSize == kPageSize - 1; ++q) append(q);
+            for (int q = 0; q < kSeqs; ++q) select_args[q].q = &next_query(q);
             backend->SelectTopPagesBatch(select_args, select_outs);
             attend_batch(false, &selected);
           });
@@ -639,7 +729,7 @@ int Main() {
                                 100 * t_select.host_s / t_step.host_s, 100 * t_attend.host_s / t_step.host_s,
                                 pct(bounds_bytes, t_select.host_s), 100 * host_s / t_step.host_s,
                                 batched.host_s / t_step8.host_s, batched.host_s / t_step8b.host_s,
-                                graph_speedup});
+                                graph_speedup, alt.overlap});
         }
       }
       BENCH_CUDA(cudaDeviceSynchronize());
@@ -673,18 +763,20 @@ int Main() {
               "launch-bound); b8 speed = dense b8 (one batch call) time / a batch-8 quest step (8 selects, one "
               "batched attention over the 8 tables); b8 bsel = the same with the 8 selects as one "
               "SelectTopPagesBatch; graph = the speed-up with the steps and the dense "
-              "calls each captured in a CUDA graph (--graph; append left out).\n",
+              "calls each captured in a CUDA graph (--graph; append left out; one query); overlap = the "
+              "pages two consecutive steps of a sequence both select (--step_overlap).\n",
               kPageSize, kPageSize);
-  std::printf("%-10s %7s %6s %-7s %9s %7s %8s %8s %8s %14s %6s %9s %8s %7s\n", "shape", "context", "B", "bounds",
-              "speed-up", "ideal", "append", "select", "attend", "select % copy", "host", "b8 speed", "b8 bsel",
-              "graph");
+  std::printf("%-10s %7s %6s %-7s %9s %7s %8s %8s %8s %14s %6s %9s %8s %7s %8s\n", "shape", "context", "B",
+              "bounds", "speed-up", "ideal", "append", "select", "attend", "select % copy", "host", "b8 speed",
+              "b8 bsel", "graph", "overlap");
   for (const QuestRow& r : quest_rows) {
     char graph[16] = "-";
     if (r.graph_speedup > 0) std::snprintf(graph, sizeof(graph), "%.2fx", r.graph_speedup);
-    std::printf("%-10s %6lldK %6lld %-7s %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%% %5.0f%% %8.2fx %7.2fx %7s\n",
-                r.shape.c_str(), static_cast<long long>(r.context / 1024), static_cast<long long>(r.budget),
-                r.bounds.c_str(), r.speedup, r.ideal, r.append_pct, r.select_pct, r.attend_pct, r.select_copy,
-                r.host_pct, r.b8_speedup, r.b8_batch_select, graph);
+    std::printf(
+        "%-10s %6lldK %6lld %-7s %8.2fx %6.0fx %7.1f%% %7.1f%% %7.1f%% %13.1f%% %5.0f%% %8.2fx %7.2fx %7s %7.0f%%\n",
+        r.shape.c_str(), static_cast<long long>(r.context / 1024), static_cast<long long>(r.budget),
+        r.bounds.c_str(), r.speedup, r.ideal, r.append_pct, r.select_pct, r.attend_pct, r.select_copy, r.host_pct,
+        r.b8_speedup, r.b8_batch_select, graph, 100 * r.overlap);
   }
   return absl::GetFlag(FLAGS_no_gemm) ? 0 : RunGemms(*backend);
 }
