@@ -1041,9 +1041,10 @@ __device__ __forceinline__ void ForUnit(const PagedAttentionParams& p, int split
   }
 }
 
-// With p.prefetch_first_tiles (a one-sequence launch of short splits, see
-// split_plan.h): before the block waits for the previous grid, its threads
-// ask L2 for the K and V rows of the block's first tiles. A hint only:
+// With p.prefetch_first_tiles (a launch of short splits, see
+// split_plan.h; a batched launch's block first binds its sequence): before
+// the block waits for the previous grid, its threads ask L2 for the K and
+// V rows of the block's first tiles. A hint only:
 // what it reads decides which lines to ask for, never what the block
 // computes, and L2 is where every SM's writes meet, so a line the previous
 // grid writes later stays coherent.
@@ -1062,7 +1063,9 @@ __device__ __forceinline__ void ForUnit(const PagedAttentionParams& p, int split
 //    is checked against the sequence before the page table is read.
 template <typename T, int D, int GB, int kRows, int kChunkTiles, int kPrologueTiles>
 __device__ __forceinline__ void IssueFirstTilePrefetch(const PagedAttentionParams& p) {
-  const SplitPlace at = PlaceSplit<GB>(p, SplitUnit{static_cast<int>(blockIdx.z), 0, 0});
+  // A batched launch (bound to its sequence): one query token per sequence.
+  const int t = p.batch != nullptr ? 0 : static_cast<int>(blockIdx.z);
+  const SplitPlace at = PlaceSplit<GB>(p, SplitUnit{t, 0, 0});
   const int tiles = p.dynamic_splits ? kChunkTiles : p.chunks != nullptr ? kPrologueTiles : 1;
   const int per_warp = tiles * kRows;
   // The block's first tiles are contiguous: static warps take its tiles in
@@ -1097,8 +1100,14 @@ __device__ __forceinline__ void IssueFirstTilePrefetch(const PagedAttentionParam
 // this grid's end still implies the select's).
 template <bool kBatch, int GB, typename Block, typename Prefetch>
 __device__ __forceinline__ void RunSplit(const PagedAttentionParams& p, Block&& block, Prefetch&& prefetch) {
-  if constexpr (!kBatch) {
-    if (p.prefetch_first_tiles) prefetch();
+  if (p.prefetch_first_tiles) {
+    if constexpr (kBatch) {
+      // The batch's descriptors are uploaded by the host: final here.
+      PagedAttentionParams s = p;
+      if (BindSequence(s, static_cast<int>(blockIdx.x))) prefetch(s);
+    } else {
+      prefetch(p);
+    }
   }
   if (p.ready != nullptr) {
     WaitForRow(p.ready, p.ready_epoch, HeadTileOf<GB>(p).g);
@@ -1113,9 +1122,9 @@ template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32) SplitKvAttentionKernel(const PagedAttentionParams p) {
   RunSplit<kBatch, GB>(
       p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvBlock<T, D, GB>(q, u); },
-      [&] {
+      [](const PagedAttentionParams& q) {
         IssueFirstTilePrefetch<T, D, GB, SplitGeo<D>::kRows, WarpTiles<SplitGeo<D>::kRows, D>::kChunkTiles,
-                               kStages - 1>(p);
+                               kStages - 1>(q);
       });
 }
 
@@ -1123,7 +1132,9 @@ template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const PagedAttentionParams p) {
   RunSplit<kBatch, GB>(
       p, [](const PagedAttentionParams& q, const SplitUnit& u) { SplitKvMmaBlock<T, D, GB>(q, u); },
-      [&] { IssueFirstTilePrefetch<T, D, GB, kMmaKeys, WarpTiles<kMmaKeys, D>::kChunkTiles, kMmaStages - 1>(p); });
+      [](const PagedAttentionParams& q) {
+        IssueFirstTilePrefetch<T, D, GB, kMmaKeys, WarpTiles<kMmaKeys, D>::kChunkTiles, kMmaStages - 1>(q);
+      });
 }
 
 // Merges the splits of one query head of a unit per block (grid (GB, the
@@ -1270,6 +1281,7 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
   p.num_splits = 1;
   p.split_len = 0;
   p.dynamic_splits = false;
+  p.prefetch_first_tiles = false;
   std::vector<int64_t> candidates(count);
   std::vector<BatchSplit> splits(count);
   for (int i = 0; i < count; ++i) candidates[i] = Candidates(seqs[i], p.chunk);
@@ -1277,6 +1289,10 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
   if (count > 0 && p.num_heads > 0 && SplitEligible(p)) geo = GeometryFor(type, p);
   int64_t floats = 0;
   p.num_splits = PlanBatchSplits(geo, candidates.data(), count, splits.data(), &floats);
+  // The batch's splits are of one length (the plan's), so one rule for all.
+  int64_t len = 0;
+  for (int i = 0; i < count; ++i) len = std::max(len, splits[i].len);
+  p.prefetch_first_tiles = PrefetchFirstTiles(geo, Splits{p.num_splits, len});
   for (int i = 0; i < count; ++i) {
     seqs[i].num_splits = splits[i].splits;
     seqs[i].split_len = splits[i].len;

@@ -72,13 +72,13 @@ struct PagedAttentionParams {
   // timing, so such a launch's output is not bitwise repeatable (it varies
   // within fp32 rounding); short lists (Quest's selections) stay static.
   bool dynamic_splits = false;
-  // Set by PlanPagedAttention for a launch of short splits (split_plan.h,
-  // PrefetchFirstTiles): each block asks L2 for its first tiles' K and V
-  // before it waits for the previous kernel, through the page table (which
-  // the kernel just before must not write; the host uploads it in stream
-  // order) and, with a selection, through what the selection holds then
-  // (a device table's previous contents while the select rewrites it: a
-  // hint, never used for the result).
+  // Set by PlanPagedAttention(Batch) for a launch of short splits
+  // (split_plan.h, PrefetchFirstTiles): each block asks L2 for its first
+  // tiles' K and V before it waits for the previous kernel, through the
+  // page table (which the kernel just before must not write; the host
+  // uploads it in stream order) and, with a selection, through what the
+  // selection holds then (a device table's previous contents while the
+  // select rewrites it: a hint, never used for the result).
   bool prefetch_first_tiles = false;
 
   // Batched decode: when set, `batch_size` sequences of one layer, each
