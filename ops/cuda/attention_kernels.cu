@@ -1044,10 +1044,10 @@ __device__ __forceinline__ void ForUnit(const PagedAttentionParams& p, int split
 // With p.prefetch_first_tiles (a launch of short splits, see
 // split_plan.h; a batched launch's block first binds its sequence): before
 // the block waits for the previous grid, its threads ask L2 for the K and
-// V rows of the block's first tiles. A hint only:
-// what it reads decides which lines to ask for, never what the block
-// computes, and L2 is where every SM's writes meet, so a line the previous
-// grid writes later stays coherent.
+// V rows of the block's first tiles. A hint only: what it reads decides
+// which lines to ask for, never what the block computes, and L2 is where
+// every SM's writes meet, so a line the previous grid writes later stays
+// coherent.
 //  - Dense: one tile per warp of a static split, a dynamic split's first
 //    chunk per warp. The page table is uploaded by the host in stream
 //    order, so it is final here. The wait otherwise leaves DRAM idle while

@@ -166,7 +166,10 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
 // the grid is one wave of resident blocks, each warp getting at least the
 // pipeline's prologue of tiles; lists up to two such blocks long get one
 // split (no merge). The split kernels are launched with programmatic
-// dependent launch (they wait for the previous grid before touching memory).
+// dependent launch: they wait for the previous grid before reading what
+// they compute from, and with prefetch_first_tiles first ask L2 for their
+// first tiles (reading only the page table, the selection and the batch's
+// descriptors to find them).
 // With p.batch (head_dim 64, 128 or 256 only), the grid's last dimension is
 // the sequence instead of the query token.
 // Other head_dims: one block per (query token, query head).
