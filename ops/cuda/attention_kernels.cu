@@ -1289,7 +1289,8 @@ PagedAttentionPlan PlanPagedAttentionBatch(ElemType type, PagedAttentionParams& 
   if (count > 0 && p.num_heads > 0 && SplitEligible(p)) geo = GeometryFor(type, p);
   int64_t floats = 0;
   p.num_splits = PlanBatchSplits(geo, candidates.data(), count, splits.data(), &floats);
-  // The batch's splits are of one length (the plan's), so one rule for all.
+  // One rule for the launch: its longest block list decides (the batch's
+  // split length, or an unsplit short sequence's whole list).
   int64_t len = 0;
   for (int i = 0; i < count; ++i) len = std::max(len, splits[i].len);
   p.prefetch_first_tiles = PrefetchFirstTiles(geo, Splits{p.num_splits, len});
