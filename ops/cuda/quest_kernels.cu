@@ -49,7 +49,9 @@
 //  of 8 / 16 CTAs per KV head scores into shared memory and radix-selects
 //  over distributed shared memory.)
 // Launches use programmatic dependent launch (each kernel starts while the
-// previous one on the stream drains and waits for it before any read);
+// previous one on the stream drains and waits for it before any read; the
+// scoring's first wave asks L2 for part of its bound tiles meanwhile,
+// score_plan.h);
 // UpdatePageBounds of a single pool page takes the physical page as an
 // argument (no page-table upload).
 // Variants (TopPagesParams::variant) for measurement: the two-kernel
@@ -74,7 +76,9 @@
 #include <vector>
 
 #include "ops/cuda/device_util.cuh"
+#include "ops/cuda/ptx.cuh"
 #include "ops/cuda/quest_kernels.h"
+#include "ops/cuda/score_plan.h"
 #include "runtime/fp8.h"
 #include "runtime/page_bounds_layout.h"
 
@@ -384,12 +388,43 @@ int64_t ScorePagesPerCta(int64_t fixed) {
 // 10.75 against 9.66 us, session 15).
 constexpr int kScoreCtasPerSm = 4;
 
+// A tile's bound element, and the 128-byte lines of one KV head's tile.
+template <typename T, bool FP8>
+using BoundsElem = std::conditional_t<FP8, uint8_t, T>;
+template <typename T, bool FP8, int D>
+__host__ __device__ constexpr int64_t BoundTileLines() {
+  return 2 * D * kBoundsTile * static_cast<int64_t>(sizeof(BoundsElem<T, FP8>)) / kPrefetchLineBytes;
+}
+
+// Before its wait, a scoring CTA of the first wave asks L2 for the first
+// pf.lines lines of its bound tiles (pages [p0, p1) of KV head g), both
+// sides (score_plan.h says why and how many). The bounds of every page
+// but the current one are final before the step's kernels; a line the
+// previous kernel writes is coherent in L2, and the prefetch is only a hint.
+template <typename T, bool FP8, int D>
+__device__ __forceinline__ void PrefetchBoundTiles(const TopPagesParams& p, int g, int64_t p0, int64_t p1,
+                                                   const ScorePrefetch& pf) {
+  using Elem = BoundsElem<T, FP8>;
+  constexpr int64_t kTileLines = BoundTileLines<T, FP8, D>();
+  const int64_t cta = int64_t{blockIdx.z} * gridDim.y * gridDim.x + int64_t{blockIdx.y} * gridDim.x + blockIdx.x;
+  if (cta >= pf.ctas) return;
+  const int64_t t0 = p0 / kBoundsTile;
+  const int64_t lines = min(pf.lines, ((p1 + kBoundsTile - 1) / kBoundsTile - t0) * kTileLines);
+  for (int64_t i = threadIdx.x; i < lines; i += blockDim.x) {
+    const Elem* tile = static_cast<const Elem*>(p.bounds) +
+                       BoundsIndex((t0 + i / kTileLines) * kBoundsTile, g, 0, 0, p.num_kv_heads, D);
+    PrefetchL2(reinterpret_cast<const char*>(tile) + i % kTileLines * kPrefetchLineBytes);
+  }
+}
+
 template <typename T, bool FP8, int D>
 __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(TopPagesParams p, int64_t n,
-                                                                               int64_t stride, int64_t per_cta) {
-  WaitPrimary();
+                                                                               int64_t stride, int64_t per_cta,
+                                                                               ScorePrefetch pf) {
   const int64_t p0 = blockIdx.x * per_cta;
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
+  PrefetchBoundTiles<T, FP8, D>(p, blockIdx.y, p0, p1, pf);
+  WaitPrimary();
   ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
   // The select may launch only now: allowed at the kernel's start (cheaper
   // for this grid alone: H100, cold, 32 heads x 8192 pages FP8, 20.5 against
@@ -403,16 +438,19 @@ __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(To
 // selection needs no scores, only pass the dependency chain on).
 template <typename T, bool FP8, int D>
 __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreBatchKernel(
-    const __grid_constant__ TopPagesBatchParams b, int64_t per_cta) {
-  WaitPrimary();
+    const __grid_constant__ TopPagesBatchParams b, int64_t per_cta, ScorePrefetch pf) {
+  // (b, the members included, is a kernel parameter: readable before the wait.)
   const TopPagesMember& m = b.members[blockIdx.z];
   const int64_t n = m.num_pages - 1;
   const int64_t p0 = blockIdx.x * per_cta;
-  if (m.k > 0 && m.k < n && p0 < n) {
-    TopPagesParams p = b.shape;
-    p.q = m.q;
-    p.bounds = m.bounds;
-    const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
+  const bool scores = m.k > 0 && m.k < n && p0 < n;
+  TopPagesParams p = b.shape;
+  p.q = m.q;
+  p.bounds = m.bounds;
+  const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
+  if (scores) PrefetchBoundTiles<T, FP8, D>(p, blockIdx.y, p0, p1, pf);
+  WaitPrimary();
+  if (scores) {
     ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1,
                                          p.scores + m.scores_offset + blockIdx.y * m.num_pages);
   }
@@ -1293,6 +1331,14 @@ bool FastScoringShape(const TopPagesParams& p, const void* bounds) {
   return (d == 64 || d == 128 || d == 256) && Aligned16(bounds);
 }
 
+// The pre-wait prefetch of a scoring launch of `ctas` CTAs of `per_cta`
+// pages each (score_plan.h).
+template <typename T, bool FP8, int D>
+ScorePrefetch PlanScoreKernelPrefetch(int64_t ctas, int64_t per_cta) {
+  return PlanScorePrefetch(ctas, int64_t{kScoreCtasPerSm} * NumSms(),
+                           per_cta / kBoundsTile * BoundTileLines<T, FP8, D>());
+}
+
 template <typename T, bool FP8, int D>
 cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, cudaStream_t stream) {
   const int64_t n = s.n, stride = p.num_pages;
@@ -1316,7 +1362,9 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, 
   }
   const int64_t per = ScorePagesPerCta(p.score_pages_per_cta);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
-  return LaunchMaybePdl(p.pdl, &ScoreKernel<T, FP8, D>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per);
+  const ScorePrefetch pf = PlanScoreKernelPrefetch<T, FP8, D>(int64_t{grid.x} * grid.y, per);
+  return LaunchMaybePdl(p.pdl, &ScoreKernel<T, FP8, D>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per,
+                        pf);
 }
 
 template <typename T, bool FP8>
@@ -1430,9 +1478,10 @@ cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& 
         constexpr int D = decltype(dc)::value;
         const int64_t per = ScorePagesPerCta(0);
         const int64_t ctas = most > 0 ? (most + per - 1) / per : 1;
+        const ScorePrefetch pf = PlanScoreKernelPrefetch<T, FP8, D>(ctas * p.num_kv_heads * b.count, per);
         err = LaunchMaybePdl(p.pdl, &ScoreBatchKernel<T, FP8, D>,
                              dim3(static_cast<unsigned>(ctas), p.num_kv_heads, b.count), dim3(kScoreThreads), 0,
-                             stream, b, per);
+                             stream, b, per, pf);
       });
     };
     if (p.bounds_fp8) {
