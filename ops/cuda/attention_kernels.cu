@@ -1061,6 +1061,12 @@ __device__ __forceinline__ void ForUnit(const PagedAttentionParams& p, int split
 //    the new one. Those reads bypass L1 (ld.global.cg), so that no stale
 //    line is left for the reads after the wait, and any position they give
 //    is checked against the sequence before the page table is read.
+// The look-up below repeats what RowLookup / RowResolve and WarpTiles'
+// sel_first compute, on purpose: written through them (RowLookup with an
+// ld.global.cg chunk read, a RowIdx, 32-bit positions), the H100 measured
+// the Quest step slower (attention_bench fp8, three runs each, MHA 32K
+// B=2048 6.08-6.11x -> 6.01-6.02x, GQA 32/8 128K B=2048 5.71-5.76x ->
+// 5.56-5.58x; session 20).
 template <typename T, int D, int GB, int kRows, int kChunkTiles, int kPrologueTiles>
 __device__ __forceinline__ void IssueFirstTilePrefetch(const PagedAttentionParams& p) {
   // A batched launch (bound to its sequence): one query token per sequence.
