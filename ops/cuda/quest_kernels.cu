@@ -1334,8 +1334,8 @@ bool FastScoringShape(const TopPagesParams& p, const void* bounds) {
 // The pre-wait prefetch of a scoring launch of `ctas` CTAs of `per_cta`
 // pages each (score_plan.h).
 template <typename T, bool FP8, int D>
-ScorePrefetch PlanScoreKernelPrefetch(int64_t ctas, int64_t per_cta) {
-  return PlanScorePrefetch(ctas, int64_t{kScoreCtasPerSm} * NumSms(),
+ScorePrefetch PlanScoreKernelPrefetch(bool pdl, int64_t ctas, int64_t per_cta) {
+  return PlanScorePrefetch(pdl, ctas, int64_t{kScoreCtasPerSm} * NumSms(),
                            per_cta / kBoundsTile * BoundTileLines<T, FP8, D>());
 }
 
@@ -1362,7 +1362,7 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, 
   }
   const int64_t per = ScorePagesPerCta(p.score_pages_per_cta);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
-  const ScorePrefetch pf = PlanScoreKernelPrefetch<T, FP8, D>(int64_t{grid.x} * grid.y, per);
+  const ScorePrefetch pf = PlanScoreKernelPrefetch<T, FP8, D>(p.pdl, int64_t{grid.x} * grid.y, per);
   return LaunchMaybePdl(p.pdl, &ScoreKernel<T, FP8, D>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per,
                         pf);
 }
@@ -1478,7 +1478,7 @@ cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& 
         constexpr int D = decltype(dc)::value;
         const int64_t per = ScorePagesPerCta(0);
         const int64_t ctas = most > 0 ? (most + per - 1) / per : 1;
-        const ScorePrefetch pf = PlanScoreKernelPrefetch<T, FP8, D>(ctas * p.num_kv_heads * b.count, per);
+        const ScorePrefetch pf = PlanScoreKernelPrefetch<T, FP8, D>(p.pdl, ctas * p.num_kv_heads * b.count, per);
         err = LaunchMaybePdl(p.pdl, &ScoreBatchKernel<T, FP8, D>,
                              dim3(static_cast<unsigned>(ctas), p.num_kv_heads, b.count), dim3(kScoreThreads), 0,
                              stream, b, per, pf);

@@ -43,10 +43,11 @@ struct ScorePrefetch {
 };
 
 // A launch of `ctas` CTAs, `resident` of which fit on the device at once,
-// each scoring tiles of `cta_lines` 128-byte lines in all.
-inline ScorePrefetch PlanScorePrefetch(int64_t ctas, int64_t resident, int64_t cta_lines) {
+// each scoring tiles of `cta_lines` 128-byte lines in all. `pdl`: launched
+// programmatically; without it there is no wait to hide a prefetch in.
+inline ScorePrefetch PlanScorePrefetch(bool pdl, int64_t ctas, int64_t resident, int64_t cta_lines) {
   const int64_t first_wave = std::min(ctas, resident);
-  if (first_wave <= 0 || cta_lines <= 0) return {};
+  if (!pdl || first_wave <= 0 || cta_lines <= 0) return {};
   const int64_t lines = std::min(cta_lines, kScorePrefetchBytes / kPrefetchLineBytes / first_wave);
   return lines > 0 ? ScorePrefetch{first_wave, lines} : ScorePrefetch{};
 }
