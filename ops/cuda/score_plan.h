@@ -6,8 +6,9 @@
 // apart from the CUDA side so it is tested without a GPU.
 //
 // The scoring CTAs are launched programmatically, so the first wave is
-// resident while the kernels before it (a decode step's bounds update, the
-// previous step's or layer's attention merge) end, with DRAM mostly idle.
+// resident while the kernel before it ends (in a model the RoPE and K/V
+// write, or a completed page's bounds update; in attention_bench's loop
+// the previous step's merge), with DRAM mostly idle.
 // Which side of a dimension's bounds a CTA reads depends on the query,
 // which an earlier kernel writes, so the prefetch asks for both sides: with
 // one query head per KV head (MHA) half of those bytes are never read.
