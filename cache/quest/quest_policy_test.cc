@@ -601,8 +601,6 @@ TEST(QuestPolicyTest, SelectionShapeAndDenseCases) {
   EXPECT_GT(half_pages, 0) << "selection never split a pool page";
 }
 
-// ---------------------------------------------------------------------------
-// 6. Configuration errors name the field.
 // Each layer's table stays as its select left it until that layer's next
 // select (the CUDA attention reads the previous one as a prefetch hint
 // while the new one is computed): another layer's select writes elsewhere.
@@ -626,6 +624,8 @@ TEST(QuestPolicyTest, EachLayerKeepsItsOwnSelectionTable) {
       << "layer 1's table changed when layer 2 selected";
 }
 
+// ---------------------------------------------------------------------------
+// 6. Configuration errors name the field.
 TEST(QuestPolicyTest, ValidationErrorsNameTheField) {
   auto factory = CachePolicyRegistry::Global().Find("quest");
   ASSERT_TRUE(factory.ok()) << factory.status();
