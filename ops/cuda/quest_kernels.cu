@@ -280,6 +280,15 @@ __device__ __forceinline__ void UnpackBounds(const uint4& v, float (&x)[FP8 ? 16
   }
 }
 
+// A bound's storage element (an E4M3 code, or T), and where tile t of KV
+// head g starts (runtime/page_bounds_layout.h).
+template <typename T, bool FP8>
+using BoundsElem = std::conditional_t<FP8, uint8_t, T>;
+template <typename Elem, int D>
+__device__ __forceinline__ const Elem* BoundTile(const TopPagesParams& p, int64_t t, int g) {
+  return static_cast<const Elem*>(p.bounds) + BoundsIndex(t * kBoundsTile, g, 0, 0, p.num_kv_heads, D);
+}
+
 // Scores pages [p0, p1) of KV head g into out[page]; every thread of the
 // CTA (THREADS) calls it with the same arguments. A tile at a time: each
 // lane reads, per dimension, only the sides whose query coefficient is
@@ -293,7 +302,7 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
   constexpr int kEpv = Geo::kEpv, kLanesPerRow = Geo::kLanesPerRow, kDimsPerLoad = Geo::kDimsPerLoad;
   constexpr int kSlots = Geo::kSlots, kPass = Geo::kPass, kPagesPerLane = Geo::kPagesPerLane;
   constexpr int64_t kT = kBoundsTile;
-  using Elem = std::conditional_t<FP8, uint8_t, T>;
+  using Elem = BoundsElem<T, FP8>;
   __shared__ float partial[kWarps][kBoundsTile];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int group = p.num_heads / p.num_kv_heads;
@@ -307,7 +316,7 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
   for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) first += (lane & off) ? half : 0;
 
   for (int64_t t = p0 / kT; t * kT < p1; ++t) {
-    const Elem* tile = static_cast<const Elem*>(p.bounds) + BoundsIndex(t * kT, g, 0, 0, p.num_kv_heads, D);
+    const Elem* tile = BoundTile<Elem, D>(p, t, g);
     float combined = 0.0f;  // threads < kBoundsTile: page t * kT + tid
     for (int h = 0; h < head_passes; ++h) {
       float acc[kEpv];
@@ -388,9 +397,7 @@ int64_t ScorePagesPerCta(int64_t fixed) {
 // 10.75 against 9.66 us, session 15).
 constexpr int kScoreCtasPerSm = 4;
 
-// A tile's bound element, and the 128-byte lines of one KV head's tile.
-template <typename T, bool FP8>
-using BoundsElem = std::conditional_t<FP8, uint8_t, T>;
+// The 128-byte lines of one KV head's bound tile.
 template <typename T, bool FP8, int D>
 __host__ __device__ constexpr int64_t BoundTileLines() {
   return 2 * D * kBoundsTile * static_cast<int64_t>(sizeof(BoundsElem<T, FP8>)) / kPrefetchLineBytes;
@@ -411,8 +418,7 @@ __device__ __forceinline__ void PrefetchBoundTiles(const TopPagesParams& p, int 
   const int64_t t0 = p0 / kBoundsTile;
   const int64_t lines = min(pf.lines, ((p1 + kBoundsTile - 1) / kBoundsTile - t0) * kTileLines);
   for (int64_t i = threadIdx.x; i < lines; i += blockDim.x) {
-    const Elem* tile = static_cast<const Elem*>(p.bounds) +
-                       BoundsIndex((t0 + i / kTileLines) * kBoundsTile, g, 0, 0, p.num_kv_heads, D);
+    const Elem* tile = BoundTile<Elem, D>(p, t0 + i / kTileLines, g);
     PrefetchL2(reinterpret_cast<const char*>(tile) + i % kTileLines * kPrefetchLineBytes);
   }
 }
