@@ -680,6 +680,7 @@ __device__ __forceinline__ void SplitKvBlock(const PagedAttentionParams& p, cons
   const T* vbase = static_cast<const T*>(p.v_pages);
 
   auto lookup = [&](int it, RowIdx& r) { return walk.Lookup(p, it, r); };
+  // K and V are read once per decode step: CpAsync16ReadOnce (ptx.cuh).
   auto copy = [&](const RowIdx& r, int stage) {
     int64_t off = 0;
     const uint32_t mask = walk.Resolve(p, r, off);
@@ -691,8 +692,8 @@ __device__ __forceinline__ void SplitKvBlock(const PagedAttentionParams& p, cons
       const int row = k * kRps + rg;
       const int64_t roff = __shfl_sync(0xffffffffu, off, row);
       const bool v = (mask >> row) & 1u;
-      CpAsync16(sk + row * D + tx * 8, v ? kbase + roff + tx * 8 : kbase, v ? 16 : 0);
-      CpAsync16(sv + row * D + tx * 8, v ? vbase + roff + tx * 8 : vbase, v ? 16 : 0);
+      CpAsync16ReadOnce(sk + row * D + tx * 8, v ? kbase + roff + tx * 8 : kbase, v ? 16 : 0);
+      CpAsync16ReadOnce(sv + row * D + tx * 8, v ? vbase + roff + tx * 8 : vbase, v ? 16 : 0);
     }
   };
 
@@ -904,8 +905,8 @@ __device__ __forceinline__ void SplitKvMmaBlock(const PagedAttentionParams& p, c
       const int key = idx / kChunks, c = idx % kChunks;
       const int64_t roff = __shfl_sync(0xffffffffu, off, key);
       const bool v = (mask >> key) & 1u;
-      CpAsync16(sk + Swz<D>(key, c), v ? kbase + roff + c * 8 : kbase, v ? 16 : 0);
-      CpAsync16(sv + Swz<D>(key, c), v ? vbase + roff + c * 8 : vbase, v ? 16 : 0);
+      CpAsync16ReadOnce(sk + Swz<D>(key, c), v ? kbase + roff + c * 8 : kbase, v ? 16 : 0);
+      CpAsync16ReadOnce(sv + Swz<D>(key, c), v ? vbase + roff + c * 8 : vbase, v ? 16 : 0);
     }
   };
 

@@ -22,6 +22,35 @@ __device__ __forceinline__ void CpAsync16(void* dst, const void* src, int bytes)
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src),
                "r"(bytes));
 }
+// Data read once per decode step (the split kernels' K/V rows, dense or
+// a Quest selection's; the page bounds the scoring reads): its L2 lines
+// are marked evict-first, so a stream of them does not push out of L2
+// what the next kernels and the next step read again (kernel code, page
+// tables, scores, selection rows, split partials). H100, session 21: the
+// Quest step 3-13 % shorter (cold and in the running chain), dense decode
+// at 4K +4 points of copy, at 32K and 128K the same except GQA 32/8 32K
+// batch 1 (-3 points). Hinting only a selection's rows, with dense K/V
+// left plain, made the cold Quest step slower (GQA 32K +30 %): mixed
+// policies lose, so every decode K/V copy carries the hint.
+// Non-volatile: the compiler may hoist and share the policy.
+__device__ __forceinline__ uint64_t L2EvictFirstPolicy() {
+  uint64_t policy;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+// CpAsync16 of data read once (L2EvictFirstPolicy).
+__device__ __forceinline__ void CpAsync16ReadOnce(void* dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(SmemAddr(dst)), "l"(src),
+               "r"(bytes), "l"(L2EvictFirstPolicy()));
+}
+// A 16-byte load through the read-only path of data read once.
+__device__ __forceinline__ uint4 LdgReadOnce(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "l"(L2EvictFirstPolicy()));
+  return v;
+}
 // A hint: asks L2 for the 128-byte line holding p (no result, nothing
 // waits for it). L2 is where every SM's reads and writes meet, so the line
 // stays coherent with writes that land after it.

@@ -345,8 +345,8 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
           const int d = dim0 + (s0 + i) * kDimsPerLoad;
           const uint4* row = reinterpret_cast<const uint4*>(tile + int64_t{d} * 2 * kT + col);
           const uint4 zero = make_uint4(0, 0, 0, 0);
-          vmin[i] = cmin[i] != 0.0f ? __ldg(row) : zero;
-          vmax[i] = cmax[i] != 0.0f ? __ldg(row + kT * sizeof(Elem) / 16) : zero;
+          vmin[i] = cmin[i] != 0.0f ? LdgReadOnce(row) : zero;
+          vmax[i] = cmax[i] != 0.0f ? LdgReadOnce(row + kT * sizeof(Elem) / 16) : zero;
         }
 #pragma unroll
         for (int i = 0; i < kPass; ++i) {
