@@ -29,7 +29,8 @@ __device__ __forceinline__ void CpAsync16(void* dst, const void* src, int bytes)
 // tables, scores, selection rows, split partials). H100, session 21: the
 // Quest step 3-13 % shorter (cold and in the running chain), dense decode
 // at 4K +4 points of copy, at 32K and 128K the same except GQA 32/8 32K
-// batch 1 (-3 points). Hinting only a selection's rows, with dense K/V
+// batch 1 (-3 points in that call; 92.4 % in a later run on another
+// machine). Hinting only a selection's rows, with dense K/V
 // left plain, made the cold Quest step slower (GQA 32K +30 %): mixed
 // policies lose, so every decode K/V copy carries the hint.
 // Non-volatile: the compiler may hoist and share the policy.
@@ -43,10 +44,12 @@ __device__ __forceinline__ void CpAsync16ReadOnce(void* dst, const void* src, in
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(SmemAddr(dst)), "l"(src),
                "r"(bytes), "l"(L2EvictFirstPolicy()));
 }
-// A 16-byte load through the read-only path of data read once.
+// A 16-byte load through the read-only path of data read once. Volatile:
+// the asm names no memory, so only that keeps it after an earlier
+// griddepcontrol.wait (WaitPrimary) instead of hoisted above it.
 __device__ __forceinline__ uint4 LdgReadOnce(const uint4* p) {
   uint4 v;
-  asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+  asm volatile("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p), "l"(L2EvictFirstPolicy()));
   return v;
