@@ -1,8 +1,9 @@
 #ifndef QUEST_OPS_CUDA_PTX_CUH_
 #define QUEST_OPS_CUDA_PTX_CUH_
 
-// PTX wrappers the attention kernels share (decode split-KV and prefill):
-// cp.async copies into shared memory, ldmatrix fragment loads and the
+// PTX wrappers the attention kernels share (decode split-KV and prefill)
+// and the Quest scoring uses: cp.async copies into shared memory, loads
+// and prefetches with L2 cache hints, ldmatrix fragment loads and the
 // m16n8k16 tensor-core mma with fp32 accumulation (sm_80+); mbarriers
 // (sm_90).
 
