@@ -180,8 +180,17 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionWeightsKernel(PagedA
 // shared within the warp. Scores are in log2 units (q pre-scaled by
 // scale * log2 e).
 
+// Three stages (48 KiB of pipeline a block) let four blocks share an SM
+// where four stages (64 KiB) let three: a Quest selection then splits
+// into more, shorter blocks, which end closer together. H100, session 22,
+// same call, two runs each, 4 -> 3 stages: Quest fp8 MHA 32K B=2048
+// 6.27 -> 6.32-6.33x, B=4096 4.34-4.35 -> 4.52-4.53x, 128K B=4096
+// 11.39-11.41 -> 11.74-11.78x; batch 8 (batched select) MHA 32K B=2048
+// 8.46 -> 9.35-9.36x; dense batch 1 % of copy MHA 4K 88.0-88.4 -> 91.3,
+// 32K 99.0-99.1 -> 98.5-98.6, 128K 101.7-101.8 -> 100.8 (tools/bench/
+// RESULTS.md). The tensor-core kernel keeps its own kMmaStages.
 constexpr int kSplitWarps = 4;
-constexpr int kStages = 4;
+constexpr int kStages = 3;
 constexpr int kRowsPerThread = 4;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
