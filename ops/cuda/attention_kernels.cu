@@ -182,13 +182,13 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionWeightsKernel(PagedA
 
 // Three stages (48 KiB of pipeline a block) let four blocks share an SM
 // where four stages (64 KiB) let three: a Quest selection then splits
-// into more, shorter blocks, which end closer together. H100, session 22,
-// same call, two runs each, 4 -> 3 stages: Quest fp8 MHA 32K B=2048
-// 6.27 -> 6.32-6.33x, B=4096 4.34-4.35 -> 4.52-4.53x, 128K B=4096
-// 11.39-11.41 -> 11.74-11.78x; batch 8 (batched select) MHA 32K B=2048
-// 8.46 -> 9.35-9.36x; dense batch 1 % of copy MHA 4K 88.0-88.4 -> 91.3,
-// 32K 99.0-99.1 -> 98.5-98.6, 128K 101.7-101.8 -> 100.8 (tools/bench/
-// RESULTS.md). The tensor-core kernel keeps its own kMmaStages.
+// into more, shorter blocks. H100, session 22, same call, two runs each,
+// 4 -> 3 stages, Quest fp8 MHA step: 32K B=2048 28.95-28.98 -> 28.89-28.92
+// us (the same), B=4096 41.7-41.9 -> 40.4, 128K B=2048 49.2 -> 48.2,
+// B=4096 61.3 -> 60.0-60.1; batch 8 (batched select) MHA 32K B=2048
+// 8.46 -> 9.35-9.36x dense; dense batch 1 % of copy MHA 4K 88.0-88.4 ->
+// 91.3, 32K 99.0-99.1 -> 98.5-98.6, 128K 101.7-101.8 -> 100.8
+// (tools/bench/RESULTS.md). The tensor-core kernel keeps kMmaStages.
 constexpr int kSplitWarps = 4;
 constexpr int kStages = 3;
 constexpr int kRowsPerThread = 4;

@@ -29,9 +29,10 @@ __device__ __forceinline__ void CpAsync16(void* dst, const void* src, int bytes)
 // what the next kernels and the next step read again (kernel code, page
 // tables, scores, selection rows, split partials). H100, session 21: the
 // Quest step 3-13 % shorter (cold and in the running chain), dense decode
-// at 4K +4 points of copy, at 32K and 128K the same except GQA 32/8 32K
-// batch 1 (-3 points in that call; 92.4 % in a later run on another
-// machine). Hinting only a selection's rows, with dense K/V
+// at 4K +4 points of copy, at 32K and 128K the same (GQA 32/8 32K batch 1
+// read 3 points lower in that call, but that row reads 86-87 % in most
+// processes and ~92.4 % in some, the same binary either way: session 22).
+// Hinting only a selection's rows, with dense K/V
 // left plain, made the cold Quest step slower (GQA 32K +30 %): mixed
 // policies lose, so every decode K/V copy carries the hint.
 // Non-volatile: the compiler may hoist and share the policy.
