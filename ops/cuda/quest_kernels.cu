@@ -259,6 +259,9 @@ struct TileGeo {
   static constexpr int kPagesPerLane = kEpv / kDimsPerLoad;
   static_assert(kSlots >= 1 && kSlots % kPass == 0, "head_dim too small for the CTA's warps");
   static_assert(kLanesPerRow * kEpv == kBoundsTile && kPagesPerLane * 32 == kBoundsTile, "tile over lanes");
+  // ScoreRangeOneSide holds a tile's kSlots vectors in registers: up to 4
+  // (FP8 head_dim 64 / 128, bf16 64) within the 64 a thread has; 8 spilled.
+  static constexpr bool kOneSide = kSlots <= 4;
 };
 
 // The bounds of one 16-byte vector (16 E4M3 codes, or 8 of T) as floats.
@@ -295,6 +298,82 @@ __device__ __forceinline__ const Elem* BoundTile(const TopPagesParams& p, int64_
 // nonzero (the sign's side: for one query head, half the bounds), the
 // warps' partial sums meet in shared memory. MAX over a GQA group scores
 // the group's heads one pass each (the later passes mostly hit L1).
+// ScoreRange with one query head per KV head (MHA): a dimension's term is
+// x_d * (x_d < 0 ? min_d : max_d), one row per dimension and lane slot, so
+// half the loads, conversions and FMAs (the sums equal ScoreRange's: there
+// the other side's zero coefficient multiplies a zero vector; a NaN x_d
+// poisons the page either way). The query is read once per CTA, and each
+// tile's loads are issued before the previous tile's reduction, so a CTA
+// of several tiles (ScoreTilesPerCta) keeps loads in flight through its
+// barriers.
+template <typename T, bool FP8, int D, int THREADS>
+__device__ __forceinline__ void ScoreRangeOneSide(const TopPagesParams& p, int g, int64_t p0, int64_t p1, float* out) {
+  constexpr int kWarps = THREADS / 32;
+  using Geo = TileGeo<FP8, D, kWarps>;
+  constexpr int kEpv = Geo::kEpv, kLanesPerRow = Geo::kLanesPerRow, kDimsPerLoad = Geo::kDimsPerLoad;
+  constexpr int kSlots = Geo::kSlots, kPagesPerLane = Geo::kPagesPerLane;
+  constexpr int64_t kT = kBoundsTile;
+  using Elem = BoundsElem<T, FP8>;
+  __shared__ float partial[kWarps][kBoundsTile];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const T* q = static_cast<const T*>(p.q) + int64_t{g} * D;
+  const int col = (lane % kLanesPerRow) * kEpv;
+  const int dim0 = warp * Geo::kDimsPerWarp + lane / kLanesPerRow;  // slot i: dim0 + i * kDimsPerLoad
+  int first = 0;  // as in ScoreRange
+#pragma unroll
+  for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) first += (lane & off) ? half : 0;
+  float c[kSlots];
+#pragma unroll
+  for (int i = 0; i < kSlots; ++i) c[i] = F(q[dim0 + i * kDimsPerLoad]);
+  uint4 v[kSlots];
+  // Tile t's rows: per slot the side its coefficient's sign picks (none
+  // for a zero coefficient).
+  auto issue = [&](int64_t t) {
+    const Elem* tile = BoundTile<Elem, D>(p, t, g);
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+      const int64_t at = int64_t{dim0 + i * kDimsPerLoad} * 2 * kT + (c[i] < 0.0f ? 0 : kT) + col;
+      v[i] = c[i] != 0.0f ? LdgReadOnce(reinterpret_cast<const uint4*>(tile + at)) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  int64_t t = p0 / kT;
+  issue(t);
+  for (; t * kT < p1; ++t) {
+    float acc[kEpv];
+#pragma unroll
+    for (int e = 0; e < kEpv; ++e) acc[e] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+      float b[kEpv];
+      UnpackBounds<T, FP8>(v[i], b);
+#pragma unroll
+      for (int e = 0; e < kEpv; ++e) acc[e] = fmaf(c[i], b[e], acc[e]);
+    }
+    if ((t + 1) * kT < p1) issue(t + 1);
+#pragma unroll
+    for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) {
+      const bool up = (lane & off) != 0;
+#pragma unroll
+      for (int i = 0; i < half; ++i) {
+        const float send = up ? acc[i] : acc[i + half];
+        const float keep = up ? acc[i + half] : acc[i];
+        acc[i] = keep + __shfl_xor_sync(kFull, send, off);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kPagesPerLane; ++i) partial[warp][col + first + i] = acc[i];
+    __syncthreads();
+    const int64_t pg = t * kT + tid;
+    if (tid < kBoundsTile && pg >= p0 && pg < p1) {
+      float s = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) s += partial[w][tid];
+      out[pg] = NanToNegInf(s);
+    }
+    __syncthreads();  // partial is rewritten by the next tile
+  }
+}
+
 template <typename T, bool FP8, int D, int THREADS>
 __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64_t p0, int64_t p1, float* out) {
   constexpr int kWarps = THREADS / 32;
@@ -386,16 +465,29 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
   }
 }
 
-// Pages per CTA of the scoring kernels: one tile (2048 tokens at pages of
-// 16), or `fixed` rounded up to whole tiles (tuning).
-int64_t ScorePagesPerCta(int64_t fixed) {
-  return fixed > 0 ? (fixed + kBoundsTile - 1) / kBoundsTile * kBoundsTile : kBoundsTile;
-}
-
 // Four CTAs per SM (64 registers): one wave of tiles at 32K MHA (left
 // free, the FP8 head_dim 128 scorer took 110 and scored 32K MHA cold in
 // 10.75 against 9.66 us, session 15).
 constexpr int kScoreCtasPerSm = 4;
+
+// Whether ScoreKernel / ScoreBatchKernel score with ScoreRangeOneSide (one
+// query head per KV head, a shape whose tile fits its registers). It is a
+// kernel instance of its own: with both paths in one kernel, GQA 32K B=2048
+// steps read 2.62-2.63x dense against 2.72-2.73x (H100, session 23).
+template <bool FP8, int D>
+bool ScoresOneSide(const TopPagesParams& p) {
+  return TileGeo<FP8, D, kScoreThreads / 32>::kOneSide && p.num_heads == p.num_kv_heads;
+}
+
+// Pages per CTA of the scoring kernels (ScoreKernel, ScoreBatchKernel) for
+// `tiles` tiles in all (heads x tiles per head x queries): `fixed` rounded
+// up to whole tiles (tuning), or ScoreTilesPerCta's tiles (score_plan.h:
+// one, except a launch of more than a wave that ScoreRangeOneSide scores).
+template <bool FP8, int D>
+int64_t ScorePagesPerCta(int64_t fixed, const TopPagesParams& p, int64_t tiles) {
+  if (fixed > 0) return (fixed + kBoundsTile - 1) / kBoundsTile * kBoundsTile;
+  return kBoundsTile * ScoreTilesPerCta(tiles, int64_t{kScoreCtasPerSm} * NumSms(), ScoresOneSide<FP8, D>(p));
+}
 
 // The 128-byte lines of one KV head's bound tile.
 template <typename T, bool FP8, int D>
@@ -423,7 +515,9 @@ __device__ __forceinline__ void PrefetchBoundTiles(const TopPagesParams& p, int 
   }
 }
 
-template <typename T, bool FP8, int D>
+// kOneSide: ScoreRangeOneSide (the launch checked ScoresOneSide; a shape
+// without the one-side geometry falls back to ScoreRange), else ScoreRange.
+template <typename T, bool FP8, int D, bool kOneSide>
 __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(TopPagesParams p, int64_t n,
                                                                                int64_t stride, int64_t per_cta,
                                                                                ScorePrefetch pf) {
@@ -431,7 +525,11 @@ __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(To
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
   PrefetchBoundTiles<T, FP8, D>(p, blockIdx.y, p0, p1, pf);
   WaitPrimary();
-  ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
+  if constexpr (kOneSide && TileGeo<FP8, D, kScoreThreads / 32>::kOneSide) {
+    ScoreRangeOneSide<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
+  } else {
+    ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
+  }
   // The select may launch only now: allowed at the kernel's start (cheaper
   // for this grid alone: H100, cold, 32 heads x 8192 pages FP8, 20.5 against
   // 23.0 us), its early CTAs slowed the Quest step (MHA 32K B=2048 FP8
@@ -442,7 +540,7 @@ __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(To
 // A batch's scoring: CTA (x, y, z) scores pages [x * per_cta, ..) of KV
 // head y of member z (CTAs past a member's pages, or of a member whose
 // selection needs no scores, only pass the dependency chain on).
-template <typename T, bool FP8, int D>
+template <typename T, bool FP8, int D, bool kOneSide>
 __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreBatchKernel(
     const __grid_constant__ TopPagesBatchParams b, int64_t per_cta, ScorePrefetch pf) {
   // (b, the members included, is a kernel parameter: readable before the wait.)
@@ -457,8 +555,12 @@ __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreBatchKern
   if (scores) PrefetchBoundTiles<T, FP8, D>(p, blockIdx.y, p0, p1, pf);
   WaitPrimary();
   if (scores) {
-    ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1,
-                                         p.scores + m.scores_offset + blockIdx.y * m.num_pages);
+    float* out = p.scores + m.scores_offset + blockIdx.y * m.num_pages;
+    if constexpr (kOneSide && TileGeo<FP8, D, kScoreThreads / 32>::kOneSide) {
+      ScoreRangeOneSide<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, out);
+    } else {
+      ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, out);
+    }
   }
   AllowDependents();  // at the end, as ScoreKernel
 }
@@ -1366,11 +1468,11 @@ cudaError_t RunFast(const TopPagesParams& p, int variant, const SelectShape& s, 
     return LaunchMaybePdl(p.pdl, kernel, grid, dim3(kSelectThreads), s.flag_bytes, stream, p,
                           static_cast<int>(n), stride, per);
   }
-  const int64_t per = ScorePagesPerCta(p.score_pages_per_cta);
+  const int64_t per = ScorePagesPerCta<FP8, D>(p.score_pages_per_cta, p, BoundsTiles(n) * p.num_kv_heads);
   const dim3 grid(static_cast<unsigned>((n + per - 1) / per), p.num_kv_heads);
   const ScorePrefetch pf = PlanScoreKernelPrefetch<T, FP8, D>(p.pdl, int64_t{grid.x} * grid.y, per);
-  return LaunchMaybePdl(p.pdl, &ScoreKernel<T, FP8, D>, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per,
-                        pf);
+  auto* kernel = ScoresOneSide<FP8, D>(p) ? &ScoreKernel<T, FP8, D, true> : &ScoreKernel<T, FP8, D, false>;
+  return LaunchMaybePdl(p.pdl, kernel, grid, dim3(kScoreThreads), 0, stream, p, n, stride, per, pf);
 }
 
 template <typename T, bool FP8>
@@ -1482,10 +1584,12 @@ cudaError_t LaunchSelectTopPagesBatch(ElemType type, const TopPagesBatchParams& 
       constexpr bool FP8 = decltype(fp8c)::value;
       DispatchHeadDim(p.head_dim, [&](auto dc) {
         constexpr int D = decltype(dc)::value;
-        const int64_t per = ScorePagesPerCta(0);
+        const int64_t per = ScorePagesPerCta<FP8, D>(0, p, BoundsTiles(most) * p.num_kv_heads * b.count);
         const int64_t ctas = most > 0 ? (most + per - 1) / per : 1;
         const ScorePrefetch pf = PlanScoreKernelPrefetch<T, FP8, D>(p.pdl, ctas * p.num_kv_heads * b.count, per);
-        err = LaunchMaybePdl(p.pdl, &ScoreBatchKernel<T, FP8, D>,
+        auto* kernel =
+            ScoresOneSide<FP8, D>(p) ? &ScoreBatchKernel<T, FP8, D, true> : &ScoreBatchKernel<T, FP8, D, false>;
+        err = LaunchMaybePdl(p.pdl, kernel,
                              dim3(static_cast<unsigned>(ctas), p.num_kv_heads, b.count), dim3(kScoreThreads), 0,
                              stream, b, per, pf);
       });

@@ -414,6 +414,10 @@ void SelectTest::MatchesCpuOverShapes() {
       for (int d : {64, 128}) cases.push_back({pages, h, kv, d});
     }
   }
+  // MHA launches of more tiles than one wave of scoring CTAs holds (an
+  // H100 has 4 x 132 slots): several tiles per CTA (score_plan.h).
+  cases.push_back({9000, 32, 32, 128});
+  cases.push_back({40000, 8, 8, 64});
   // The generic scorer and the other fast-path shapes.
   for (int64_t pages : {5, 300, 3000}) {
     cases.push_back({pages, 10, 2, 128});  // group 5

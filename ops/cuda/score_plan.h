@@ -53,6 +53,20 @@ inline ScorePrefetch PlanScorePrefetch(bool pdl, int64_t ctas, int64_t resident,
   return lines > 0 ? ScorePrefetch{first_wave, lines} : ScorePrefetch{};
 }
 
+// Tiles of one KV head's bounds each scoring CTA takes, for a launch of
+// `tiles` tiles in all (KV heads x tiles per head x queries) of which
+// `resident` CTAs fit at once. One, unless `pipelined` (the one-side scorer,
+// MHA: it issues a tile's loads before the previous tile's barriers) and
+// the tiles exceed one wave: then enough per CTA that the launch is about
+// kScoreWaves waves, so each CTA's query and start are paid once for
+// several tiles and its loads stay in flight between them.
+inline constexpr int64_t kScoreWaves = 2;
+inline int64_t ScoreTilesPerCta(int64_t tiles, int64_t resident, bool pipelined) {
+  const int64_t slots = resident * kScoreWaves;
+  if (!pipelined || slots <= 0 || tiles <= slots) return 1;
+  return (tiles + slots - 1) / slots;
+}
+
 }  // namespace quest::ops::cuda
 
 #endif  // QUEST_OPS_CUDA_SCORE_PLAN_H_

@@ -49,5 +49,26 @@ TEST(ScorePlanTest, NothingToPrefetch) {
   EXPECT_EQ(PlanScorePrefetch(false, 128, 528, kFp8TileLines).ctas, 0);
 }
 
+TEST(ScorePlanTest, OneWaveTakesOneTileEach) {
+  EXPECT_EQ(ScoreTilesPerCta(512, 528, true), 1);  // MHA 32K: 32 heads x 16 tiles
+  EXPECT_EQ(ScoreTilesPerCta(528, 528, true), 1);
+  EXPECT_EQ(ScoreTilesPerCta(1, 528, true), 1);
+}
+
+TEST(ScorePlanTest, LongerPipelinedLaunchesSpreadOverTheirWaves) {
+  for (int64_t tiles : {529, 1000, 2048, 4096, 100000}) {
+    const int64_t per = ScoreTilesPerCta(tiles, 528, true);
+    const int64_t ctas = (tiles + per - 1) / per;
+    if (tiles > 528 * kScoreWaves) EXPECT_GT(per, 1) << tiles;
+    EXPECT_LE(ctas, 528 * kScoreWaves) << tiles;
+    EXPECT_GT(ctas, 528 * kScoreWaves / 2) << tiles;
+  }
+}
+
+TEST(ScorePlanTest, OtherScorersTakeOneTileEach) {
+  EXPECT_EQ(ScoreTilesPerCta(4096, 528, false), 1);  // GQA: ScoreRange, one tile a CTA
+  EXPECT_EQ(ScoreTilesPerCta(4096, 0, true), 1);     // no residency known
+}
+
 }  // namespace
 }  // namespace quest::ops::cuda

@@ -116,9 +116,36 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (acc == 0x9e3779b9u) sink[0] = make_uint4(acc, 0, 0, 0);
 }
 
+
+// One side of Quest's page-bounds layout (runtime/page_bounds_layout.h)
+// without the arithmetic: the buffer is runs of `run_u4` uint4 in pairs
+// (a dimension's min row, then its max row); the read takes one run of
+// each pair, picked by a fixed pseudo-random bit per pair (the query's
+// sign per dimension), `useful` uint4 in all, kUnroll loads in flight.
+__global__ void __launch_bounds__(kThreads) SideReadKernel(const uint4* __restrict__ a, int64_t useful, int run_u4,
+                                                           uint4* sink) {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  uint32_t acc = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < useful; i += kUnroll * stride) {
+    uint4 x[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = i + u * stride;
+      const int64_t pair = j / run_u4;
+      const uint32_t side = (static_cast<uint32_t>(pair) * 0x9e3779b1u) >> 31;
+      x[u] = j < useful ? __ldcs(a + (2 * pair + side) * run_u4 + j % run_u4) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) acc ^= x[u].x ^ x[u].w;
+  }
+  if (acc == 0x9e3779b9u) sink[0] = make_uint4(acc, 0, 0, 0);
+}
+
 }  // namespace
 
-int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
+int RunReadFloor(const std::vector<ReadFloorShape>& shapes, bool sides_only) {
   int sms = 0;
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess || sms <= 0) {
     std::fprintf(stderr, "read_floor: no usable GPU\n");
@@ -145,6 +172,52 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes) {
     });
     return 2.0 * bytes / copy.host_s;
   };
+
+  // One side of the page-bounds layout: does reading one row of each
+  // (min, max) pair cost more than a contiguous read, and would longer
+  // rows (more pages per tile) help? Useful bytes are an MHA shape's FP8
+  // bounds for one query sign (pages x heads x 128 dims), as % of a copy of
+  // those bytes; "both" reads the whole layout (twice the bytes, counted),
+  // "half" the useful bytes contiguously, then rows of 64 B .. 4 KiB.
+  std::printf("one side of the page-bounds layout (FP8, MHA), %% of a copy of the bytes read\n");
+  std::printf("%-5s %7s %9s %8s %8s", "shape", "context", "read MB", "both", "half");
+  const int kRuns[] = {64, 128, 256, 512, 1024, 2048, 4096};
+  for (int r : kRuns) std::printf(" %6dB", r);
+  std::printf("\n");
+  for (const ReadFloorShape& s : shapes) {
+    if (s.kv_heads != 32 || s.context < 32768) continue;
+    const size_t useful = static_cast<size_t>(s.context / 16) * s.kv_heads * 128;
+    const double copy_bw = copy_bandwidth(useful);
+    std::printf("%-5s %6lldK %9.1f", s.name, static_cast<long long>(s.context / 1024), useful / 1e6);
+    auto pct = [&](size_t bytes, auto launch) {
+      double best = 0;
+      for (int per : {2, 4, 8}) {
+        const Timing t = Time([&](int i) { BENCH_CUDA(launch(sms * per, i)); });
+        best = std::max(best, 100.0 * (bytes / t.host_s) / copy_bw);
+      }
+      std::printf(" %7.1f%%", best);
+    };
+    auto region = [&](int i) { return reinterpret_cast<const uint4*>(base + (i % kRegions) * most); };
+    pct(2 * useful, [&](int blocks, int i) {
+      return LaunchRead<kWaitFirst>(blocks, stream, region(i), static_cast<int64_t>(2 * useful / 16), sink);
+    });
+    pct(useful, [&](int blocks, int i) {
+      return LaunchRead<kWaitFirst>(blocks, stream, region(i), static_cast<int64_t>(useful / 16), sink);
+    });
+    for (int r : kRuns) {
+      pct(useful, [&](int blocks, int i) {
+        return ops::cuda::LaunchMaybePdl(true, SideReadKernel, dim3(blocks), dim3(kThreads), 0, stream, region(i),
+                                         static_cast<int64_t>(useful / 16), r / 16, sink);
+      });
+    }
+    std::printf("\n");
+  }
+  if (sides_only) {
+    BENCH_CUDA(cudaStreamDestroy(stream));
+    BENCH_CUDA(cudaFree(base));
+    BENCH_CUDA(cudaFree(sink));
+    return 0;
+  }
 
   std::printf("read_floor: %d SMs; %% = read GB/s over a D2D copy's (read + write) GB/s, same bytes, same run;\n",
               sms);

@@ -24,8 +24,10 @@
 // tile. A third reads Quest's sparse pattern (each KV head its own random
 // pages of the context) from NHD and HND pools: whether a head-major pool
 // would serve the sparse attention's scattered 256-byte rows better (it
-// did not: session 17). Not product code: a reference measurement
-// (tools/bench/RESULTS.md, sessions 16-17).
+// did not: session 17). A fourth reads one side of Quest's page-bounds
+// layout (session 23: at copy rate, so longer rows would not help). Not
+// product code: a reference measurement (tools/bench/RESULTS.md, sessions
+// 16-17 and 23).
 
 #include <cstdint>
 #include <vector>
@@ -39,7 +41,8 @@ struct ReadFloorShape {
 };
 
 // Prints a table; returns 0, or 1 without a usable GPU.
-int RunReadFloor(const std::vector<ReadFloorShape>& shapes);
+// sides_only: the page-bounds table alone.
+int RunReadFloor(const std::vector<ReadFloorShape>& shapes, bool sides_only = false);
 
 }  // namespace quest::bench
 
