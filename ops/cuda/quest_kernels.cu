@@ -25,7 +25,12 @@
 //     coefficients first; MAX scores the group's heads one pass each. The
 //     lanes' partial sums reduce-scatter across the lanes of a column, the
 //     warps' meet in shared memory; fp32 scores, NaN -> -inf, to the
-//     scratch [num_kv_heads, num_pages].
+//     scratch [num_kv_heads, num_pages]. MHA (one query head per KV head)
+//     has its own instance (ScoreRangeOneSide): per dimension one load and
+//     one multiply of the sign's row, the query read once per CTA, and a
+//     launch past two waves gives each CTA several tiles, the next tile's
+//     loads issued before the current one's barriers (score_plan.h; H100,
+//     session 23: MHA 32K B=2048 step 6.31-6.34 -> 6.61-6.62x dense).
 //  2. select: a 512-thread CTA per KV head. First counting rounds over the
 //     scores in registers (SelectRowBinned): 4096 equal-width bins between
 //     the finite min and max live score, a block scan for the bin of the
