@@ -303,6 +303,24 @@ __device__ __forceinline__ const Elem* BoundTile(const TopPagesParams& p, int64_
 // nonzero (the sign's side: for one query head, half the bounds), the
 // warps' partial sums meet in shared memory. MAX over a GQA group scores
 // the group's heads one pass each (the later passes mostly hit L1).
+// A lane's per-page partial sums (kEpv pages of its column) reduce-scatter
+// over the lanes sharing that column (xor 16 .. kLanesPerRow): the lane
+// keeps the sums of kEpv * kLanesPerRow / 32 of the pages in acc[0, ..).
+template <int kEpv, int kLanesPerRow>
+__device__ __forceinline__ void ReduceScatterColumn(float (&acc)[kEpv]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) {
+    const bool up = (lane & off) != 0;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float send = up ? acc[i] : acc[i + half];
+      const float keep = up ? acc[i + half] : acc[i];
+      acc[i] = keep + __shfl_xor_sync(kFull, send, off);
+    }
+  }
+}
+
 // ScoreRange with one query head per KV head (MHA): a dimension's term is
 // x_d * (x_d < 0 ? min_d : max_d), one row per dimension and lane slot, so
 // half the loads, conversions and FMAs (the sums equal ScoreRange's: there
@@ -355,16 +373,7 @@ __device__ __forceinline__ void ScoreRangeOneSide(const TopPagesParams& p, int g
       for (int e = 0; e < kEpv; ++e) acc[e] = fmaf(c[i], b[e], acc[e]);
     }
     if ((t + 1) * kT < p1) issue(t + 1);
-#pragma unroll
-    for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) {
-      const bool up = (lane & off) != 0;
-#pragma unroll
-      for (int i = 0; i < half; ++i) {
-        const float send = up ? acc[i] : acc[i + half];
-        const float keep = up ? acc[i + half] : acc[i];
-        acc[i] = keep + __shfl_xor_sync(kFull, send, off);
-      }
-    }
+    ReduceScatterColumn<kEpv, kLanesPerRow>(acc);
 #pragma unroll
     for (int i = 0; i < kPagesPerLane; ++i) partial[warp][col + first + i] = acc[i];
     __syncthreads();
@@ -441,17 +450,7 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
           for (int e = 0; e < kEpv; ++e) acc[e] = fmaf(cmax[i], hi[e], fmaf(cmin[i], lo[e], acc[e]));
         }
       }
-      // Reduce-scatter over the lanes sharing a column (xor 16 .. kLanesPerRow).
-#pragma unroll
-      for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) {
-        const bool up = (lane & off) != 0;
-#pragma unroll
-        for (int i = 0; i < half; ++i) {
-          const float send = up ? acc[i] : acc[i + half];
-          const float keep = up ? acc[i + half] : acc[i];
-          acc[i] = keep + __shfl_xor_sync(kFull, send, off);
-        }
-      }
+      ReduceScatterColumn<kEpv, kLanesPerRow>(acc);
 #pragma unroll
       for (int i = 0; i < kPagesPerLane; ++i) partial[warp][col + first + i] = acc[i];
       __syncthreads();
