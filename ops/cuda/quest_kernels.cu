@@ -297,15 +297,10 @@ __device__ __forceinline__ const Elem* BoundTile(const TopPagesParams& p, int64_
   return static_cast<const Elem*>(p.bounds) + BoundsIndex(t * kBoundsTile, g, 0, 0, p.num_kv_heads, D);
 }
 
-// Scores pages [p0, p1) of KV head g into out[page]; every thread of the
-// CTA (THREADS) calls it with the same arguments. A tile at a time: each
-// lane reads, per dimension, only the sides whose query coefficient is
-// nonzero (the sign's side: for one query head, half the bounds), the
-// warps' partial sums meet in shared memory. MAX over a GQA group scores
-// the group's heads one pass each (the later passes mostly hit L1).
 // A lane's per-page partial sums (kEpv pages of its column) reduce-scatter
 // over the lanes sharing that column (xor 16 .. kLanesPerRow): the lane
-// keeps the sums of kEpv * kLanesPerRow / 32 of the pages in acc[0, ..).
+// keeps the sums of kEpv * kLanesPerRow / 32 of the pages in acc[0, ..),
+// its column's pages from ReducedFirstPage on.
 template <int kEpv, int kLanesPerRow>
 __device__ __forceinline__ void ReduceScatterColumn(float (&acc)[kEpv]) {
   const int lane = threadIdx.x & 31;
@@ -319,6 +314,14 @@ __device__ __forceinline__ void ReduceScatterColumn(float (&acc)[kEpv]) {
       acc[i] = keep + __shfl_xor_sync(kFull, send, off);
     }
   }
+}
+
+template <int kEpv, int kLanesPerRow>
+__device__ __forceinline__ int ReducedFirstPage(int lane) {
+  int first = 0;
+#pragma unroll
+  for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) first += (lane & off) ? half : 0;
+  return first;
 }
 
 // ScoreRange with one query head per KV head (MHA): a dimension's term is
@@ -342,9 +345,7 @@ __device__ __forceinline__ void ScoreRangeOneSide(const TopPagesParams& p, int g
   const T* q = static_cast<const T*>(p.q) + int64_t{g} * D;
   const int col = (lane % kLanesPerRow) * kEpv;
   const int dim0 = warp * Geo::kDimsPerWarp + lane / kLanesPerRow;  // slot i: dim0 + i * kDimsPerLoad
-  int first = 0;  // as in ScoreRange
-#pragma unroll
-  for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) first += (lane & off) ? half : 0;
+  const int first = ReducedFirstPage<kEpv, kLanesPerRow>(lane);
   float c[kSlots];
 #pragma unroll
   for (int i = 0; i < kSlots; ++i) c[i] = F(q[dim0 + i * kDimsPerLoad]);
@@ -388,6 +389,12 @@ __device__ __forceinline__ void ScoreRangeOneSide(const TopPagesParams& p, int g
   }
 }
 
+// Scores pages [p0, p1) of KV head g into out[page]; every thread of the
+// CTA (THREADS) calls it with the same arguments. A tile at a time: each
+// lane reads, per dimension, only the sides whose query coefficient is
+// nonzero (the sign's side: for one query head, half the bounds), the
+// warps' partial sums meet in shared memory. MAX over a GQA group scores
+// the group's heads one pass each (the later passes mostly hit L1).
 template <typename T, bool FP8, int D, int THREADS>
 __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64_t p0, int64_t p1, float* out) {
   constexpr int kWarps = THREADS / 32;
@@ -404,9 +411,7 @@ __device__ __forceinline__ void ScoreRange(const TopPagesParams& p, int g, int64
   const int col = (lane % kLanesPerRow) * kEpv;
   const int dim0 = warp * Geo::kDimsPerWarp + lane / kLanesPerRow;  // slot s: dim0 + s * kDimsPerLoad
   // The reduce-scatter below leaves lane `lane` the pages col + first + [0, kPagesPerLane).
-  int first = 0;
-#pragma unroll
-  for (int off = 16, half = kEpv / 2; off >= kLanesPerRow; off >>= 1, half >>= 1) first += (lane & off) ? half : 0;
+  const int first = ReducedFirstPage<kEpv, kLanesPerRow>(lane);
 
   for (int64_t t = p0 / kT; t * kT < p1; ++t) {
     const Elem* tile = BoundTile<Elem, D>(p, t, g);

@@ -116,7 +116,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (acc == 0x9e3779b9u) sink[0] = make_uint4(acc, 0, 0, 0);
 }
 
-
 // One side of Quest's page-bounds layout (runtime/page_bounds_layout.h)
 // without the arithmetic: the buffer is runs of `run_u4` uint4 in pairs
 // (a dimension's min row, then its max row); the read takes one run of
@@ -162,6 +161,12 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes, bool sides_only) {
   BENCH_CUDA(cudaMalloc(&sink, sizeof(uint4)));
   BENCH_CUDA(cudaMemset(base, 1, most * kRegions));
   BENCH_CUDA(cudaStreamCreate(&stream));
+  auto release = [&] {
+    BENCH_CUDA(cudaStreamDestroy(stream));
+    BENCH_CUDA(cudaFree(base));
+    BENCH_CUDA(cudaFree(sink));
+    return 0;
+  };
 
   // A D2D copy of `bytes`, read + written, in bytes per second: every
   // table's reference.
@@ -212,12 +217,7 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes, bool sides_only) {
     }
     std::printf("\n");
   }
-  if (sides_only) {
-    BENCH_CUDA(cudaStreamDestroy(stream));
-    BENCH_CUDA(cudaFree(base));
-    BENCH_CUDA(cudaFree(sink));
-    return 0;
-  }
+  if (sides_only) return release();
 
   std::printf("read_floor: %d SMs; %% = read GB/s over a D2D copy's (read + write) GB/s, same bytes, same run;\n",
               sms);
@@ -372,10 +372,7 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes, bool sides_only) {
       BENCH_CUDA(cudaFree(tables));
     }
   }
-  BENCH_CUDA(cudaStreamDestroy(stream));
-  BENCH_CUDA(cudaFree(base));
-  BENCH_CUDA(cudaFree(sink));
-  return 0;
+  return release();
 }
 
 }  // namespace quest::bench
