@@ -1161,7 +1161,15 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const Pa
 // of copy: MHA 32K 91.4 -> 99.4 without it, GQA 32K 79.6 -> 89.7, MHA 128K
 // 93.5 -> 101.0), even where the merge itself was one store; the arrival's
 // fence and atomic alone cost ~1 % (tools/bench/RESULTS.md, sessions
-// 16-17).
+// 16-17). Session 24 found part of why: a merge called out of line with
+// the parameters by reference copies them to a 224-byte stack frame (the
+// kernel then reads p from local memory); inlined, no stack, the merge
+// code still takes the CUDA-core kernel from 72 to 92 registers and dense
+// MHA 32K to ~90 % of copy. A last-block merge in a kernel instance of its
+// own for Quest's short lists, a thread-block cluster merge over
+// distributed shared memory, merge blocks spinning on per-unit arrival
+// counters, and this kernel letting the next launch begin before its wait
+// all measured slower Quest steps (RESULTS.md, session 24).
 template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kMergeThreads) MergeSplitsKernel(const PagedAttentionParams p) {
   WaitPreviousGrid();
