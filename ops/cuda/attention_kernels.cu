@@ -1162,14 +1162,15 @@ __global__ void __launch_bounds__(kSplitWarps * 32, 3) SplitKvMmaKernel(const Pa
 // 93.5 -> 101.0), even where the merge itself was one store; the arrival's
 // fence and atomic alone cost ~1 % (tools/bench/RESULTS.md, sessions
 // 16-17). Session 24 found part of why: a merge called out of line with
-// the parameters by reference copies them to a 224-byte stack frame (the
-// kernel then reads p from local memory); inlined, no stack, the merge
-// code still takes the CUDA-core kernel from 72 to 92 registers and dense
-// MHA 32K to ~90 % of copy. A last-block merge in a kernel instance of its
-// own for Quest's short lists, a thread-block cluster merge over
-// distributed shared memory, merge blocks spinning on per-unit arrival
-// counters, and this kernel letting the next launch begin before its wait
-// all measured slower Quest steps (RESULTS.md, session 24).
+// the parameters by reference gives the kernel a 224-byte stack frame (the
+// parameters, copied to local memory; dense MHA 32K 87 %); inlined, no
+// stack, the merge code still takes the CUDA-core kernel from 72 to 92
+// registers and dense MHA 32K to ~90 % of copy. A last-block merge in a
+// kernel instance of its own for Quest's short lists, a thread-block
+// cluster merge over distributed shared memory, merge blocks spinning on
+// per-unit arrival counters, and this kernel letting the next launch begin
+// before its wait each cost more than they gained: a slower Quest step at
+// 32K or 128K, or slower dense decode (RESULTS.md, session 24).
 template <typename T, int D, int GB, bool kBatch>
 __global__ void __launch_bounds__(kMergeThreads) MergeSplitsKernel(const PagedAttentionParams p) {
   WaitPreviousGrid();
