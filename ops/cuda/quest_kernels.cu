@@ -524,8 +524,19 @@ __device__ __forceinline__ void PrefetchBoundTiles(const TopPagesParams& p, int 
   }
 }
 
-// kOneSide: ScoreRangeOneSide (the launch checked ScoresOneSide; a shape
-// without the one-side geometry falls back to ScoreRange), else ScoreRange.
+// The scoring kernels' pages [p0, p1) of KV head g into out[page]:
+// ScoreRangeOneSide in a kOneSide instance (the launch checked
+// ScoresOneSide; a shape without the one-side geometry falls back to
+// ScoreRange), else ScoreRange.
+template <typename T, bool FP8, int D, bool kOneSide>
+__device__ __forceinline__ void ScorePages(const TopPagesParams& p, int g, int64_t p0, int64_t p1, float* out) {
+  if constexpr (kOneSide && TileGeo<FP8, D, kScoreThreads / 32>::kOneSide) {
+    ScoreRangeOneSide<T, FP8, D, kScoreThreads>(p, g, p0, p1, out);
+  } else {
+    ScoreRange<T, FP8, D, kScoreThreads>(p, g, p0, p1, out);
+  }
+}
+
 template <typename T, bool FP8, int D, bool kOneSide>
 __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(TopPagesParams p, int64_t n,
                                                                                int64_t stride, int64_t per_cta,
@@ -534,11 +545,7 @@ __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreKernel(To
   const int64_t p1 = p0 + per_cta < n ? p0 + per_cta : n;
   PrefetchBoundTiles<T, FP8, D>(p, blockIdx.y, p0, p1, pf);
   WaitPrimary();
-  if constexpr (kOneSide && TileGeo<FP8, D, kScoreThreads / 32>::kOneSide) {
-    ScoreRangeOneSide<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
-  } else {
-    ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
-  }
+  ScorePages<T, FP8, D, kOneSide>(p, blockIdx.y, p0, p1, p.scores + blockIdx.y * stride);
   // The select may launch only now: allowed at the kernel's start (cheaper
   // for this grid alone: H100, cold, 32 heads x 8192 pages FP8, 20.5 against
   // 23.0 us), its early CTAs slowed the Quest step (MHA 32K B=2048 FP8
@@ -564,12 +571,7 @@ __global__ __launch_bounds__(kScoreThreads, kScoreCtasPerSm) void ScoreBatchKern
   if (scores) PrefetchBoundTiles<T, FP8, D>(p, blockIdx.y, p0, p1, pf);
   WaitPrimary();
   if (scores) {
-    float* out = p.scores + m.scores_offset + blockIdx.y * m.num_pages;
-    if constexpr (kOneSide && TileGeo<FP8, D, kScoreThreads / 32>::kOneSide) {
-      ScoreRangeOneSide<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, out);
-    } else {
-      ScoreRange<T, FP8, D, kScoreThreads>(p, blockIdx.y, p0, p1, out);
-    }
+    ScorePages<T, FP8, D, kOneSide>(p, blockIdx.y, p0, p1, p.scores + m.scores_offset + blockIdx.y * m.num_pages);
   }
   AllowDependents();  // at the end, as ScoreKernel
 }

@@ -19,10 +19,28 @@ enum Launch { kPlain, kWaitFirst, kLoadsFirst };
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;  // independent 16-byte loads in flight per thread
 
-// Reads n uint4, kUnroll loads in flight per thread, folding them into a
-// register so nothing is optimised away.
-template <Launch kLaunch>
-__global__ void __launch_bounds__(kThreads) ReadKernel(const uint4* __restrict__ a, int64_t n, uint4* sink) {
+// Where the j-th uint4 of a read lies: contiguous (the floor), or one
+// side of Quest's page-bounds layout (runtime/page_bounds_layout.h)
+// without the arithmetic: the buffer is runs of `run_u4` uint4 in pairs
+// (a dimension's min row, then its max row) and the read takes one run of
+// each pair, picked by a fixed pseudo-random bit per pair (the query's
+// sign per dimension).
+struct Contiguous {
+  __device__ int64_t operator()(int64_t j) const { return j; }
+};
+struct OneSide {
+  int run_u4;
+  __device__ int64_t operator()(int64_t j) const {
+    const int64_t pair = j / run_u4;
+    const uint32_t side = (static_cast<uint32_t>(pair) * 0x9e3779b1u) >> 31;
+    return (2 * pair + side) * run_u4 + j % run_u4;
+  }
+};
+
+// Reads n uint4 at at(0), .., at(n - 1), kUnroll loads in flight per
+// thread, folding them into a register so nothing is optimised away.
+template <Launch kLaunch, typename At>
+__global__ void __launch_bounds__(kThreads) ReadKernel(const uint4* __restrict__ a, int64_t n, At at, uint4* sink) {
   if constexpr (kLaunch == kWaitFirst) asm volatile("griddepcontrol.wait;" ::: "memory");
   if constexpr (kLaunch != kPlain) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -31,7 +49,7 @@ __global__ void __launch_bounds__(kThreads) ReadKernel(const uint4* __restrict__
     uint4 x[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      x[u] = i + u * stride < n ? __ldcs(a + i + u * stride) : make_uint4(0, 0, 0, 0);
+      x[u] = i + u * stride < n ? __ldcs(a + at(i + u * stride)) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) acc ^= x[u].x ^ x[u].w;
@@ -42,10 +60,10 @@ __global__ void __launch_bounds__(kThreads) ReadKernel(const uint4* __restrict__
   if (acc == 0x9e3779b9u) sink[0] = make_uint4(acc, 0, 0, 0);  // never, but the compiler cannot tell
 }
 
-template <Launch kLaunch>
-cudaError_t LaunchRead(int blocks, cudaStream_t stream, const uint4* a, int64_t n, uint4* sink) {
-  return ops::cuda::LaunchMaybePdl(kLaunch != kPlain, ReadKernel<kLaunch>, dim3(blocks), dim3(kThreads), 0, stream,
-                                   a, n, sink);
+template <Launch kLaunch, typename At = Contiguous>
+cudaError_t LaunchRead(int blocks, cudaStream_t stream, const uint4* a, int64_t n, uint4* sink, At at = {}) {
+  return ops::cuda::LaunchMaybePdl(kLaunch != kPlain, ReadKernel<kLaunch, At>, dim3(blocks), dim3(kThreads), 0,
+                                   stream, a, n, at, sink);
 }
 
 // The dense attention's access pattern without its arithmetic: block
@@ -113,32 +131,6 @@ __global__ void __launch_bounds__(kWarps * 32)
     __syncwarp();
   }
   ops::cuda::CpAsyncWait<0>();
-  if (acc == 0x9e3779b9u) sink[0] = make_uint4(acc, 0, 0, 0);
-}
-
-// One side of Quest's page-bounds layout (runtime/page_bounds_layout.h)
-// without the arithmetic: the buffer is runs of `run_u4` uint4 in pairs
-// (a dimension's min row, then its max row); the read takes one run of
-// each pair, picked by a fixed pseudo-random bit per pair (the query's
-// sign per dimension), `useful` uint4 in all, kUnroll loads in flight.
-__global__ void __launch_bounds__(kThreads) SideReadKernel(const uint4* __restrict__ a, int64_t useful, int run_u4,
-                                                           uint4* sink) {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  uint32_t acc = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < useful; i += kUnroll * stride) {
-    uint4 x[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t j = i + u * stride;
-      const int64_t pair = j / run_u4;
-      const uint32_t side = (static_cast<uint32_t>(pair) * 0x9e3779b1u) >> 31;
-      x[u] = j < useful ? __ldcs(a + (2 * pair + side) * run_u4 + j % run_u4) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) acc ^= x[u].x ^ x[u].w;
-  }
   if (acc == 0x9e3779b9u) sink[0] = make_uint4(acc, 0, 0, 0);
 }
 
@@ -211,8 +203,8 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes, bool sides_only) {
     });
     for (int r : kRuns) {
       pct(useful, [&](int blocks, int i) {
-        return ops::cuda::LaunchMaybePdl(true, SideReadKernel, dim3(blocks), dim3(kThreads), 0, stream, region(i),
-                                         static_cast<int64_t>(useful / 16), r / 16, sink);
+        return LaunchRead<kWaitFirst>(blocks, stream, region(i), static_cast<int64_t>(useful / 16), sink,
+                                      OneSide{r / 16});
       });
     }
     std::printf("\n");
@@ -236,7 +228,7 @@ int RunReadFloor(const std::vector<ReadFloorShape>& shapes, bool sides_only) {
       for (int per : {1, 2, 4, 8}) {
         const Timing t = Time([&](int i) {
           BENCH_CUDA(launch(sms * per, stream, reinterpret_cast<const uint4*>(base + (i % kRegions) * most), n,
-                            sink));
+                            sink, Contiguous{}));
         });
         const double p = 100.0 * (bytes / t.host_s) / copy_bw;
         if (p > pct) {
